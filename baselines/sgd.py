@@ -1,0 +1,36 @@
+"""Plain stochastic gradient descent, equal to ``torch.optim.SGD`` with ``momentum=0``.
+
+Update rule (torch.optim.SGD's documented algorithm without momentum)::
+
+    g_t = -grad if maximize else grad
+    g_t = g_t + weight_decay * theta_{t-1}          (if weight_decay != 0)
+    theta_t = theta_{t-1} - lr * g_t
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from l2l.interface import BatchedOptimizer, Hyper, State, apply_weight_decay, check_range
+
+
+@dataclass(frozen=True)
+class SGD(BatchedOptimizer):
+    lr: Hyper = 1e-3
+    weight_decay: Hyper = 0.0
+    maximize: bool = False
+
+    name = "sgd"
+
+    def __post_init__(self) -> None:
+        check_range("lr", self.lr, 0.0)
+        check_range("weight_decay", self.weight_decay, 0.0)
+
+    def init(self, params: Tensor) -> State:
+        return {}
+
+    def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        g = apply_weight_decay(grads, params, self.weight_decay, self.maximize)
+        return -self.lr * g, {}

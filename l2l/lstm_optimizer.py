@@ -1,0 +1,115 @@
+"""The learned optimizer: a coordinatewise LSTM (Andrychowicz et al., 2016).
+
+One small network is applied to every scalar parameter of the optimizee independently: its
+weights are shared by all coordinates, and each coordinate carries its own recurrent state in the
+optimizer state. For a batch of ``B`` optimizees with ``n`` parameters the cells run on a batch of
+``B * n`` coordinates, so one call covers every coordinate of every instance.
+
+    features = preprocess(grad)                       (see l2l.preprocessing)
+    h_l, c_l = LSTMCell_l(h_{l-1}, (h_l, c_l))        l = 1 .. num_layers, h_0 = features
+    update   = output_scale * Linear(h_L)
+
+``num_layers = 0`` leaves only the linear map of the (preprocessed) gradient, which is what the
+official code's known-answer test uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from l2l.interface import BatchedOptimizer, State, check_range
+from l2l.preprocessing import check_preprocessing, num_features, preprocess
+
+
+class LSTMOptimizer(BatchedOptimizer, nn.Module):
+    """Coordinatewise LSTM optimizer; an ``nn.Module`` whose parameters are meta-learned."""
+
+    name = "lstm"
+    #: The update reads only the gradient and the recurrent state, never the parameters; the
+    #: meta-trainer's fast first-order path relies on this.
+    update_depends_on_params = False
+
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        num_layers: int = 2,
+        preprocessing: str = "log_sign",
+        preprocess_p: float = 10.0,
+        output_scale: float = 0.1,
+        forget_bias: float = 1.0,
+    ) -> None:
+        nn.Module.__init__(self)
+        check_preprocessing(preprocessing)
+        check_range("hidden_size", hidden_size, 1)
+        check_range("num_layers", num_layers, 0)
+        check_range("preprocess_p", preprocess_p, 0.0, low_inclusive=False)
+        check_range("output_scale", output_scale, 0.0, low_inclusive=False)
+        self.config: dict[str, Any] = {
+            "hidden_size": int(hidden_size),
+            "num_layers": int(num_layers),
+            "preprocessing": preprocessing,
+            "preprocess_p": float(preprocess_p),
+            "output_scale": float(output_scale),
+            "forget_bias": float(forget_bias),
+        }
+        width = num_features(preprocessing)
+        self.cells = nn.ModuleList()
+        for _ in range(num_layers):
+            cell = nn.LSTMCell(width, hidden_size)
+            with torch.no_grad():  # PyTorch's gate order is (input, forget, cell, output)
+                cell.bias_ih[hidden_size : 2 * hidden_size] += forget_bias
+            self.cells.append(cell)
+            width = hidden_size
+        self.head = nn.Linear(width, 1)
+
+    # -- the shared interface -----------------------------------------------------------------
+
+    def init(self, params: Tensor) -> State:
+        B, n = params.shape
+        H = self.config["hidden_size"]
+        dtype = self.head.weight.dtype
+        zeros = params.new_zeros(B, n, H, dtype=dtype)
+        state: State = {}
+        for layer in range(len(self.cells)):
+            state[f"h{layer}"] = zeros
+            state[f"c{layer}"] = zeros
+        return state
+
+    def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        B, n = grads.shape
+        H = self.config["hidden_size"]
+        cfg = self.config
+        x = preprocess(grads.reshape(B * n), cfg["preprocessing"], cfg["preprocess_p"])
+        x = x.to(self.head.weight.dtype)
+        new_state: State = {}
+        for layer, cell in enumerate(self.cells):
+            hidden = (state[f"h{layer}"].reshape(B * n, H), state[f"c{layer}"].reshape(B * n, H))
+            h, c = cell(x, hidden)
+            new_state[f"h{layer}"] = h.view(B, n, H)
+            new_state[f"c{layer}"] = c.view(B, n, H)
+            x = h
+        update = self.head(x).view(B, n) * cfg["output_scale"]
+        return update.to(grads.dtype), new_state
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def with_hyperparameters(self, **overrides: Any) -> LSTMOptimizer:
+        """A copy with new hyperparameters; the learned weights are kept (so the architecture
+        may not change)."""
+        config = {**self.config, **overrides}
+        clone = LSTMOptimizer(**config)
+        try:
+            clone.load_state_dict(self.state_dict())
+        except RuntimeError as error:
+            raise ValueError(
+                f"cannot change {sorted(overrides)} of a trained LSTM optimizer: the learned "
+                "weights would not fit; build a new LSTMOptimizer instead"
+            ) from error
+        return clone.to(self.head.weight)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())

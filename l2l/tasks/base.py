@@ -1,0 +1,89 @@
+"""The task interface: a *family* of optimization problems sampled many at a time.
+
+``TaskFamily.sample(B, seed, split)`` draws ``B`` independent problem instances. Instance ``i`` of
+a sample is determined by ``(seed, split, offset + i)`` alone, so row ``i`` of a batch equals the
+same instance sampled on its own, and every optimizer run on the same sample sees the same
+problems and, step for step, the same minibatches.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor
+
+SPLITS = ("train", "valid", "test")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+
+
+class Instances(abc.ABC):
+    """A batch of ``B`` sampled problems with flat parameters of shape ``(B, n)``."""
+
+    #: initial parameters, shape ``(B, n)``
+    init_params: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.init_params.shape[0]
+
+    @property
+    def num_params(self) -> int:
+        return self.init_params.shape[1]
+
+    @abc.abstractmethod
+    def loss(self, params: Tensor, step: int) -> Tensor:
+        """Per-instance losses ``(B,)`` at optimization step ``step`` (which picks the minibatch),
+        computed for the whole batch at once."""
+
+    def loss_and_grad(
+        self, params: Tensor, step: int, *, create_graph: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Losses ``(B,)`` and each instance's gradient w.r.t. its own parameters ``(B, n)``.
+
+        One backward pass of the summed losses gives all gradients (instances are independent).
+        The gradient is taken w.r.t. ``params`` only, never through their history, so an unrolled
+        optimization costs linear, not quadratic, time in its length. If ``params`` is part of an
+        autograd graph the returned losses stay attached to it (for a meta-loss); the gradient is a
+        constant unless ``create_graph`` (second-order meta-gradients).
+        """
+        attached = params.requires_grad
+        with torch.enable_grad():
+            p = params if attached else params.detach().requires_grad_(True)
+            losses = self.loss(p, step)
+            (grads,) = torch.autograd.grad(
+                losses.sum(), p, create_graph=create_graph, retain_graph=attached or create_graph
+            )
+        return (losses if attached else losses.detach()), grads
+
+    def evaluate(self, params: Tensor) -> dict[str, Tensor]:
+        """Extra per-instance end-of-run metrics ``{name: (B,)}`` (e.g. accuracy); none by default."""
+        return {}
+
+
+class TaskFamily(abc.ABC):
+    """A distribution over problems; ``sample`` draws a batch of them."""
+
+    name: str = "task"
+
+    @property
+    @abc.abstractmethod
+    def num_params(self) -> int:
+        """Length ``n`` of each instance's flat parameter vector."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        batch_size: int,
+        seed: int,
+        split: str = "train",
+        *,
+        offset: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Instances:
+        """Draw instances ``offset .. offset + batch_size - 1`` of ``(seed, split)``."""
