@@ -20,13 +20,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor
 
 State = dict[str, Tensor]
-Hyper = Union[float, Tensor]
+Hyper = float | Tensor
 
 
 class BatchedOptimizer(abc.ABC):
@@ -70,7 +70,9 @@ def is_zero(value: Hyper) -> bool:
     return not isinstance(value, Tensor) and value == 0
 
 
-def apply_weight_decay(grads: Tensor, params: Tensor, weight_decay: Hyper, maximize: bool) -> Tensor:
+def apply_weight_decay(
+    grads: Tensor, params: Tensor, weight_decay: Hyper, maximize: bool
+) -> Tensor:
     """torch.optim's common gradient preamble: negate for ``maximize``, then add L2 decay."""
     if maximize:
         grads = -grads

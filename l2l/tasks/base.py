@@ -61,8 +61,15 @@ class Instances(abc.ABC):
         return (losses if attached else losses.detach()), grads
 
     def evaluate(self, params: Tensor) -> dict[str, Tensor]:
-        """Extra per-instance end-of-run metrics ``{name: (B,)}`` (e.g. accuracy); none by default."""
+        """Extra per-instance end-of-run metrics ``{name: (B,)}`` (e.g. accuracy); none by
+        default."""
         return {}
+
+    @abc.abstractmethod
+    def repeat(self, times: int) -> Instances:
+        """The batch tiled ``times`` times (rows ``[0..B-1, 0..B-1, ...]``), each copy the same
+        problems with the same minibatches: one batched run then tries ``times`` settings (say,
+        learning rates) on identical instances."""
 
 
 class TaskFamily(abc.ABC):

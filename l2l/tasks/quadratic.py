@@ -1,0 +1,183 @@
+"""Random quadratics ``f(theta) = ||W theta - y||^2`` (the paper's first experiment, section 3.1).
+
+This module also holds the seeding helpers every task family uses for its determinism contract
+(instance ``i`` of a sample depends on ``(seed, split, offset + i)`` only): ``instance_generator``
+gives each instance its own ``torch.Generator`` seeded from a hash of ``(family namespace, seed,
+split, instance id)``, and ``stream_key`` derives the 64-bit key of a counter-based stream (for
+example the minibatch indices of ``l2l.tasks.mnist_mlp``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor
+
+from l2l.tasks.base import Instances, TaskFamily, check_split
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic seeding shared by the task families.
+
+
+def _hash64(*parts: object) -> int:
+    """A stable (process- and platform-independent) 64-bit hash of ``parts``."""
+    text = "\x1f".join(f"{type(p).__name__}:{p}" for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def instance_generator(namespace: str, seed: int, split: str, index: int) -> torch.Generator:
+    """A CPU generator owned by instance ``index`` of ``(seed, split)`` of family ``namespace``."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(_hash64(namespace, "instance", int(seed), split, int(index)) & (2**63 - 1))
+    return g
+
+
+def stream_key(namespace: str, seed: int, split: str, purpose: str) -> int:
+    """A 64-bit key for a counter-based random stream of ``(seed, split)`` (e.g. minibatches)."""
+    return _hash64(namespace, purpose, int(seed), split)
+
+
+def check_sample_args(batch_size: int, seed: int, offset: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+
+
+def check_dtype(dtype: torch.dtype) -> None:
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The quadratic family.
+
+_DISTS = ("normal", "uniform")
+
+
+class QuadraticInstances(Instances):
+    """``B`` quadratics: ``W (B, d, d)``, ``y (B, d)``, ``init_params (B, d)``."""
+
+    def __init__(self, W: Tensor, y: Tensor, init_params: Tensor) -> None:
+        self.W = W
+        self.y = y
+        self.init_params = init_params
+
+    def residual(self, params: Tensor) -> Tensor:
+        """``W theta - y`` per instance, shape ``(B, d)``."""
+        return torch.bmm(self.W, params.unsqueeze(-1)).squeeze(-1) - self.y
+
+    def loss(self, params: Tensor, step: int) -> Tensor:
+        """``||W theta - y||^2`` per instance; ``step`` is ignored (no minibatches)."""
+        r = self.residual(params)
+        return (r * r).sum(-1)
+
+    def repeat(self, times: int) -> QuadraticInstances:
+        return QuadraticInstances(
+            self.W.repeat(times, 1, 1), self.y.repeat(times, 1), self.init_params.repeat(times, 1)
+        )
+
+    def minimum(self) -> Tensor:
+        """The least-squares optimum's loss per instance (0 when ``W`` is invertible)."""
+        W64, y64 = self.W.double(), self.y.double()
+        sol = torch.linalg.lstsq(W64, y64.unsqueeze(-1)).solution.squeeze(-1)
+        r = torch.bmm(W64, sol.unsqueeze(-1)).squeeze(-1) - y64
+        return (r * r).sum(-1).to(self.W.dtype)
+
+
+class QuadraticFamily(TaskFamily):
+    """Quadratics ``f(theta) = ||W theta - y||^2`` with ``W (dim, dim)``, ``y (dim)`` random.
+
+    Defaults follow the paper: ``W`` and ``y`` IID standard normal (``"normal"``); ``"uniform"``
+    draws them from ``U[0, 1)`` as the official code does. The paper does not say how
+    ``theta_0`` is drawn; the default ``init_std=0.01`` (``theta_0 ~ N(0, 0.01^2)``) is the
+    official code's choice. ``init_std=None`` (or ``0``) starts every instance at ``theta_0 = 0``.
+    ``QuadraticFamily.official()`` is the official code's setting (uniform ``W`` and ``y``).
+
+    The loss is the plain per-instance sum of squares (the official code additionally averages
+    over its batch of 128 functions, a run-level choice). There are no minibatches: ``step`` is
+    ignored, so every step sees the same function.
+
+    Each instance's data is drawn in float64 from its own generator (seeded by ``(seed, split,
+    instance id)``) in the order ``W``, ``y``, ``theta_0`` and then cast to ``dtype``, so a float32
+    and a float64 sample hold the same problems up to rounding.
+    """
+
+    name = "quadratic"
+    #: seeding namespace, fixed for the class so that presets and names share instances' seeds
+    _namespace = "quadratic"
+
+    def __init__(
+        self,
+        dim: int = 10,
+        w_dist: str = "normal",
+        y_dist: str = "normal",
+        init_std: float | None = 0.01,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        for label, dist in (("w_dist", w_dist), ("y_dist", y_dist)):
+            if dist not in _DISTS:
+                raise ValueError(f"unknown {label}={dist!r}: choose one of {', '.join(_DISTS)}")
+        if init_std is not None and not (float(init_std) >= 0.0 and float(init_std) < float("inf")):
+            raise ValueError(f"init_std must be a finite number >= 0 or None, got {init_std!r}")
+        self.dim = dim
+        self.w_dist = w_dist
+        self.y_dist = y_dist
+        self.init_std = None if init_std is None else float(init_std)
+
+    @classmethod
+    def official(cls, dim: int = 10, init_std: float | None = 0.01) -> QuadraticFamily:
+        """The official code's quadratics: ``W, y ~ U[0, 1)``, ``theta_0 ~ N(0, 0.01^2)``."""
+        family = cls(dim=dim, w_dist="uniform", y_dist="uniform", init_std=init_std)
+        family.name = "quadratic_official"
+        return family
+
+    def __repr__(self) -> str:
+        return (
+            f"QuadraticFamily(dim={self.dim}, w_dist={self.w_dist!r}, y_dist={self.y_dist!r}, "
+            f"init_std={self.init_std!r})"
+        )
+
+    @property
+    def num_params(self) -> int:
+        return self.dim
+
+    @staticmethod
+    def _draw(dist: str, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
+        if dist == "normal":
+            return torch.randn(shape, generator=g, dtype=torch.float64)
+        return torch.rand(shape, generator=g, dtype=torch.float64)
+
+    def sample(
+        self,
+        batch_size: int,
+        seed: int,
+        split: str = "train",
+        *,
+        offset: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> QuadraticInstances:
+        check_split(split)
+        check_sample_args(batch_size, seed, offset)
+        check_dtype(dtype)
+        d = self.dim
+        Ws, ys, thetas = [], [], []
+        for i in range(offset, offset + batch_size):
+            g = instance_generator(self._namespace, seed, split, i)
+            Ws.append(self._draw(self.w_dist, (d, d), g))
+            ys.append(self._draw(self.y_dist, (d,), g))
+            if self.init_std:
+                thetas.append(torch.randn(d, generator=g, dtype=torch.float64) * self.init_std)
+            else:
+                thetas.append(torch.zeros(d, dtype=torch.float64))
+        device = torch.device("cpu") if device is None else torch.device(device)
+
+        def put(ts: list[Tensor]) -> Tensor:
+            return torch.stack(ts).to(device=device, dtype=dtype)
+
+        return QuadraticInstances(put(Ws), put(ys), put(thetas))

@@ -1,0 +1,173 @@
+"""Meta-training: it learns, it resumes exactly, it survives bad numbers, it rejects bad files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from l2l import checkpoint
+from l2l.evaluation import lr_grid, run_optimizer, tune_learning_rate
+from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.meta_training import MetaConfig, MetaTrainer, MetaTrainingDiverged
+from l2l.registry import build_optimizer
+from l2l.tasks import build_task
+from l2l.tasks.base import Instances, TaskFamily
+
+
+def _quadratic_lstm(seed: int = 0) -> LSTMOptimizer:
+    torch.manual_seed(seed)
+    return LSTMOptimizer(preprocessing="none", output_scale=1.0)
+
+
+def test_meta_training_beats_untrained_and_tuned_sgd():
+    """Paper's quadratic setting, shortened: a minute of meta-training must clearly pay off."""
+    task = build_task("quadratic")
+    config = MetaConfig(iterations=60, horizon=50, unroll=10, batch_size=16, meta_lr=0.01,
+                        val_every=60, val_instances=64)
+    trainer = MetaTrainer(_quadratic_lstm(), task, config)
+    untrained = trainer.validate()
+    result = trainer.train()
+    trained = result["history"]["val_loss"][-1]
+    assert result["skipped"] == 0
+    sgd = tune_learning_rate(build_optimizer("sgd"), task, grid=lr_grid(), num_instances=64,
+                             steps=50, seed=0)
+    best_sgd = min(sgd.scores)
+    assert math.isfinite(best_sgd)
+    assert trained < untrained / 100
+    assert trained < 0.8 * best_sgd, (trained, best_sgd)
+
+
+def _config(**overrides) -> MetaConfig:
+    base = dict(iterations=6, horizon=20, unroll=10, batch_size=4, meta_lr=0.01, val_every=2,
+                val_instances=8, checkpoint_every=1)
+    return MetaConfig(**{**base, **overrides})
+
+
+def test_kill_and_resume_gives_the_same_weights(tmp_path):
+    task = build_task("quadratic")
+    straight = MetaTrainer(_quadratic_lstm(), task, _config(), run_dir=tmp_path / "a")
+    straight.train()
+
+    first = MetaTrainer(_quadratic_lstm(), task, _config(), run_dir=tmp_path / "b")
+    first.train(stop_after=3)  # "killed" after iteration 3
+    del first
+    # The same command again: a fresh process would build a fresh (differently seeded) LSTM.
+    resumed = MetaTrainer(_quadratic_lstm(seed=99), task, _config(), run_dir=tmp_path / "b")
+    assert resumed.iteration == 3
+    resumed.train()
+    for (name, a), b in zip(straight.optimizer.state_dict().items(),
+                            resumed.optimizer.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert straight.history == resumed.history
+    best = checkpoint.load_learned_optimizer(tmp_path / "b" / "checkpoints" / "best.pt")
+    assert isinstance(best, LSTMOptimizer)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    path = tmp_path / "checkpoints" / "latest.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt.*delete it"):
+        MetaTrainer(_quadratic_lstm(), build_task("quadratic"), _config(), run_dir=tmp_path)
+
+
+def test_truncated_checkpoint_is_rejected(tmp_path):
+    trainer = MetaTrainer(_quadratic_lstm(), build_task("quadratic"), _config(), run_dir=tmp_path)
+    trainer.train(stop_after=1)
+    path = tmp_path / "checkpoints" / "latest.pt"
+    path.write_bytes(path.read_bytes()[: 200])
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+        checkpoint.load(path)
+
+
+def test_checkpoint_of_another_architecture_is_rejected(tmp_path):
+    task = build_task("quadratic")
+    MetaTrainer(_quadratic_lstm(), task, _config(), run_dir=tmp_path).train(stop_after=1)
+    other = LSTMOptimizer(hidden_size=7, preprocessing="none")
+    with pytest.raises(checkpoint.CheckpointError, match="different LSTM architecture.*hidden"):
+        MetaTrainer(other, task, _config(), run_dir=tmp_path)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('pwned')",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": checkpoint.FORMAT, "x": Evil()}, path)
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt or not an l2l checkpoint"):
+        checkpoint.load(path)
+
+
+def test_not_a_checkpoint_of_ours(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(checkpoint.CheckpointError, match="not an l2l checkpoint"):
+        checkpoint.load(path)
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load(tmp_path / "missing.pt")
+
+
+class _PoisonedInstances(Instances):
+    """A quadratic whose loss turns NaN from step ``bad_from`` on."""
+
+    def __init__(self, inner: Instances, bad_from: int) -> None:
+        self.inner, self.bad_from = inner, bad_from
+        self.init_params = inner.init_params
+
+    def loss(self, params, step):
+        loss = self.inner.loss(params, step)
+        return loss * math.nan if step >= self.bad_from else loss
+
+
+class _Poisoned(TaskFamily):
+    def __init__(self, bad_from: int) -> None:
+        self.inner, self.bad_from = build_task("quadratic"), bad_from
+
+    @property
+    def num_params(self):
+        return self.inner.num_params
+
+    def sample(self, batch_size, seed, split="train", **kwargs):
+        inner = self.inner.sample(batch_size, seed, split, **kwargs)
+        return _PoisonedInstances(inner, self.bad_from if split == "train" else 10**9)
+
+
+def test_nan_losses_skip_the_meta_step_and_then_stop_the_run(tmp_path):
+    net = _quadratic_lstm()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trainer = MetaTrainer(net, _Poisoned(bad_from=3), _config(max_consecutive_skips=3),
+                          run_dir=tmp_path)
+    with pytest.raises(MetaTrainingDiverged, match=r"3 meta-steps in a row.*meta_lr"):
+        trainer.train()
+    assert trainer.skipped == 3
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed by a non-finite meta-step"
+    assert (tmp_path / "checkpoints" / "latest.pt").exists()
+
+
+def test_evaluation_reports_divergence_without_crashing():
+    task = build_task("quadratic")
+    instances = task.sample(6, 0, "test")
+    result = run_optimizer(build_optimizer("sgd", lr=1.0), instances, 30)
+    assert bool(result.diverged.all())
+    assert torch.isfinite(result.losses[0]).all()  # the curve is kept up to divergence
+    assert torch.isnan(result.final_loss).all()
+    calm = run_optimizer(build_optimizer("sgd", lr=1e-3), instances, 30)
+    assert not bool(calm.diverged.any())
+
+
+def test_meta_config_rejects_impossible_values():
+    with pytest.raises(ValueError, match="meta.unroll"):
+        MetaConfig(unroll=0)
+    with pytest.raises(ValueError, match="meta.meta_lr"):
+        MetaConfig(meta_lr=-1.0)
+    with pytest.raises(ValueError, match="gradient_mode"):
+        MetaConfig(gradient_mode="magic")
+
+
+def test_baseline_cannot_be_meta_trained():
+    with pytest.raises(ValueError, match="no learnable parameters"):
+        MetaTrainer(build_optimizer("adam"), build_task("quadratic"), _config())
