@@ -108,12 +108,19 @@ def check_range(
     Works for Python numbers and for tensors of per-instance hyperparameters (every element is
     checked). NaN is never in range.
     """
-    values = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
+    left = "[" if low_inclusive else "("
+    right = "]" if high_inclusive else ")"
+    if isinstance(value, Tensor):
+        values = value.detach()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        values = torch.tensor(float(value))
+    else:
+        raise ValueError(
+            f"invalid {name}={value!r}: {name} must be a number in {left}{low}, {high}{right}"
+        )
     ok_low = values >= low if low_inclusive else values > low
     ok_high = values <= high if high_inclusive else values < high
     if not bool(torch.all(ok_low & ok_high)):
-        left = "[" if low_inclusive else "("
-        right = "]" if high_inclusive else ")"
         shown = value if not isinstance(value, Tensor) else value.detach().flatten()[:8].tolist()
         raise ValueError(
             f"invalid {name}={shown}: {name} must lie in {left}{low}, {high}{right}"

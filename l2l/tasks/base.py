@@ -65,11 +65,14 @@ class Instances(abc.ABC):
         default."""
         return {}
 
-    @abc.abstractmethod
     def repeat(self, times: int) -> Instances:
         """The batch tiled ``times`` times (rows ``[0..B-1, 0..B-1, ...]``), each copy the same
         problems with the same minibatches: one batched run then tries ``times`` settings (say,
-        learning rates) on identical instances."""
+        learning rates) on identical instances. Needed for batched learning-rate tuning."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement repeat(), which batched learning-rate "
+            "tuning needs"
+        )
 
 
 class TaskFamily(abc.ABC):

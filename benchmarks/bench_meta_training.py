@@ -1,0 +1,165 @@
+"""Meta-training throughput on the paper's MNIST setup, ours against a straightforward loop.
+
+Setup: the MNIST MLP (784-20-10, 15,910 parameters), a 2x20 coordinatewise LSTM, unrolls of 20
+steps, minibatches of 128. One *meta-iteration* is one unroll of 20 optimizee steps plus the
+meta-gradient and one Adam meta-step. Throughput counts inner optimizee steps per second
+(times B instances), the backward pass included.
+
+* ``l2l``: ``MetaTrainer.unroll`` (first-order "surrogate" path: each inner gradient w.r.t. the
+  current parameters only, the LSTM graph alone kept for the meta-backward), for B = 1 and more.
+* ``l2l autograd``: the same trainer with ``gradient_mode=autograd`` (optimizee graphs kept).
+* ``naive``: the way public reproductions do it: parameters kept as a list of tensors, the LSTM
+  applied per parameter tensor, and at every inner step ``loss.backward(retain_graph=True)``
+  through the whole window so far (cost quadratic in the unroll length).
+
+Usage: ``python benchmarks/bench_meta_training.py [--batch-sizes 1 8 32] [--repeats 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+try:
+    import l2l  # noqa: F401
+except ImportError:  # not installed: run from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from l2l.lstm_optimizer import LSTMOptimizer  # noqa: E402
+from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
+from l2l.preprocessing import preprocess  # noqa: E402
+from l2l.tasks import build_task  # noqa: E402
+
+UNROLL = 20
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or cpu
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ours(task, batch_size: int, mode: str, repeats: int, device: torch.device) -> float:
+    """Median seconds per meta-iteration of MetaTrainer (one unroll + one meta-step)."""
+    torch.manual_seed(0)
+    net = LSTMOptimizer()
+    trainer = MetaTrainer(net, task, MetaConfig(gradient_mode=mode, val_instances=1),
+                          device=device)
+    instances = task.sample(batch_size, 0, "train", device=device)
+    params = instances.init_params
+    state = trainer.optimizer.init(params)
+    _, grads = instances.loss_and_grad(params, 0)
+    times = []
+    for r in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        trainer.meta_optimizer.zero_grad()
+        out = trainer.unroll(instances, params, grads, state, r * UNROLL, UNROLL)
+        trainer.meta_optimizer.step()
+        sync(device)
+        if r:  # the first is a warm-up
+            times.append(time.perf_counter() - start)
+        params, grads, state = out.params, out.grads, out.state
+    return statistics.median(times)
+
+
+def time_naive(task, repeats: int, device: torch.device) -> float:
+    """Median seconds per meta-iteration of the per-tensor, backward-through-window loop."""
+    torch.manual_seed(0)
+    net = LSTMOptimizer().to(device)
+    meta_opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    instances = task.sample(1, 0, "train", device=device)
+    shapes = [(784, 20), (20,), (20, 10), (10,)]
+    flat = instances.init_params[0]
+    tensors, at = [], 0
+    for shape in shapes:
+        size = torch.Size(shape).numel()
+        tensors.append(flat[at:at + size].view(shape).clone())
+        at += size
+    cfg = net.config
+    H = cfg["hidden_size"]
+    times = []
+    for r in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        params = [t.detach().requires_grad_(True) for t in tensors]
+        hidden = [[(torch.zeros(p.numel(), H, device=device),) * 2 for _ in net.cells]
+                  for p in params]
+        meta_loss = 0.0
+        for k in range(UNROLL):
+            loss = instances.loss(torch.cat([p.reshape(-1) for p in params])[None], k)[0]
+            for p in params:
+                p.retain_grad()
+            loss.backward(retain_graph=True)  # through the whole window so far
+            new_params = []
+            for i, p in enumerate(params):  # the LSTM, one parameter tensor at a time
+                x = preprocess(p.grad.detach().reshape(-1), cfg["preprocessing"],
+                               cfg["preprocess_p"])
+                for layer, cell in enumerate(net.cells):
+                    hidden[i][layer] = cell(x, hidden[i][layer])
+                    x = hidden[i][layer][0]
+                update = net.head(x).view_as(p) * cfg["output_scale"]
+                new_params.append(p + update)
+            params = new_params
+            meta_loss = meta_loss + loss
+        meta_loss = meta_loss + instances.loss(
+            torch.cat([p.reshape(-1) for p in params])[None], UNROLL)[0]
+        meta_opt.zero_grad()
+        meta_loss.backward()
+        meta_opt.step()
+        sync(device)
+        if r:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    task = build_task("mnist", data_dir=args.data_dir)
+    print(f"machine: {machine()}; device {device}")
+    print(f"MNIST MLP ({task.num_params} params), 2x20 LSTM, unroll {UNROLL}, minibatch 128; "
+          f"median of {args.repeats} meta-iterations\n")
+    print(f"{'implementation':<22}{'B':>4}{'s / meta-iter':>15}{'inner steps/s':>15}"
+          f"{'vs naive':>10}")
+    naive = None
+    if not args.skip_naive:
+        naive = time_naive(task, args.repeats, device)
+        print(f"{'naive per-tensor loop':<22}{1:>4}{naive:>15.3f}{UNROLL / naive:>15.1f}"
+              f"{1.0:>10.2f}")
+    for mode, label in (("surrogate", "l2l"), ("autograd", "l2l autograd")):
+        for b in args.batch_sizes if mode == "surrogate" else args.batch_sizes[:1]:
+            seconds = time_ours(task, b, mode, args.repeats, device)
+            ratio = f"{naive / seconds * b:>10.1f}" if naive else f"{'—':>10}"
+            print(f"{label:<22}{b:>4}{seconds:>15.3f}{UNROLL * b / seconds:>15.1f}{ratio}")
+    print("\n'vs naive' compares inner steps per second (B instances per step count B times).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Result files of an evaluation: ``summary.json``, ``report.md`` and ``curves.png``.
+
+Each entry is one optimizer's :func:`l2l.evaluation.summarize` dict plus what the run script
+adds (``name``, ``optimizer``, ``hyperparameters``, ``tuned_lr``, ``learned``). Nothing here
+needs wandb, and matplotlib is imported only when a figure is drawn (with the Agg canvas
+directly, never pyplot, so it works headless and leaves pyplot's global state alone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+DASH = "—"
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON.
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values: non-finite floats become ``None``, tensors/arrays lists."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # torch tensors, numpy arrays and scalars
+        return jsonable(obj.tolist())
+    if hasattr(obj, "item"):
+        return jsonable(obj.item())
+    return str(obj)
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON (no NaN/Infinity tokens) of :func:`jsonable` ``(obj)``."""
+    return json.dumps(jsonable(obj), allow_nan=False, ensure_ascii=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting.
+
+
+def _finite(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """``x`` to ``digits`` significant digits (scientific when tiny or huge); ``—`` if missing."""
+    if x is None:
+        return DASH
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(value):
+        return DASH
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}g}"
+
+
+def _mean_ci(mean: Any, ci: Any) -> str:
+    if _finite(mean) is None:
+        return fmt(mean)
+    return fmt(mean) if _finite(ci) is None else f"{fmt(mean)} ± {fmt(ci)}"
+
+
+def _accuracy(entry: Mapping) -> str:
+    mean, ci = _finite(entry.get("final_accuracy_mean")), _finite(entry.get("final_accuracy_ci95"))
+    if mean is None:
+        return DASH
+    text = f"{100 * mean:.2f}%"
+    return text if ci is None else f"{text} ± {100 * ci:.2f}"
+
+
+def display_name(entry: Mapping, index: int = 0) -> str:
+    return str(entry.get("name") or entry.get("optimizer") or f"optimizer {index}")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def all_diverged(entry: Mapping) -> bool:
+    """True when no instance of this entry finished with a finite loss."""
+    instances, diverged = entry.get("instances"), entry.get("diverged")
+    if instances is not None and diverged is not None and diverged >= instances:
+        return True
+    return _finite(entry.get("final_loss_mean")) is None
+
+
+def sort_entries(entries: Sequence[Mapping]) -> list[Mapping]:
+    """By mean final loss, lowest first; entries with no finite final loss last."""
+    def key(item: tuple[int, Mapping]) -> tuple:
+        index, entry = item
+        loss = _finite(entry.get("final_loss_mean"))
+        bad = all_diverged(entry)
+        return (bad, loss if loss is not None and not bad else math.inf, index)
+
+    return [entry for _, entry in sorted(enumerate(entries), key=key)]
+
+
+def _threshold_header(entries: Sequence[Mapping]) -> str:
+    thresholds = {entry.get("threshold") for entry in entries} - {None}
+    if len(thresholds) == 1:
+        return f"steps to loss ≤ {fmt(next(iter(thresholds)))}"
+    return "steps to loss ≤ threshold"
+
+
+def _steps(entry: Mapping) -> str:
+    if entry.get("threshold") is None:
+        return DASH
+    steps = entry.get("steps_to_threshold")
+    return "never" if steps is None else str(int(steps))
+
+
+def markdown_table(entries: Sequence[Mapping]) -> str:
+    """The comparison table (Markdown), best final loss first, the learned optimizer in bold."""
+    with_accuracy = any(_finite(e.get("final_accuracy_mean")) is not None for e in entries)
+    header = ["optimizer", "tuned lr", "final loss (mean ± 95% CI)", "log10 final loss",
+              _threshold_header(entries), "time / step (ms)", "diverged"]
+    if with_accuracy:
+        header.append("test accuracy")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    index = {id(e): i for i, e in enumerate(entries)}
+    for entry in sort_entries(entries):
+        name = _cell(display_name(entry, index[id(entry)]))
+        seconds = _finite(entry.get("seconds_per_step"))
+        instances = entry.get("instances")
+        diverged = entry.get("diverged")
+        row = [
+            f"**{name}**" if entry.get("learned") else name,
+            fmt(entry.get("tuned_lr")),
+            _mean_ci(entry.get("final_loss_mean"), entry.get("final_loss_ci95")),
+            fmt(entry.get("final_log10_loss_mean")),
+            _steps(entry),
+            DASH if seconds is None else fmt(1000 * seconds),
+            DASH if diverged is None else (
+                f"{diverged}/{instances}" if instances is not None else str(diverged)),
+        ]
+        if with_accuracy:
+            row.append(_accuracy(entry))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _instances_text(entries: Sequence[Mapping]) -> str:
+    counts = sorted({int(e["instances"]) for e in entries if e.get("instances") is not None})
+    if not counts:
+        return "held-out instances"
+    joined = "/".join(str(c) for c in counts)
+    return f"{joined} held-out instance{'s' if counts != [1] else ''}"
+
+
+def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"Task `{task}`, {steps} optimization steps, {_instances_text(entries)} per optimizer "
+        "(the same instances for every optimizer); ± is the 95% confidence interval of the mean "
+        "over the held-out instances (Student t); final-loss statistics leave out diverged "
+        "instances.",
+        "",
+        markdown_table(entries),
+        "",
+        "![loss curves](curves.png)",
+    ]
+    hyper = [(display_name(e, i), e.get("hyperparameters")) for i, e in enumerate(entries)]
+    hyper = [(name, h) for name, h in hyper if h]
+    if hyper:
+        lines += ["", "## Hyperparameters", ""]
+        for name, h in hyper:
+            values = ", ".join(f"{k}={_hyper_value(v)}" for k, v in h.items())
+            lines.append(f"- {name}: {values}")
+    return "\n".join(lines) + "\n"
+
+
+def _hyper_value(value: Any) -> str:
+    return fmt(value) if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure.
+
+
+def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
+                dpi: int = 120) -> Path:
+    """Mean loss vs step per optimizer with its 95% CI band, log-scale y, learned on top."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    def array(values: Any) -> np.ndarray:
+        return np.array([np.nan if _finite(v) is None else float(v) for v in values or []])
+
+    ordered = sort_entries(entries)
+    curves = [array(e.get("mean_curve")) for e in ordered]
+    finite = np.concatenate([c[np.isfinite(c)] for c in curves] or [np.empty(0)])
+    log_scale = finite.size > 0 and bool((finite > 0).all())
+    floor = float(finite.min()) * 1e-2 if log_scale else None
+
+    fig = Figure(figsize=(7.5, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = _palette()
+    index = {id(e): i for i, e in enumerate(entries)}
+    for entry, mean in zip(ordered, curves):
+        learned = bool(entry.get("learned"))
+        label = display_name(entry, index[id(entry)]) + (" (learned)" if learned else "")
+        if all_diverged(entry):
+            label += " (diverged)"
+        colour = "black" if learned else next(colours)
+        steps = np.arange(mean.size)
+        ax.plot(steps, mean, color=colour, lw=2.6 if learned else 1.4, label=label,
+                zorder=4 if learned else 2)
+        ok = np.flatnonzero(np.isfinite(mean))
+        if ok.size and (ok.size == 1 or ok[-1] < mean.size - 1):  # mark where a curve stops
+            ax.plot(ok[-1:], mean[ok[-1:]], "x", color=colour, ms=8, mew=2, zorder=5)
+        ci = array(entry.get("ci_curve"))
+        if ci.size == mean.size and np.isfinite(ci).any():
+            low, high = mean - ci, mean + ci
+            if floor is not None:
+                low = np.maximum(low, floor)
+            ax.fill_between(steps, low, high, color=colour, alpha=0.12 if learned else 0.15,
+                            lw=0, zorder=3 if learned else 1)
+    if log_scale:
+        ax.set_yscale("log")
+    if finite.size == 0:
+        ax.text(0.5, 0.5, "no finite losses (every run diverged)", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (mean over instances)" + (", log scale" if log_scale else ""))
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    if ordered:
+        ax.legend(fontsize="small", framealpha=0.9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _palette():
+    """Endless distinct colours for the classic optimizers (tab10 then tab20, no black)."""
+    from matplotlib import colormaps
+
+    while True:
+        for name in ("tab10", "tab20b"):
+            cmap = colormaps[name]
+            yield from (cmap(i) for i in range(cmap.N))
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+
+def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: int,
+                 title: str | None = None) -> dict[str, Path]:
+    """Write ``summary.json``, ``report.md`` and ``curves.png`` into ``run_dir``.
+
+    Returns their paths under the keys ``"summary"``, ``"report"`` and ``"curves"``.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    title = title or f"Optimizer comparison on {task} ({steps} steps)"
+    paths = {"summary": run_dir / "summary.json", "report": run_dir / "report.md",
+             "curves": run_dir / "curves.png"}
+    summary = {"task": task, "steps": steps, "title": title, "optimizers": list(entries)}
+    paths["summary"].write_text(dumps(summary, indent=2) + "\n", encoding="utf-8")
+    paths["report"].write_text(markdown_report(entries, task=task, steps=steps, title=title),
+                               encoding="utf-8")
+    plot_curves(paths["curves"], entries, title=f"{title}: mean loss, 95% CI band")
+    return paths

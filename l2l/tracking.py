@@ -1,0 +1,310 @@
+"""Experiment tracking: the one place the project talks to wandb.
+
+:class:`RunLogger` always writes ``metrics.jsonl`` in the run directory (one JSON object per
+:meth:`RunLogger.log` call), a record that needs no wandb. With ``backend="wandb"`` it also
+mirrors everything into a wandb run whose files land in ``<run_dir>/wandb/``:
+
+* ``mode="offline"`` (the default): nothing leaves the machine; ``wandb sync <dir>`` uploads
+  the run later.
+* ``mode="online"``: if wandb cannot start (server unreachable, not logged in, timeout), a
+  warning says so and the run continues in offline mode. A run never hangs or dies because of
+  wandb: every later wandb call that fails is reported as a warning and skipped.
+* ``mode="disabled"``: wandb is not even imported.
+
+wandb is imported lazily, only when a wandb run is actually started, so ``import l2l`` stays
+fast and ``backend="none"`` never touches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from l2l.report import display_name, dumps, jsonable
+
+log = logging.getLogger(__name__)
+
+MODES = ("offline", "online", "disabled")
+BACKENDS = ("wandb", "none")
+_HEADER_BYTES = 7  # an empty .wandb transaction log is just its header
+
+
+class TrackingWarning(UserWarning):
+    """Something went wrong with wandb; the run goes on (metrics.jsonl is still written)."""
+
+
+def default_mode() -> str:
+    """``$WANDB_MODE`` if set, else ``"offline"`` (what the logger config defaults to)."""
+    return os.environ.get("WANDB_MODE") or "offline"
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown wandb mode {mode!r}; allowed: {', '.join(MODES)}")
+    return mode
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, TrackingWarning, stacklevel=4)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _scalar(value: Any) -> Any:
+    """Tensors/arrays with one element as Python numbers; anything else unchanged."""
+    numel = getattr(value, "numel", None)
+    size = numel() if callable(numel) else getattr(value, "size", None)
+    return value.item() if size == 1 and hasattr(value, "item") else value
+
+
+class RunLogger:
+    """Metrics, curves, summaries and artifacts of one run: ``metrics.jsonl`` plus wandb.
+
+    Use as a context manager (``with RunLogger(...) as logger:``) or call :meth:`finish`.
+
+    Args:
+        run_dir: the run's directory (created if missing); wandb files go to ``run_dir/wandb``.
+        config: the run's configuration (plain values), stored with the wandb run.
+        backend: ``"wandb"`` or ``"none"`` (no wandb at all).
+        mode: ``"offline"``, ``"online"`` or ``"disabled"`` (see the module docstring).
+        project, entity, group, tags, name, job_type: passed to ``wandb.init``.
+        init_timeout: seconds ``wandb.init`` may take in online mode before falling back.
+        settings: extra ``wandb.Settings`` fields (e.g. ``{"base_url": ...}``), override ours.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        config: Mapping[str, Any] | None = None,
+        *,
+        backend: str = "wandb",
+        mode: str = "offline",
+        project: str = "l2l",
+        entity: str | None = None,
+        group: str | None = None,
+        tags: Iterable[str] = (),
+        name: str | None = None,
+        job_type: str | None = None,
+        init_timeout: float = 30.0,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown logger backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+        check_mode(mode)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config = dict(config or {})
+        self.backend = backend
+        self.requested_mode = mode
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self._metrics = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._finished = False
+        self.run: Any = None  #: the wandb run, or None
+        if backend == "wandb" and mode != "disabled":
+            self.run = self._start_wandb(
+                mode,
+                dict(project=project, entity=entity, group=group, tags=list(tags) or None,
+                     name=name, job_type=job_type),
+                init_timeout,
+                dict(settings or {}),
+            )
+
+    # -- wandb start-up ------------------------------------------------------------------------
+
+    def _start_wandb(self, mode: str, init_kwargs: dict, init_timeout: float,
+                     extra_settings: dict) -> Any:
+        try:
+            import wandb
+        except ImportError as exc:
+            _warn(f"wandb is not installed ({exc}); logging to {self.metrics_path} only")
+            return None
+        self._wandb = wandb
+        if mode == "online":
+            try:
+                run = self._init(mode, init_kwargs, extra_settings, init_timeout)
+            except Exception as exc:  # unreachable server, not logged in, timeout, ...
+                reason = _first_line(exc)
+            else:
+                if not (run.disabled or run.offline):
+                    return run
+                # wandb itself gave up on logging in (e.g. an unanswered prompt timed out)
+                reason = f"wandb switched itself to {run.settings.mode!r} mode"
+                self._guard("finish", run.finish)
+            run = self._init_offline(init_kwargs, extra_settings, online_failure=reason)
+            if run is not None:
+                _warn(f"wandb online init failed ({reason}); falling back to offline, sync later "
+                      f"with `wandb sync {self.wandb_run_dir_of(run)}`")
+            return run
+        return self._init_offline(init_kwargs, extra_settings)
+
+    def _init_offline(self, init_kwargs: dict, extra_settings: dict,
+                      online_failure: str | None = None) -> Any:
+        try:
+            run = self._init("offline", init_kwargs, extra_settings, None)
+        except Exception as exc:
+            before = "" if online_failure is None else f"online init failed ({online_failure}), "
+            _warn(f"wandb {before}offline init failed ({_first_line(exc)}); continuing without "
+                  f"wandb, metrics in {self.metrics_path}")
+            return None
+        log.info("wandb offline run in %s; upload it with `wandb sync %s`",
+                 self.wandb_run_dir_of(run), self.wandb_run_dir_of(run))
+        return run
+
+    def _init(self, mode: str, init_kwargs: dict, extra_settings: dict,
+              init_timeout: float | None) -> Any:
+        wandb = self._wandb
+        fields: dict[str, Any] = {"silent": True, "console": "off"}
+        if init_timeout is not None:
+            # login_timeout bounds the interactive API-key prompt, if wandb shows one
+            fields.update(init_timeout=float(init_timeout), login_timeout=float(init_timeout))
+        fields.update(extra_settings)
+        return wandb.init(
+            dir=str(self.run_dir),
+            mode=mode,
+            config=jsonable(self.config),
+            settings=wandb.Settings(**fields),
+            reinit="create_new",  # several loggers may live in one process (tests, sweeps)
+            **init_kwargs,
+        )
+
+    @staticmethod
+    def wandb_run_dir_of(run: Any) -> Path | None:
+        run_dir = getattr(run, "dir", None) if run is not None else None
+        return Path(run_dir).parent if run_dir else None  # run.dir is <run folder>/files
+
+    @property
+    def wandb_run_dir(self) -> Path | None:
+        """The wandb run's folder (``run_dir/wandb/offline-run-...``), or None without wandb."""
+        return self.wandb_run_dir_of(self.run)
+
+    @property
+    def mode(self) -> str | None:
+        """The wandb mode actually in use (``"online"``/``"offline"``), or None without wandb."""
+        if self.run is None:
+            return None
+        return "offline" if self.run.offline else "online"
+
+    def _guard(self, what: str, fn, *args, **kwargs) -> Any:
+        """Call a wandb function; a failure becomes a warning, never an exception."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            _warn(f"wandb {what} failed ({_first_line(exc)}); continuing")
+            return None
+
+    # -- logging -------------------------------------------------------------------------------
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Record ``metrics`` at ``step``: a line of metrics.jsonl, and a wandb history row."""
+        if self._finished:
+            raise RuntimeError("RunLogger.log called after finish()")
+        values = {str(k): _scalar(v) for k, v in metrics.items()}
+        self._metrics.write(dumps({"step": int(step), **values}) + "\n")
+        self._metrics.flush()
+        if self.run is not None:
+            self._guard("log", self.run.log, values, step=int(step))
+
+    def log_curves(self, entries: Iterable[Mapping[str, Any]], key: str = "eval/loss") -> None:
+        """Overlay the optimizers' mean curves (learned vs classic) in one wandb chart.
+
+        Logs ``<key>_curves`` (a ``wandb.plot.line_series`` of loss vs step) and ``<key>_table``
+        (a table of ``(optimizer, step, <value>)`` rows). Does nothing without wandb.
+        """
+        if self.run is None:
+            return
+        entries = list(entries)
+        names = [display_name(e, i) for i, e in enumerate(entries)]
+        curves = [[v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")
+                   else None for v in jsonable(e.get("mean_curve") or [])] for e in entries]
+        value = key.rsplit("/", 1)[-1] or "value"
+
+        def build_and_log() -> None:
+            wandb = self._wandb
+            plot = wandb.plot.line_series(
+                xs=[list(range(len(c))) for c in curves], ys=curves, keys=names,
+                title=f"{key}: mean over held-out instances", xname="step")
+            rows = [[n, t, v] for n, c in zip(names, curves) for t, v in enumerate(c)]
+            table = wandb.Table(columns=["optimizer", "step", value], data=rows)
+            self.run.log({f"{key}_curves": plot, f"{key}_table": table})
+
+        self._guard("log_curves", build_and_log)
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        """Set final values in the wandb run's summary (no file of ours)."""
+        if self.run is not None:
+            self._guard("summary", self.run.summary.update,
+                        {str(k): _scalar(v) for k, v in values.items()})
+
+    def log_artifact(self, path: str | Path, name: str, type: str = "model",
+                     metadata: Mapping[str, Any] | None = None) -> None:
+        """Attach a file (or folder) to the wandb run as an artifact; a no-op without wandb."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no artifact file at {path}")
+        if self.run is None:
+            return
+        artifact_name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "artifact"
+
+        def build_and_log() -> None:
+            artifact = self._wandb.Artifact(artifact_name, type=type,
+                                            metadata=jsonable(dict(metadata or {})))
+            if path.is_dir():
+                artifact.add_dir(str(path))
+            else:
+                artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
+
+        self._guard("log_artifact", build_and_log)
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def finish(self, exit_code: int | None = None) -> None:
+        """Close metrics.jsonl and the wandb run; safe to call more than once."""
+        if self._finished:
+            return
+        self._finished = True
+        self._metrics.close()
+        if self.run is not None:
+            self._guard("finish", self.run.finish, exit_code=exit_code)
+            self._wait_for_transaction_log()
+
+    def _wait_for_transaction_log(self, timeout: float = 3.0) -> None:
+        """Wait (briefly) until wandb's service has written the run's ``.wandb`` file.
+
+        ``run.finish()`` can return a few milliseconds before wandb's service process has
+        flushed the run's transaction log (seen with wandb 0.31 offline: the file still holds
+        only its 7-byte header). Waiting here means that once ``finish()`` returns, the files
+        on disk are complete (for ``wandb sync``, for tests). Never waits more than ``timeout``.
+        """
+        folder = self.wandb_run_dir
+        if folder is None or not folder.is_dir():
+            return
+        deadline = time.monotonic() + timeout
+        last, stable = -1, 0
+        while time.monotonic() < deadline:
+            size = sum(f.stat().st_size for f in folder.glob("*.wandb"))
+            stable = stable + 1 if size == last and size > _HEADER_BYTES else 0
+            if stable >= 3:
+                return
+            last = size
+            time.sleep(0.01)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.finish(exit_code=None if exc_type is None else 1)
+        return False

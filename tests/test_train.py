@@ -1,0 +1,137 @@
+"""train.py and conf/: every config composes, runs end to end, sweeps, logs, and fails fast."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from l2l.registry import build_optimizer
+from l2l.tasks import build_task
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TINY = ["eval.steps=12", "eval.instances=6", "tune.instances=3", "tune.per_decade=1",
+        "meta.iterations=2", "meta.horizon=12", "meta.unroll=6", "meta.batch_size=2",
+        "meta.val_every=1", "meta.val_instances=4", "progress=false"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+@pytest.mark.parametrize("group", ["optimizer", "task", "meta", "logger", "experiment"])
+def test_every_config_group_option_composes(group):
+    options = _options(group)
+    assert options, f"conf/{group} is empty"
+    for option in options:
+        cfg = _compose([f"{group}={option}"])
+        # Every value resolves (but a mandatory ??? checkpoint of the generalisation presets).
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        assert resolved["mode"] in ("meta_train", "evaluate", "tune", "compare")
+        hyper = resolved["optimizer"]["hyperparameters"]
+        build_optimizer(resolved["optimizer"]["name"], **hyper)
+        task = resolved["task"]
+        if not task["name"].startswith("mnist"):
+            build_task(task["name"], **task["kwargs"])
+        else:
+            assert task["kwargs"]["hidden_sizes"] and task["kwargs"]["activation"]
+
+
+def test_presets_reproduce_the_paper_settings():
+    mnist = _compose(["experiment=paper_mnist"])
+    assert (mnist.task.name, mnist.meta.horizon, mnist.meta.unroll) == ("mnist", 100, 20)
+    assert mnist.meta.meta_lr == 1e-3 and mnist.meta.iterations == 10_000
+    assert mnist.optimizer.hyperparameters.output_scale == 0.1
+    assert mnist.optimizer.hyperparameters.preprocessing == "log_sign"
+    quad = _compose(["experiment=paper_quadratic"])
+    assert quad.optimizer.hyperparameters.preprocessing == "none"
+    assert _compose(["experiment=mnist_200_steps"]).eval.steps == 200
+    assert _compose(["experiment=mnist_relu"]).task.kwargs.activation == "relu"
+    assert list(_compose(["experiment=mnist_2_layers"]).task.kwargs.hidden_sizes) == [20, 20]
+    assert list(_compose(["experiment=mnist_40_units"]).task.kwargs.hidden_sizes) == [40]
+
+
+def _train(args: list[str], tmp_path: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_compare_end_to_end_with_wandb_offline(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _train([*TINY, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    names = [e["name"] for e in summary["optimizers"]]
+    assert sorted(names) == sorted(["sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta",
+                                    "adam", "nadam", "lstm"])
+    for entry in summary["optimizers"]:
+        for key in ("name", "hyperparameters", "tuned_lr", "final_loss_mean", "final_loss_ci95",
+                    "steps_to_threshold", "seconds_per_step", "diverged", "mean_curve"):
+            assert key in entry, key
+        assert len(entry["mean_curve"]) == 13
+        assert (entry["tuned_lr"] is None) == (entry["name"] == "lstm")
+    report = (run_dir / "report.md").read_text()
+    assert "| optimizer |" in report and "lstm" in report
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "checkpoints" / "best.pt").exists()
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert (run_dir / "metrics.jsonl").read_text().count("\n") >= 2
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert offline and list(offline[0].glob("*.wandb")), "wandb offline files missing"
+    assert "| optimizer |" in proc.stdout  # the table is printed
+
+
+def test_logger_none_writes_no_wandb_files(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _train([*TINY, "mode=evaluate", "optimizer=adam", "logger=none",
+                   f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "summary.json").exists()
+    assert not (run_dir / "wandb").exists()
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_two_job_multirun(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _train(["-m", *TINY, "mode=tune", "optimizer=sgd,adam", "logger=none",
+                   f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = sorted(sweep.glob("*/summary.json"))
+    assert len(summaries) == 2
+    tuned = {json.loads(p.read_text())["optimizers"][0]["name"] for p in summaries}
+    assert tuned == {"sgd", "adam"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["optimizer=adamw"], "Could not find 'optimizer/adamw'"),
+        (["optimizer=sgd", "optimizer.hyperparameters.lr=-1"], "lr must lie in [0.0, inf]"),
+        (["optimizer.hyperparameters.hidden_size=twenty"], "hidden_size"),
+        (["eval.steps=many"], "eval.steps must be a positive integer"),
+        (["mode=train"], "unknown mode 'train'"),
+        (["device=cuda:7"], "no CUDA GPU"),
+        (["task=mnist", "task.kwargs.activation=swish"], "unknown activation 'swish'"),
+        (["mode=evaluate", "checkpoint=nowhere.pt"], "checkpoint=nowhere.pt does not exist"),
+    ],
+)
+def test_bad_override_fails_fast_with_a_clear_message(tmp_path, override, message):
+    proc = _train([*override, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path,
+                  timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stderr + proc.stdout
+    assert not (tmp_path / "run" / "summary.json").exists()
