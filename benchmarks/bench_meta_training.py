@@ -8,6 +8,8 @@ meta-gradient and one Adam meta-step. Throughput counts inner optimizee steps pe
 * ``l2l``: ``MetaTrainer.unroll`` (first-order "surrogate" path: each inner gradient w.r.t. the
   current parameters only, the LSTM graph alone kept for the meta-backward), for B = 1 and more.
 * ``l2l autograd``: the same trainer with ``gradient_mode=autograd`` (optimizee graphs kept).
+* ``l2l compiled``: the surrogate path with ``meta.compile=true`` (``torch.compile`` of the
+  LSTM update: fused elementwise gate kernels).
 * ``naive``: the way public reproductions do it: parameters kept as a list of tensors, the LSTM
   applied per parameter tensor, and at every inner step ``loss.backward(retain_graph=True)``
   through the whole window so far (cost quadratic in the unroll length).
@@ -56,25 +58,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ours(task, batch_size: int, mode: str, repeats: int, device: torch.device) -> float:
-    """Median seconds per meta-iteration of MetaTrainer (one unroll + one meta-step)."""
+def time_ours(task, batch_size: int, mode: str, repeats: int, device: torch.device,
+              compile: bool = False) -> float:
+    """Median seconds per meta-iteration of MetaTrainer (one unroll + one meta-step); the
+    first two iterations (compilation, warm-up) are not timed."""
     torch.manual_seed(0)
     net = LSTMOptimizer()
-    trainer = MetaTrainer(net, task, MetaConfig(gradient_mode=mode, val_instances=1),
-                          device=device)
+    config = MetaConfig(gradient_mode=mode, val_instances=1, compile=compile)
+    trainer = MetaTrainer(net, task, config, device=device)
     instances = task.sample(batch_size, 0, "train", device=device)
     params = instances.init_params
     state = trainer.optimizer.init(params)
     _, grads = instances.loss_and_grad(params, 0)
     times = []
-    for r in range(repeats + 1):
+    for r in range(repeats + 2):
         sync(device)
         start = time.perf_counter()
         trainer.meta_optimizer.zero_grad()
         out = trainer.unroll(instances, params, grads, state, r * UNROLL, UNROLL)
         trainer.meta_optimizer.step()
         sync(device)
-        if r:  # the first is a warm-up
+        if r > 1:
             times.append(time.perf_counter() - start)
         params, grads, state = out.params, out.grads, out.state
     return statistics.median(times)
@@ -138,6 +142,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--skip-compile", action="store_true", help="no torch.compile rows")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,9 +158,13 @@ def main() -> None:
         naive = time_naive(task, args.repeats, device)
         print(f"{'naive per-tensor loop':<22}{1:>4}{naive:>15.3f}{UNROLL / naive:>15.1f}"
               f"{1.0:>10.2f}")
-    for mode, label in (("surrogate", "l2l"), ("autograd", "l2l autograd")):
-        for b in args.batch_sizes if mode == "surrogate" else args.batch_sizes[:1]:
-            seconds = time_ours(task, b, mode, args.repeats, device)
+    runs = [("surrogate", False, "l2l", args.batch_sizes),
+            ("autograd", False, "l2l autograd", args.batch_sizes[:1])]
+    if not args.skip_compile:
+        runs.append(("surrogate", True, "l2l compiled", args.batch_sizes))
+    for mode, compile, label, sizes in runs:
+        for b in sizes:
+            seconds = time_ours(task, b, mode, args.repeats, device, compile)
             ratio = f"{naive / seconds * b:>10.1f}" if naive else f"{'—':>10}"
             print(f"{label:<22}{b:>4}{seconds:>15.3f}{UNROLL * b / seconds:>15.1f}{ratio}")
     print("\n'vs naive' compares inner steps per second (B instances per step count B times).")

@@ -23,6 +23,7 @@ Two exact ways compute the first-order meta-gradient:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class MetaConfig:
     val_instances: int = 20  #: fixed validation instances
     checkpoint_every: int = 100  #: write latest.pt every this many iterations
     max_consecutive_skips: int = 20  #: stop after this many non-finite meta-steps in a row
+    compile: bool = False  #: torch.compile the optimizer's update (about 2x on CPU for MNIST)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +86,26 @@ class UnrollOutcome:
     grads: Tensor  #: gradient at ``params`` (the next unroll's first input)
     state: State
     finite: bool
+
+
+def compiled(update: Callable) -> Callable:
+    """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
+    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute)."""
+    fast: Callable | None = torch.compile(update, dynamic=False)
+
+    def call(*args: Any) -> Any:
+        nonlocal fast
+        if fast is not None:
+            try:
+                return fast(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: "
+                              f"{str(error)[:200]}); meta-training continues uncompiled",
+                              RuntimeWarning, stacklevel=2)
+                fast = None
+        return update(*args)
+
+    return call
 
 
 class MetaTrainer:
@@ -125,6 +147,7 @@ class MetaTrainer:
             )
             mode = "surrogate" if fast else "autograd"
         self.gradient_mode = mode
+        self._update = compiled(optimizer.update) if config.compile else optimizer.update
         if self.run_dir is not None and self.latest_path.exists():
             self._resume()
 
@@ -155,7 +178,7 @@ class MetaTrainer:
     def _unroll_surrogate(self, instances, params, grads, state, start, steps) -> UnrollOutcome:
         updates, later_grads, losses = [], [], []
         for k in range(steps):
-            update, state = self.optimizer.update(grads, state, params)
+            update, state = self._update(grads, state, params)
             params = params + update.detach()
             loss, grads = instances.loss_and_grad(params, start + k + 1)
             updates.append(update)
@@ -176,7 +199,7 @@ class MetaTrainer:
         second = self.config.second_order
         total = 0.0
         for k in range(steps):
-            update, state = self.optimizer.update(grads, state, params)
+            update, state = self._update(grads, state, params)
             params = params + update
             loss, grads = instances.loss_and_grad(params, start + k + 1, create_graph=second)
             total = total + loss.mean()
