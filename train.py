@@ -31,6 +31,7 @@ from l2l.meta_training import MetaConfig, MetaTrainer, MetaTrainingDiverged
 from l2l.progress import Progress
 from l2l.registry import BASELINES, build_optimizer
 from l2l.report import markdown_table, write_report
+from l2l.runtime import resolve_device
 from l2l.tasks import MNISTNotFoundError, TaskFamily, build_task
 from l2l.tracking import RunLogger
 
@@ -206,15 +207,6 @@ def learned_from(cfg: DictConfig, device: torch.device) -> LSTMOptimizer:
     learned = load_learned_optimizer(cfg.checkpoint, device, key=key)
     log.info("loaded the learned optimizer from %s (%s)", cfg.checkpoint, learned.extra_repr())
     return learned
-
-
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA GPU is visible: use device=cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={name} but MPS is not available: use device=cpu")
-    return device
 
 
 def plain(node: Any) -> Any:

@@ -105,10 +105,14 @@ def test_logger_none_writes_no_wandb_files(tmp_path):
     assert not (tmp_path / "wandb").exists()
 
 
-def test_two_job_multirun(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_two_job_multirun(tmp_path, launcher):
+    if launcher == "joblib":
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher",
+                            reason="pip install hydra-joblib-launcher (in the dev extra)")
     sweep = tmp_path / "sweep"
-    proc = _train(["-m", *TINY, "mode=tune", "optimizer=sgd,adam", "logger=none",
-                   f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = _train(["-m", f"hydra/launcher={launcher}", *TINY, "mode=tune", "optimizer=sgd,adam",
+                   "logger=none", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = sorted(sweep.glob("*/summary.json"))
     assert len(summaries) == 2
