@@ -84,6 +84,7 @@ class Momentum(BatchedOptimizer):
     maximize: bool = False
 
     name = "momentum"
+    nesterov = False  # a class constant: baselines.NAG is this class with Nesterov's look-ahead
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0)
@@ -104,5 +105,5 @@ class Momentum(BatchedOptimizer):
             dampening=self.dampening,
             weight_decay=self.weight_decay,
             maximize=self.maximize,
-            nesterov=False,
+            nesterov=self.nesterov,
         )

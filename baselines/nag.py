@@ -17,41 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
-from baselines.momentum import heavy_ball_update
-from l2l.interface import BatchedOptimizer, Hyper, State, check_range, step_counter
+from baselines.momentum import Momentum
+from l2l.interface import check_range
 
 
 @dataclass(frozen=True)
-class NAG(BatchedOptimizer):
-    lr: Hyper = 1e-3
-    momentum: Hyper = 0.9
-    dampening: Hyper = 0.0
-    weight_decay: Hyper = 0.0
-    maximize: bool = False
+class NAG(Momentum):
+    """torch.optim.SGD(nesterov=True): :class:`Momentum` with the look-ahead step."""
 
     name = "nag"
+    nesterov = True
 
     def __post_init__(self) -> None:
-        check_range("lr", self.lr, 0.0)
-        check_range("momentum", self.momentum, 0.0, low_inclusive=False)
+        super().__post_init__()
         check_range("dampening", self.dampening, 0.0, 0.0)  # torch: nesterov needs dampening 0
-        check_range("weight_decay", self.weight_decay, 0.0)
-
-    def init(self, params: Tensor) -> State:
-        return {"step": step_counter(params), "momentum_buffer": torch.zeros_like(params)}
-
-    def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
-        return heavy_ball_update(
-            grads,
-            state,
-            params,
-            lr=self.lr,
-            momentum=self.momentum,
-            dampening=self.dampening,
-            weight_decay=self.weight_decay,
-            maximize=self.maximize,
-            nesterov=True,
-        )
