@@ -1,5 +1,25 @@
-"""l2l: learned optimizers (Andrychowicz et al., 2016) and fair comparisons with classic ones."""
+"""l2l: learned optimizers (Andrychowicz et al., 2016) and fair comparisons with classic ones.
+
+The pieces most code needs::
+
+    from l2l import TorchOptimizer, LSTMOptimizer, build_optimizer, build_task
+"""
 
 from l2l.interface import BatchedOptimizer, Hyper, State
+from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.meta_training import MetaConfig, MetaTrainer
+from l2l.registry import build_optimizer
+from l2l.tasks import build_task
+from l2l.torch_optimizer import TorchOptimizer
 
-__all__ = ["BatchedOptimizer", "Hyper", "State"]
+__all__ = [
+    "BatchedOptimizer",
+    "Hyper",
+    "LSTMOptimizer",
+    "MetaConfig",
+    "MetaTrainer",
+    "State",
+    "TorchOptimizer",
+    "build_optimizer",
+    "build_task",
+]

@@ -134,7 +134,7 @@ def _steps(entry: Mapping) -> str:
 def markdown_table(entries: Sequence[Mapping]) -> str:
     """The comparison table (Markdown), best final loss first, the learned optimizer in bold."""
     with_accuracy = any(_finite(e.get("final_accuracy_mean")) is not None for e in entries)
-    header = ["optimizer", "tuned lr", "final loss (mean ± 95% CI)", "log10 final loss",
+    header = ["optimizer", "tuned lr", "final loss (mean ± 95% CI)", "mean log10 loss",
               _threshold_header(entries), "time / step (ms)", "diverged"]
     if with_accuracy:
         header.append("test accuracy")
@@ -176,7 +176,8 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
         f"Task `{task}`, {steps} optimization steps, {_instances_text(entries)} per optimizer "
         "(the same instances for every optimizer); ± is the 95% confidence interval of the mean "
         "over the held-out instances (Student t); final-loss statistics leave out diverged "
-        "instances.",
+        "instances; mean log10 loss averages log10 of each instance's final loss; time / step "
+        "is the wall time of one step (gradient and update) of the whole batch of instances.",
         "",
         markdown_table(entries),
         "",
