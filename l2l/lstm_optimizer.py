@@ -84,15 +84,34 @@ class LSTMOptimizer(BatchedOptimizer, nn.Module):
         cfg = self.config
         x = preprocess(grads.reshape(B * n), cfg["preprocessing"], cfg["preprocess_p"])
         x = x.to(self.head.weight.dtype)
+        L = len(self.cells)
         new_state: State = {}
-        for layer, cell in enumerate(self.cells):
-            hidden = (state[f"h{layer}"].reshape(B * n, H), state[f"c{layer}"].reshape(B * n, H))
-            h, c = cell(x, hidden)
-            new_state[f"h{layer}"] = h.view(B, n, H)
-            new_state[f"c{layer}"] = c.view(B, n, H)
-            x = h
+        if L and not (torch.is_grad_enabled() and self.head.weight.requires_grad):
+            # Frozen (evaluation, drop-in use): one multi-layer torch.lstm call, whose CPU kernel
+            # is ~10x faster here than lstm_cell's strided in-place gate activations.
+            h0 = torch.stack([state[f"h{layer}"].reshape(B * n, H) for layer in range(L)])
+            c0 = torch.stack([state[f"c{layer}"].reshape(B * n, H) for layer in range(L)])
+            out, h, c = torch.lstm(x[None], (h0, c0), self._flat_weights(), True, L, 0.0,
+                                     False, False, False)
+            x = out[0]
+            for layer in range(L):
+                new_state[f"h{layer}"] = h[layer].view(B, n, H)
+                new_state[f"c{layer}"] = c[layer].view(B, n, H)
+        else:  # differentiable: one cell per layer (its graph is what meta-training uses)
+            for layer, cell in enumerate(self.cells):
+                hidden = (state[f"h{layer}"].reshape(B * n, H),
+                          state[f"c{layer}"].reshape(B * n, H))
+                h, c = cell(x, hidden)
+                new_state[f"h{layer}"] = h.view(B, n, H)
+                new_state[f"c{layer}"] = c.view(B, n, H)
+                x = h
         update = self.head(x).view(B, n) * cfg["output_scale"]
         return update.to(grads.dtype), new_state
+
+    def _flat_weights(self) -> list[Tensor]:
+        """The cells' weights in ``torch.lstm``'s order (as ``nn.LSTM`` keeps them)."""
+        return [w for cell in self.cells
+                for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
 
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.config)
