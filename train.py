@@ -203,8 +203,7 @@ def report(cfg: DictConfig, entries: list[dict[str, Any]], run_dir: Path,
 def learned_from(cfg: DictConfig, device: torch.device) -> LSTMOptimizer:
     if cfg.checkpoint is None:
         raise ValueError("no checkpoint given: pass checkpoint=<run>/checkpoints/best.pt")
-    key = "best" if "latest" in Path(cfg.checkpoint).name else "optimizer"
-    learned = load_learned_optimizer(cfg.checkpoint, device, key=key)
+    learned = load_learned_optimizer(cfg.checkpoint, device)
     log.info("loaded the learned optimizer from %s (%s)", cfg.checkpoint, learned.extra_repr())
     return learned
 
