@@ -15,47 +15,15 @@ import re
 
 import pytest
 import torch
+from problems import B, grad_fn, loss_fn, make_problem, relative_errors, run_ours, run_torch
 from torch import Tensor
 
 import baselines
 from baselines import NAG, SGD, AdaDelta, AdaGrad, Adam, Momentum, Nadam, RMSProp
 from l2l.interface import BatchedOptimizer
 
-B, N, STEPS = 4, 8, 200
+STEPS = 200
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-# ---------------------------------------------------------------------------------------------
-# The problem: f(x) = sum_i log(1 + 4 (x_{i+1} - x_i^2)^2) + 0.5 log(1 + (x_i - a)^2)
-#                     + 0.3 sin(2 x_i)
-
-
-def make_problem(dtype: torch.dtype, batch: int = B, seed: int = 0) -> tuple[Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    x0 = torch.rand(batch, N, generator=gen, dtype=torch.float64) * 3 - 1.5
-    target = torch.rand(batch, 1, generator=gen, dtype=torch.float64) + 0.5
-    return x0.to(dtype), target.to(dtype)
-
-
-def loss_fn(x: Tensor, target: Tensor) -> Tensor:
-    r = x[:, 1:] - x[:, :-1] ** 2
-    d = x - target
-    return (
-        torch.log1p(4 * r**2).sum(1)
-        + 0.5 * torch.log1p(d**2).sum(1)
-        + 0.3 * torch.sin(2 * x).sum(1)
-    )
-
-
-def grad_fn(x: Tensor, target: Tensor) -> Tensor:
-    """The analytic gradient of ``loss_fn`` (checked against autograd below)."""
-    r = x[:, 1:] - x[:, :-1] ** 2
-    h = 8 * r / (1 + 4 * r**2)
-    d = x - target
-    g = d / (1 + d**2) + 0.6 * torch.cos(2 * x)
-    g[:, 1:] += h
-    g[:, :-1] -= 2 * x[:, :-1] * h
-    return g
 
 
 def test_analytic_gradient_matches_autograd() -> None:
@@ -63,31 +31,6 @@ def test_analytic_gradient_matches_autograd() -> None:
     x = x0.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(loss_fn(x, target).sum(), x)
     torch.testing.assert_close(grad_fn(x0, target), expected, rtol=1e-13, atol=1e-13)
-
-
-def run_ours(opt: BatchedOptimizer, x0: Tensor, target: Tensor, steps: int) -> Tensor:
-    params, state, trajectory = x0.clone(), opt.init(x0), []
-    for _ in range(steps):
-        update, state = opt.update(grad_fn(params, target), state, params)
-        params = params + update
-        trajectory.append(params)
-    return torch.stack(trajectory)
-
-
-def run_torch(torch_cls: type, kwargs: dict, x0: Tensor, target: Tensor, steps: int) -> Tensor:
-    param = torch.nn.Parameter(x0.clone())
-    opt = torch_cls([param], **kwargs)
-    trajectory = []
-    for _ in range(steps):
-        param.grad = grad_fn(param.detach(), target)
-        opt.step()
-        trajectory.append(param.detach().clone())
-    return torch.stack(trajectory)
-
-
-def relative_errors(ours: Tensor, reference: Tensor) -> Tensor:
-    """Per step: max |ours - reference| / max |reference| over the whole batch."""
-    return (ours - reference).abs().amax((1, 2)) / reference.abs().amax((1, 2))
 
 
 @pytest.fixture(params=[torch.float64, torch.float32], ids=["f64", "f32"])

@@ -10,31 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from problems import loss_fn, make_problem
 from torch import Tensor
 
 from baselines import NAG, SGD, AdaDelta, AdaGrad, Adam, Momentum, Nadam, RMSProp
 from l2l.interface import BatchedOptimizer
 from l2l.schedules import ExponentialDecay, Scheduled
 
-B, N, STEPS = 3, 5, 50
-
-
-def make_problem() -> tuple[Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(2)
-    x0 = torch.rand(B, N, generator=gen, dtype=torch.float64) * 2 - 1
-    target = torch.rand(B, 1, generator=gen, dtype=torch.float64) + 0.5
-    return x0, target
-
-
-def loss_fn(x: Tensor, target: Tensor) -> Tensor:
-    """Per-instance non-convex losses (B,): a log-Rosenbrock chain plus a wavy bowl."""
-    r = x[:, 1:] - x[:, :-1] ** 2
-    d = x - target
-    return (
-        torch.log1p(4 * r**2).sum(1)
-        + 0.5 * torch.log1p(d**2).sum(1)
-        + 0.3 * torch.sin(2 * x).sum(1)
-    )
+STEPS = 50
 
 
 def final_loss(opt: BatchedOptimizer, x0: Tensor, target: Tensor) -> Tensor:
@@ -64,7 +47,7 @@ CASES = [
 
 @pytest.mark.parametrize("opt", CASES)
 def test_lr_hypergradient_matches_finite_difference(opt: BatchedOptimizer) -> None:
-    x0, target = make_problem()
+    x0, target = make_problem(torch.float64, batch=3, seed=2)
     base = float(opt.hyperparameters()["lr"])
     # one learning rate per instance, so the B instances check B different values at once
     lr0 = base * torch.tensor([[1.0], [0.6], [1.3]], dtype=torch.float64)

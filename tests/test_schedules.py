@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from problems import grad_fn, make_problem, relative_errors, run_ours, run_torch
 from torch import Tensor
 
 from baselines import SGD, Adam, Momentum, Nadam, RMSProp
-from l2l.interface import BatchedOptimizer
 from l2l.schedules import (
     Constant,
     ExponentialDecay,
@@ -17,51 +17,11 @@ from l2l.schedules import (
     build_schedule,
 )
 
-B, N, STEPS = 3, 6, 200
-
-
-def make_problem() -> tuple[Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    x0 = torch.rand(B, N, generator=gen, dtype=torch.float64) * 2 - 1
-    target = torch.rand(B, 1, generator=gen, dtype=torch.float64) + 0.5
-    return x0, target
-
-
-def grad_fn(x: Tensor, target: Tensor) -> Tensor:
-    """Gradient of sum_i log(1 + 4 (x_{i+1} - x_i^2)^2) + 0.5 log(1 + (x_i - target)^2)."""
-    r = x[:, 1:] - x[:, :-1] ** 2
-    h = 8 * r / (1 + 4 * r**2)
-    d = x - target
-    g = d / (1 + d**2)
-    g[:, 1:] += h
-    g[:, :-1] -= 2 * x[:, :-1] * h
-    return g
-
-
-def run_ours(opt: BatchedOptimizer, x0: Tensor, target: Tensor, steps: int) -> Tensor:
-    params, state, trajectory = x0.clone(), opt.init(x0), []
-    for _ in range(steps):
-        update, state = opt.update(grad_fn(params, target), state, params)
-        params = params + update
-        trajectory.append(params)
-    return torch.stack(trajectory)
-
-
-def run_torch_exponential(torch_cls, kwargs, gamma: float, x0, target, steps) -> Tensor:
-    param = torch.nn.Parameter(x0.clone())
-    opt = torch_cls([param], **kwargs)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=gamma)
-    trajectory = []
-    for _ in range(steps):
-        param.grad = grad_fn(param.detach(), target)
-        opt.step()
-        scheduler.step()
-        trajectory.append(param.detach().clone())
-    return torch.stack(trajectory)
+B, STEPS = 3, 200
 
 
 def relative_error(ours: Tensor, reference: Tensor) -> float:
-    return float(((ours - reference).abs().amax((1, 2)) / reference.abs().amax((1, 2))).max())
+    return float(relative_errors(ours, reference).max())
 
 
 @pytest.mark.parametrize(
@@ -89,11 +49,15 @@ def test_exponential_decay_equals_torch_exponential_lr(
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # torch's step counters follow the default dtype
     try:
-        x0, target = make_problem()
+        x0, target = make_problem(torch.float64, batch=B, seed=1)
         scheduled = Scheduled(opt, ExponentialDecay(decay=decay, decay_steps=decay_steps))
         ours = run_ours(scheduled, x0, target, STEPS)
         gamma = decay ** (1 / decay_steps)
-        reference = run_torch_exponential(torch_cls, torch_kwargs, gamma, x0, target, STEPS)
+
+        def exponential(optimizer):
+            return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+        reference = run_torch(torch_cls, torch_kwargs, x0, target, STEPS, exponential)
         assert relative_error(ours, reference) <= 1e-10
         # the schedule matters: without it the runs differ
         unscheduled = run_ours(opt, x0, target, STEPS)
@@ -103,7 +67,7 @@ def test_exponential_decay_equals_torch_exponential_lr(
 
 
 def test_constant_schedule_is_the_inner_optimizer() -> None:
-    x0, target = make_problem()
+    x0, target = make_problem(torch.float64, batch=B, seed=1)
     inner = Adam(lr=0.02)
     assert torch.equal(
         run_ours(Scheduled(inner, Constant()), x0, target, 20), run_ours(inner, x0, target, 20)
@@ -132,7 +96,7 @@ def test_per_instance_steps_and_tensor_hyperparameters() -> None:
 
 
 def test_state_keys_and_purity() -> None:
-    x0, target = make_problem()
+    x0, target = make_problem(torch.float64, batch=B, seed=1)
     scheduled = Scheduled(Adam(lr=0.02), ExponentialDecay(0.5, 10.0))
     state = scheduled.init(x0)
     assert set(state) == set(Adam().init(x0)) | {"schedule_step"}
@@ -146,7 +110,7 @@ def test_state_keys_and_purity() -> None:
 
 
 def test_nested_schedules_do_not_clash() -> None:
-    x0, target = make_problem()
+    x0, target = make_problem(torch.float64, batch=B, seed=1)
     inner = Scheduled(SGD(lr=0.05), ExponentialDecay(0.5, 10.0))
     outer = Scheduled(inner, ExponentialDecay(0.25, 20.0))
     assert set(outer.init(x0)) == {"schedule_step", "schedule_step_2"}
@@ -157,7 +121,7 @@ def test_nested_schedules_do_not_clash() -> None:
 
 
 def test_scheduled_is_differentiable_in_decay() -> None:
-    x0, target = make_problem()
+    x0, target = make_problem(torch.float64, batch=B, seed=1)
     decay = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
     opt = Scheduled(Adam(lr=0.02), ExponentialDecay(decay=decay, decay_steps=5.0))
     final = run_ours(opt, x0, target, 10)[-1]
