@@ -10,7 +10,8 @@ optimizer state. For a batch of ``B`` optimizees with ``n`` parameters the cells
     update   = output_scale * Linear(h_L)
 
 ``num_layers = 0`` leaves only the linear map of the (preprocessed) gradient, which is what the
-official code's known-answer test uses.
+official code's known-answer test uses. The output layer starts at zero (``zero_head``), so an
+untrained optimizer makes no update at all; see ``__init__`` for why.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class LSTMOptimizer(BatchedOptimizer, nn.Module):
         preprocess_p: float = 10.0,
         output_scale: float = 0.1,
         forget_bias: float = 1.0,
+        zero_head: bool = True,
     ) -> None:
         nn.Module.__init__(self)
         check_preprocessing(preprocessing)
@@ -54,6 +56,7 @@ class LSTMOptimizer(BatchedOptimizer, nn.Module):
             "preprocess_p": float(preprocess_p),
             "output_scale": float(output_scale),
             "forget_bias": float(forget_bias),
+            "zero_head": bool(zero_head),
         }
         width = num_features(preprocessing)
         self.cells = nn.ModuleList()
@@ -64,6 +67,14 @@ class LSTMOptimizer(BatchedOptimizer, nn.Module):
             self.cells.append(cell)
             width = hidden_size
         self.head = nn.Linear(width, 1)
+        if zero_head:
+            # Start as the no-op optimizer. A randomly initialised head makes the untrained
+            # optimizer push every coordinate the same way; on the paper's sigmoid MLP that
+            # saturates the hidden units within a few steps, the loss sits on a plateau, and
+            # the meta-gradient vanishes (meta-training then never leaves ln 10 on MNIST).
+            # From zero, the head's gradient (the LSTM's features) is informative at once.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     # -- the shared interface -----------------------------------------------------------------
 

@@ -85,3 +85,16 @@ def test_meta_gradient_finite_from_fresh_state_with_zero_gradients():
     update.sum().backward()
     assert torch.isfinite(params.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_untrained_optimizer_is_the_no_op_but_still_learns():
+    """The zero-initialised head: no update before training, a non-zero head gradient."""
+    torch.manual_seed(3)
+    net = LSTMOptimizer()
+    g = torch.randn(2, 10)
+    update, _ = net.update(g, net.init(g), g)
+    assert torch.equal(update, torch.zeros_like(update))
+    update.sum().backward()
+    assert net.head.weight.grad.abs().sum() > 0
+    random_head = LSTMOptimizer(zero_head=False)
+    assert random_head.update(g, random_head.init(g), g)[0].abs().sum() > 0

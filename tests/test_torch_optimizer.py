@@ -89,7 +89,7 @@ def test_state_dict_round_trip(rule):
 
 def test_learned_optimizer_is_frozen_and_moves_parameters():
     model = _model()
-    lstm = LSTMOptimizer().double()
+    lstm = LSTMOptimizer(zero_head=False).double()  # untrained but not the no-op
     before = [p.clone() for p in model.parameters()]
     _train(model, TorchOptimizer(model.parameters(), lstm), 3)
     assert all(p.grad is None for p in lstm.parameters())
