@@ -4,12 +4,12 @@
 :meth:`RunLogger.log` call), a record that needs no wandb. With ``backend="wandb"`` it also
 mirrors everything into a wandb run whose files land in ``<run_dir>/wandb/``:
 
-* ``mode="offline"`` (the default): nothing leaves the machine; ``wandb sync <dir>`` uploads
+* mode ``offline`` (the default): nothing leaves the machine; ``wandb sync <dir>`` uploads
   the run later.
-* ``mode="online"``: if wandb cannot start (server unreachable, not logged in, timeout), a
+* mode ``online``: if wandb cannot start (server unreachable, not logged in, timeout), a
   warning says so and the run continues in offline mode. A run never hangs or dies because of
   wandb: every later wandb call that fails is reported as a warning and skipped.
-* ``mode="disabled"``: wandb is not even imported.
+* mode ``disabled``: wandb is not even imported.
 
 wandb is imported lazily, only when a wandb run is actually started, so ``import l2l`` stays
 fast and ``backend="none"`` never touches it.
