@@ -21,6 +21,21 @@ def check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
 
 
+def check_sample(
+    batch_size: int, seed: int, split: str, offset: int, dtype: torch.dtype
+) -> None:
+    """The arguments of ``TaskFamily.sample``, checked once for every family."""
+    check_split(split)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
+
+
 class Instances(abc.ABC):
     """A batch of ``B`` sampled problems with flat parameters of shape ``(B, n)``."""
 

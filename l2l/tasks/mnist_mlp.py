@@ -21,14 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from l2l.tasks.base import Instances, TaskFamily, check_split
+from l2l.tasks.base import Instances, TaskFamily, check_sample
 from l2l.tasks.mnist_data import IMAGE_SIZE, MNIST, NUM_CLASSES, load_mnist
-from l2l.tasks.quadratic import (
-    check_dtype,
-    check_sample_args,
-    instance_generator,
-    stream_key,
-)
+from l2l.tasks.seeding import instance_generator, stream_key
 
 # ---------------------------------------------------------------------------------------------
 # Counter-based hashing in int64 (any device).
@@ -261,9 +256,7 @@ class MNISTMLPFamily(TaskFamily):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> MNISTMLPInstances:
-        check_split(split)
-        check_sample_args(batch_size, seed, offset)
-        check_dtype(dtype)
+        check_sample(batch_size, seed, split, offset, dtype)
         if offset + batch_size > _MAX_COUNTER:
             raise ValueError(f"instance ids must stay below 2**32, got offset={offset}")
         dev = torch.device("cpu" if device is None else device)

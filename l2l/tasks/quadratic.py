@@ -1,56 +1,13 @@
 """Random quadratics ``f(theta) = ||W theta - y||^2`` (the paper's first experiment, section 3.1).
-
-This module also holds the seeding helpers every task family uses for its determinism contract
-(instance ``i`` of a sample depends on ``(seed, split, offset + i)`` only): ``instance_generator``
-gives each instance its own ``torch.Generator`` seeded from a hash of ``(family namespace, seed,
-split, instance id)``, and ``stream_key`` derives the 64-bit key of a counter-based stream (for
-example the minibatch indices of ``l2l.tasks.mnist_mlp``).
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 from torch import Tensor
 
-from l2l.tasks.base import Instances, TaskFamily, check_split
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic seeding shared by the task families.
-
-
-def _hash64(*parts: object) -> int:
-    """A stable (process- and platform-independent) 64-bit hash of ``parts``."""
-    text = "\x1f".join(f"{type(p).__name__}:{p}" for p in parts)
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
-def instance_generator(namespace: str, seed: int, split: str, index: int) -> torch.Generator:
-    """A CPU generator owned by instance ``index`` of ``(seed, split)`` of family ``namespace``."""
-    g = torch.Generator(device="cpu")
-    g.manual_seed(_hash64(namespace, "instance", int(seed), split, int(index)) & (2**63 - 1))
-    return g
-
-
-def stream_key(namespace: str, seed: int, split: str, purpose: str) -> int:
-    """A 64-bit key for a counter-based random stream of ``(seed, split)`` (e.g. minibatches)."""
-    return _hash64(namespace, purpose, int(seed), split)
-
-
-def check_sample_args(batch_size: int, seed: int, offset: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
-
-
-def check_dtype(dtype: torch.dtype) -> None:
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating point dtype, got {dtype}")
-
+from l2l.tasks.base import Instances, TaskFamily, check_sample
+from l2l.tasks.seeding import instance_generator
 
 # ---------------------------------------------------------------------------------------------
 # The quadratic family.
@@ -162,9 +119,7 @@ class QuadraticFamily(TaskFamily):
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> QuadraticInstances:
-        check_split(split)
-        check_sample_args(batch_size, seed, offset)
-        check_dtype(dtype)
+        check_sample(batch_size, seed, split, offset, dtype)
         d = self.dim
         Ws, ys, thetas = [], [], []
         for i in range(offset, offset + batch_size):
