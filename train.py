@@ -16,23 +16,21 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l.checkpoint import CheckpointError, load_learned_optimizer
-from l2l.evaluation import lr_grid, run_optimizer, summarize, tune_learning_rate
-from l2l.interface import BatchedOptimizer
-from l2l.lstm_optimizer import LSTMOptimizer
-from l2l.meta_training import MetaConfig, MetaTrainer, MetaTrainingDiverged
-from l2l.progress import Progress
-from l2l.registry import BASELINES, build_optimizer
+from l2l import experiments
+from l2l.checkpoint import CheckpointError
+from l2l.evaluation import EvaluationRecord
+from l2l.experiments import plain
+from l2l.meta_training import MetaTrainingDiverged
+from l2l.registry import build_optimizer, is_learned
 from l2l.report import markdown_table, write_report
 from l2l.runtime import resolve_device
-from l2l.tasks import MNISTNotFoundError, TaskFamily, build_task
+from l2l.tasks import MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
 
 log = logging.getLogger("l2l")
@@ -62,160 +60,61 @@ def run(cfg: DictConfig) -> float | None:
         torch.set_num_threads(int(cfg.threads))
     task = build_task(cfg.task.name, **plain(cfg.task.kwargs))
     study = cfg.optimizer.name
-    hyper = plain(cfg.optimizer.hyperparameters)
-    build_optimizer(study, **hyper)  # validates the hyperparameters now, not after an hour
+    learned = is_learned(study)
+    experiments.study_optimizer(cfg)  # validates the hyperparameters now, not after an hour
     for name in cfg.eval.baselines:
-        build_optimizer(name)
-    if cfg.mode == "meta_train" and study != "lstm":
-        raise ValueError(f"mode=meta_train needs optimizer=lstm, got optimizer={study}")
+        if is_learned(name):
+            raise ValueError(f"eval.baselines lists the learned optimizer {name!r}: list only "
+                             "hand-designed ones there, and study a learned one with optimizer=")
+    if cfg.mode in ("meta_train", "compare") and learned:
+        experiments.meta_config(cfg)  # validates meta.*
+    if cfg.mode == "meta_train" and not learned:
+        raise ValueError(f"mode=meta_train needs a learned optimizer, got optimizer={study}")
+    if cfg.checkpoint is not None and not learned:
+        raise ValueError(f"checkpoint= was given but optimizer={study} is hand-designed: "
+                         "pass the learned optimizer's name (optimizer=lstm, ...)")
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
         raise CheckpointError(f"checkpoint={cfg.checkpoint} does not exist")
-    if cfg.mode == "evaluate" and study == "lstm" and cfg.checkpoint is None:
-        raise ValueError("mode=evaluate with optimizer=lstm needs checkpoint=<path to best.pt>")
+    if cfg.mode == "evaluate" and learned and cfg.checkpoint is None:
+        raise ValueError(f"mode=evaluate with optimizer={study} needs checkpoint=<path to "
+                         "best.pt>")
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 
+    # ---- the run -------------------------------------------------------------------------------
     tags = [cfg.mode, cfg.task.name, study, *cfg.logger.tags]
     group = cfg.logger.group or sweep_group()
     with RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), backend=cfg.logger.backend,
                    mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
                    group=group, tags=tags, job_type=cfg.mode) as logger:
         if cfg.mode == "meta_train":
-            meta_train(cfg, task, device, run_dir, logger)
+            experiments.meta_train(cfg, task, device, run_dir, logger)
             return None
         if cfg.mode == "tune":
-            baseline = build_optimizer(study, **hyper)
-            lr = tune(cfg, baseline, task, device, logger)
-            entries = [evaluate(cfg, baseline.with_hyperparameters(lr=lr), task, device,
-                                name=study, tuned_lr=lr)]
+            hyper = plain(cfg.optimizer.hyperparameters)
+            records = [experiments.tune_and_evaluate(cfg, study, task, device, logger, hyper)]
         elif cfg.mode == "evaluate":
-            opt = learned_from(cfg, device) if study == "lstm" else build_optimizer(study, **hyper)
-            entries = [evaluate(cfg, opt, task, device, name=study, tuned_lr=None)]
-        else:  # compare
-            entries = compare(cfg, task, device, run_dir, logger)
-        return report(cfg, entries, run_dir, logger)
-
-
-# ---- the modes ---------------------------------------------------------------------------------
-
-
-def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
-               logger: RunLogger) -> LSTMOptimizer:
-    """Meta-train the LSTM on ``task`` (resuming from run_dir if a checkpoint is there)."""
-    torch.manual_seed(cfg.seed)
-    learned = build_optimizer("lstm", **plain(cfg.optimizer.hyperparameters))
-    assert isinstance(learned, LSTMOptimizer)
-    meta = MetaConfig(**plain(cfg.meta), seed=cfg.seed)
-    bar = Progress(meta.iterations, "meta-train", enabled=cfg.progress)
-
-    def on_log(metrics: dict[str, Any], step: int) -> None:
-        logger.log(metrics, step)
-        if "meta/loss" in metrics:
-            bar.update(1, loss=metrics["meta/loss"])
+            optimizer = (experiments.learned_from_checkpoint(cfg, device) if learned
+                         else build_optimizer(study, **plain(cfg.optimizer.hyperparameters)))
+            records = [experiments.evaluate(cfg, optimizer, task, device, name=optimizer.name,
+                                            tuned_lr=None)]
         else:
-            log.info("iteration %d: validation final loss %.4g (best %.4g)", step,
-                     metrics["val/final_loss"], metrics["val/best_final_loss"])
-
-    trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device, log=on_log)
-    if trainer.iteration:
-        log.info("resuming meta-training from iteration %d (%s)", trainer.iteration,
-                 trainer.latest_path)
-        bar.update(trainer.iteration)
-    with bar:
-        result = trainer.train()
-    log.info("meta-training done: %d iterations, best validation final loss %.4g, %d skipped "
-             "meta-steps; best weights in %s", result["iterations"], result["best_val_loss"],
-             result["skipped"], trainer.best_path)
-    logger.summary({"meta/best_val_final_loss": result["best_val_loss"],
-                    "meta/skipped": result["skipped"]})
-    logger.log_artifact(trainer.best_path, name=f"lstm-{cfg.task.name}", type="model")
-    learned.load_state_dict(trainer.best_weights)
-    return learned
+            records = experiments.compare(cfg, task, device, run_dir, logger)
+        return report(cfg, records, run_dir, logger)
 
 
-def tune(cfg: DictConfig, baseline: BatchedOptimizer, task: TaskFamily, device: torch.device,
-         logger: RunLogger) -> float:
-    """The best learning rate of ``baseline`` on validation problems (all lrs as one batch)."""
-    grid = lr_grid(cfg.tune.low, cfg.tune.high, cfg.tune.per_decade)
-    result = tune_learning_rate(baseline, task, grid=grid, num_instances=cfg.tune.instances,
-                                steps=cfg.tune.steps, seed=cfg.seed, device=device)
-    if not math.isfinite(min(result.scores)):
-        raise ValueError(f"{baseline.name} diverged at every learning rate in the grid "
-                         f"{cfg.tune.low}..{cfg.tune.high}: widen tune.low/tune.high")
-    log.info("tuned %s: lr=%.3g (validation final loss %.4g)", baseline.name, result.best_lr,
-             min(result.scores))
-    logger.summary({f"tune/{baseline.name}/lr": result.best_lr})
-    return result.best_lr
-
-
-def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
-             device: torch.device, *, name: str, tuned_lr: float | None) -> dict[str, Any]:
-    """Run ``optimizer`` on the run's held-out test problems (the same for every optimizer)."""
-    instances = task.sample(cfg.eval.instances, cfg.seed, "test", device=device)
-    result = run_optimizer(optimizer, instances, cfg.eval.steps)
-    entry = {"name": name, "optimizer": optimizer.name, "tuned_lr": tuned_lr,
-             "learned": isinstance(optimizer, LSTMOptimizer),
-             "hyperparameters": plain_hyperparameters(optimizer),
-             **summarize(result, threshold=cfg.eval.threshold)}
-    log.info("%-9s final loss %.4g ± %.2g (%d diverged)", name, entry["final_loss_mean"],
-             entry["final_loss_ci95"], entry["diverged"])
-    return entry
-
-
-def compare(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
-            logger: RunLogger) -> list[dict[str, Any]]:
-    """Tune every baseline, meta-train (or load) the learned optimizer, evaluate all alike."""
-    entries = []
-    with Progress(len(cfg.eval.baselines), "baselines", enabled=cfg.progress) as bar:
-        for name in cfg.eval.baselines:
-            baseline = build_optimizer(name)  # torch.optim's defaults, then the tuned lr
-            lr = tune(cfg, baseline, task, device, logger)
-            entries.append(evaluate(cfg, baseline.with_hyperparameters(lr=lr), task, device,
-                                    name=name, tuned_lr=lr))
-            bar.update(1)
-    study = cfg.optimizer.name
-    if study == "lstm":
-        learned = learned_from(cfg, device) if cfg.checkpoint else meta_train(
-            cfg, task, device, run_dir, logger)
-        entries.append(evaluate(cfg, learned, task, device, name="lstm", tuned_lr=None))
-    elif study not in BASELINES or study not in cfg.eval.baselines:
-        entries.append(evaluate(cfg, build_optimizer(study, **plain(cfg.optimizer.hyperparameters)),
-                                task, device, name=study, tuned_lr=None))
-    return entries
-
-
-def report(cfg: DictConfig, entries: list[dict[str, Any]], run_dir: Path,
+def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
            logger: RunLogger) -> float:
     """Write summary.json, report.md and curves.png; log them; return the best final loss."""
+    entries = [record.as_dict() for record in records]
     paths = write_report(run_dir, entries, task=cfg.task.name, steps=cfg.eval.steps)
     logger.log_curves(entries)
-    for entry in entries:
-        logger.summary({f"eval/{entry['name']}/final_loss": entry["final_loss_mean"],
-                        f"eval/{entry['name']}/final_loss_ci95": entry["final_loss_ci95"]})
+    for record in records:
+        logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
+                        f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
     print(f"\n{markdown_table(entries)}\n\nreport: {paths['report']}", flush=True)
-    finite = [e["final_loss_mean"] for e in entries if math.isfinite(e["final_loss_mean"])]
+    finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
     return min(finite) if finite else math.inf
-
-
-# ---- small helpers -----------------------------------------------------------------------------
-
-
-def learned_from(cfg: DictConfig, device: torch.device) -> LSTMOptimizer:
-    if cfg.checkpoint is None:
-        raise ValueError("no checkpoint given: pass checkpoint=<run>/checkpoints/best.pt")
-    learned = load_learned_optimizer(cfg.checkpoint, device)
-    log.info("loaded the learned optimizer from %s (%s)", cfg.checkpoint, learned.extra_repr())
-    return learned
-
-
-def plain(node: Any) -> Any:
-    """A config node as plain Python containers (lists stay lists; registries tuple them)."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def plain_hyperparameters(optimizer: BatchedOptimizer) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in optimizer.hyperparameters().items() if not isinstance(v, torch.Tensor)}
 
 
 def sweep_group() -> str | None:

@@ -7,7 +7,7 @@ meta-gradient and one Adam meta-step. Throughput counts inner optimizee steps pe
 
 * ``l2l``: ``MetaTrainer.unroll`` (first-order "surrogate" path: each inner gradient w.r.t. the
   current parameters only, the LSTM graph alone kept for the meta-backward), for B = 1 and more.
-* ``l2l autograd``: the same trainer with ``gradient_mode=autograd`` (optimizee graphs kept).
+* ``l2l autograd``: the same trainer with ``estimator=autograd`` (optimizee graphs kept).
 * ``l2l compiled``: the surrogate path with ``meta.compile=true`` (``torch.compile`` of the
   LSTM update: fused elementwise gate kernels).
 * ``naive``: the way public reproductions do it: parameters kept as a list of tensors, the LSTM
@@ -64,7 +64,7 @@ def time_ours(task, batch_size: int, mode: str, repeats: int, device: torch.devi
     first two iterations (compilation, warm-up) are not timed."""
     torch.manual_seed(0)
     net = LSTMOptimizer()
-    config = MetaConfig(gradient_mode=mode, val_instances=1, compile=compile)
+    config = MetaConfig(estimator=mode, val_instances=1, compile=compile)
     trainer = MetaTrainer(net, task, config, device=device)
     instances = task.sample(batch_size, 0, "train", device=device)
     params = instances.init_params
@@ -104,7 +104,7 @@ def time_naive(task, repeats: int, device: torch.device) -> float:
         sync(device)
         start = time.perf_counter()
         params = [t.detach().requires_grad_(True) for t in tensors]
-        hidden = [[(torch.zeros(p.numel(), H, device=device),) * 2 for _ in net.cells]
+        hidden = [[(torch.zeros(p.numel(), H, device=device),) * 2 for _ in net.core.cells]
                   for p in params]
         meta_loss = 0.0
         for k in range(UNROLL):
@@ -116,7 +116,7 @@ def time_naive(task, repeats: int, device: torch.device) -> float:
             for i, p in enumerate(params):  # the LSTM, one parameter tensor at a time
                 x = preprocess(p.grad.detach().reshape(-1), cfg["preprocessing"],
                                cfg["preprocess_p"])
-                for layer, cell in enumerate(net.cells):
+                for layer, cell in enumerate(net.core.cells):
                     hidden[i][layer] = cell(x, hidden[i][layer])
                     x = hidden[i][layer][0]
                 update = net.head(x).view_as(p) * cfg["output_scale"]

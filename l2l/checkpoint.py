@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.base import LearnedOptimizer
 
 FORMAT = "l2l-checkpoint/1"
 
@@ -47,11 +47,12 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a damaged file can fail in many ways inside the unpickler
+        # torch's message advises weights_only=False, i.e. running the file's code: never shown.
+        unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
+        what = ("holds objects other than tensors and plain data (refused: loading them could "
+                "run code)" if unsafe else f"is corrupt ({type(err).__name__})")
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not an l2l checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); delete it to start afresh, or "
-            "point to another file"
-        ) from err
+            f"checkpoint {path} {what}; point to a checkpoint written by l2l") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an l2l checkpoint (expected format {FORMAT!r}); point to a file "
@@ -60,38 +61,61 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
     return payload
 
 
-def optimizer_payload(optimizer: LSTMOptimizer) -> dict[str, Any]:
-    """What a checkpoint stores of a learned optimizer: its architecture and its weights."""
-    return {"config": dict(optimizer.config), "weights": optimizer.state_dict()}
+def optimizer_payload(optimizer: LearnedOptimizer) -> dict[str, Any]:
+    """What a checkpoint stores of a learned optimizer: its name, architecture and weights."""
+    return optimizer.payload()
 
 
 def optimizer_from_payload(
-    payload: dict[str, Any], *, expect: dict[str, Any] | None = None, source: str = "checkpoint"
-) -> LSTMOptimizer:
-    """Rebuild a learned optimizer; ``expect`` (an architecture) must match if given."""
+    payload: dict[str, Any], *, expect: LearnedOptimizer | None = None,
+    source: str = "checkpoint",
+) -> LearnedOptimizer:
+    """Rebuild the learned optimizer a payload holds, whatever its architecture.
+
+    The stored config is checked against the architecture's fields (unknown or missing ones are
+    refused). If ``expect`` is given, the payload must hold that same architecture and config.
+    Payloads written before the learned-optimizer family have no name: they are LSTMs.
+    """
+    from l2l.registry import learned_classes
+
+    if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict) \
+            or not isinstance(payload.get("weights"), dict):
+        raise CheckpointError(f"{source} holds no learned optimizer (expected a name, a config "
+                              "and weights): point to a checkpoint written by l2l")
+    name = payload.get("name", "lstm")
+    classes = learned_classes()
+    if name not in classes:
+        raise CheckpointError(f"{source} holds a learned optimizer named {name!r}, which this "
+                              f"version of l2l does not know (known: {', '.join(classes)})")
     config = payload["config"]
     if expect is not None:
-        keys = ("hidden_size", "num_layers", "preprocessing")
-        diff = {k: (config.get(k), expect.get(k)) for k in keys if config.get(k) != expect.get(k)}
-        if diff:
-            shown = ", ".join(
-                f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in diff.items()
-            )
+        if name != expect.name:
             raise CheckpointError(
-                f"{source} holds a different LSTM architecture ({shown}); use the config it was "
-                "trained with, or start a new run directory"
-            )
-    optimizer = LSTMOptimizer(**config)
+                f"{source} holds a {name!r} optimizer but the config asks for {expect.name!r}; "
+                f"use optimizer={name}, or start a new run directory")
+        diff = {k: (config.get(k), v) for k, v in expect.config.items() if config.get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}"
+                              for k, (a, b) in diff.items())
+            raise CheckpointError(
+                f"{source} holds a different {name} configuration ({shown}); use the config it "
+                "was trained with, or start a new run directory")
+    try:
+        optimizer = classes[name].from_config(config, source=source, complete=True)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(str(err)) from err
     try:
         optimizer.load_state_dict(payload["weights"])
     except RuntimeError as err:
-        raise CheckpointError(f"{source} weights do not fit the LSTM optimizer: {err}") from err
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{source} weights do not fit the {name} optimizer its config "
+                              f"describes ({first}); the file is damaged or was edited") from err
     return optimizer
 
 
 def load_learned_optimizer(
     path: str | Path, device: str | torch.device = "cpu", key: str = "optimizer"
-) -> LSTMOptimizer:
+) -> LearnedOptimizer:
     """Load the learned optimizer stored under ``key`` ("optimizer" or "best") of a checkpoint."""
     payload = load(path, map_location=device)
     if key not in payload:

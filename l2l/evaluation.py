@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -132,6 +133,63 @@ def steps_to_threshold(mean_curve: Tensor, threshold: float) -> int | None:
     """First step at which the mean loss curve is at or below ``threshold`` (None if never)."""
     hits = torch.nonzero(mean_curve <= threshold)
     return int(hits[0]) if hits.numel() else None
+
+
+@dataclass
+class EvaluationRecord:
+    """One optimizer's evaluation on a run's test problems: what reports, summaries and wandb
+    show. ``metrics`` holds the task's end-of-run metrics as ``{name: (mean, ci95)}``."""
+
+    name: str  #: the row's label (the optimizer's registered name)
+    optimizer: str
+    learned: bool
+    tuned_lr: float | None
+    hyperparameters: dict[str, Any]
+    final_loss_mean: float
+    final_loss_ci95: float
+    final_log10_loss_mean: float
+    diverged: int
+    instances: int
+    seconds_per_step: float
+    steps_to_threshold: int | None
+    threshold: float | None
+    mean_curve: list[float]
+    ci_curve: list[float]
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
+    status: str = "ok"  #: "ok", or why the row holds no result (e.g. "failed to tune: ...")
+    notes: list[str] = field(default_factory=list)  #: caveats shown beside the row
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat form of summary.json (``final_<metric>_mean``/``_ci95`` per metric)."""
+        out = asdict(self)
+        for name, (mean, ci) in out.pop("metrics").items():
+            out[f"final_{name}_mean"], out[f"final_{name}_ci95"] = mean, ci
+        return out
+
+    @classmethod
+    def failed(cls, name: str, optimizer: str, learned: bool, reason: str) -> EvaluationRecord:
+        """A row for an optimizer that produced no result (kept in the report, never dropped)."""
+        nan = math.nan
+        return cls(name, optimizer, learned, None, {}, nan, nan, nan, 0, 0, nan, None, None,
+                   [], [], {}, status=reason)
+
+
+def evaluation_record(result: RunResult, *, name: str, optimizer: BatchedOptimizer,
+                      learned: bool, tuned_lr: float | None, threshold: float | None,
+                      hyperparameters: dict[str, Any]) -> EvaluationRecord:
+    """Summarise a run as a record (statistics as in :func:`summarize`)."""
+    summary = summarize(result, threshold=threshold)
+    metrics = {key[len("final_"):-len("_mean")]: (summary[key], summary[key[:-5] + "_ci95"])
+               for key in summary if key.startswith("final_") and key.endswith("_mean")
+               and key not in ("final_loss_mean", "final_log10_loss_mean")}
+    return EvaluationRecord(
+        name=name, optimizer=optimizer.name, learned=learned, tuned_lr=tuned_lr,
+        hyperparameters=hyperparameters, final_loss_mean=summary["final_loss_mean"],
+        final_loss_ci95=summary["final_loss_ci95"],
+        final_log10_loss_mean=summary["final_log10_loss_mean"], diverged=summary["diverged"],
+        instances=summary["instances"], seconds_per_step=summary["seconds_per_step"],
+        steps_to_threshold=summary["steps_to_threshold"], threshold=threshold,
+        mean_curve=summary["mean_curve"], ci_curve=summary["ci_curve"], metrics=metrics)
 
 
 def summarize(result: RunResult, *, threshold: float | None = None) -> dict:

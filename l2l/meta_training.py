@@ -1,30 +1,24 @@
-"""Meta-training a learned optimizer by truncated back-propagation through time.
+"""Meta-training a learned optimizer by truncated back-propagation through time: the outer loop.
 
-Per meta-iteration: sample ``batch_size`` task instances, optimize them for ``horizon`` steps in
-unrolls of ``unroll`` steps; after each unroll take one meta-optimizer step on
+Per meta-iteration (one "task"): sample ``batch_size`` instances, optimize them for ``horizon``
+steps in unrolls of ``unroll`` steps, and after each unroll take one meta-optimizer (Adam) step
+on the unroll's meta-loss (see ``l2l.objectives``). Parameters and optimizer state are carried
+across unrolls, gradients are not.
 
-    meta-loss = mean over instances of  sum_{t=1..K} f(theta_t)
+The pieces, each in its own module:
 
-Parameters and recurrent state are carried across unrolls, gradients are not. The optimizee
-gradient fed to the optimizer is a constant (the paper drops second derivatives) unless
-``second_order``.
-
-Two exact ways compute the first-order meta-gradient:
-
-* ``autograd``: keep theta_t attached to the graph and back-propagate the summed losses.
-* ``surrogate`` (the fast default for optimizers whose update ignores the parameters, like the
-  LSTM): with constant gradients, d meta-loss / d u_t = sum_{s>t} g_s / B, where u_t is the
-  update at step t and g_s the gradient at theta_s -- gradients the rollout computes anyway. So
-  the rollout runs with the optimizee outside autograd, and one backward of
-  ``sum_t <u_t, sum_{s>t} g_s> / B`` through the optimizer's graph alone gives the same
-  meta-gradient without keeping K optimizee graphs alive.
+* the meta-gradient of one unroll: an estimator (``l2l/estimators/``: ``surrogate``, the exact
+  first-order fast path, or ``autograd``), chosen by ``meta.estimator``;
+* validation and best-model selection: ``l2l.validation.Validator``;
+* what happens on events (progress, logging, printing): :class:`Callback` objects;
+* checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from l2l import checkpoint
-from l2l.evaluation import final_loss_score, run_optimizer
+from l2l.estimators import UnrollOutcome, choose_estimator
+from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.base import LearnedOptimizer
+from l2l.objectives import OBJECTIVES, build_objective
 from l2l.tasks.base import Instances, TaskFamily
+from l2l.tasks.scaled import random_scale
+from l2l.validation import Validator
 
 
 class MetaTrainingDiverged(RuntimeError):
@@ -53,39 +51,46 @@ class MetaConfig:
     batch_size: int = 1  #: task instances per meta-iteration
     meta_lr: float = 1e-3  #: Adam learning rate of the meta-optimizer
     second_order: bool = False  #: back-propagate through the optimizee gradients too
-    gradient_mode: str = "auto"  #: "auto", "surrogate" or "autograd" (see module docstring)
+    estimator: str = "auto"  #: "auto", or a name in l2l/estimators ("surrogate", "autograd")
+    objective: str = "sum"  #: meta-objective: "sum" (paper) or "log_relative"
+    scale_range: float = 0.0  #: train on f(c*theta), c = exp(U[-s, s]) per coordinate (0: off)
     clip_grad_norm: float | None = None  #: clip the meta-gradient's global norm
     val_every: int = 1000  #: validate every this many iterations (and at the end)
     val_instances: int = 20  #: fixed validation instances
     checkpoint_every: int = 100  #: write latest.pt every this many iterations
     max_consecutive_skips: int = 20  #: stop after this many non-finite meta-steps in a row
     compile: bool = False  #: torch.compile the optimizer's update (about 2x on CPU for MNIST)
-    seed: int = 0
+    seed: int = 0  #: draws the training tasks (and the learned optimizer's initial weights)
+    val_seed: int | None = None  #: draws the validation problems (None: ``seed``)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "horizon", "unroll", "batch_size", "val_every",
                      "val_instances", "checkpoint_every", "max_consecutive_skips"):
-            check_range(f"meta.{name}", getattr(self, name), 1)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
+            check_range(f"meta.{name}", value, 1)
         check_range("meta.meta_lr", self.meta_lr, 0.0, low_inclusive=False)
+        check_range("meta.scale_range", self.scale_range, 0.0, 10.0)
         if self.clip_grad_norm is not None:
             check_range("meta.clip_grad_norm", self.clip_grad_norm, 0.0, low_inclusive=False)
-        if self.gradient_mode not in ("auto", "surrogate", "autograd"):
-            raise ValueError(
-                f"unknown meta.gradient_mode {self.gradient_mode!r}: "
-                "choose auto, surrogate or autograd"
-            )
-        if self.gradient_mode == "surrogate" and self.second_order:
-            raise ValueError("meta.gradient_mode=surrogate is first-order only: "
-                             "use gradient_mode=autograd (or auto) with second_order=true")
+        if self.unroll > self.horizon:
+            raise ValueError(f"meta.unroll={self.unroll} is longer than meta.horizon="
+                             f"{self.horizon}: set meta.unroll <= meta.horizon")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown meta.objective {self.objective!r}: choose one of "
+                             f"{', '.join(OBJECTIVES)}")
 
 
-@dataclass
-class UnrollOutcome:
-    meta_loss: float  #: mean over instances of the summed losses of the unroll
-    params: Tensor
-    grads: Tensor  #: gradient at ``params`` (the next unroll's first input)
-    state: State
-    finite: bool
+class Callback:
+    """Hooks called by :class:`MetaTrainer`; override the ones you need."""
+
+    def on_task_end(self, trainer: MetaTrainer, iteration: int, meta_loss: float) -> None:
+        """After each meta-iteration (task); ``meta_loss`` is the mean over its unrolls."""
+
+    def on_validation(self, trainer: MetaTrainer, iteration: int, val_loss: float,
+                      improved: bool) -> None:
+        """After each validation; ``improved`` if it became the best checkpoint."""
 
 
 def compiled(update: Callable) -> Callable:
@@ -109,47 +114,59 @@ def compiled(update: Callable) -> Callable:
 
 
 class MetaTrainer:
-    """Outer training loop: owns the meta-optimizer, validation, checkpoints and resumption."""
+    """Outer training loop: owns the meta-optimizer, the estimator, validation and checkpoints."""
 
     def __init__(
         self,
-        optimizer: LSTMOptimizer,
+        optimizer: LearnedOptimizer,
         task: TaskFamily,
         config: MetaConfig,
         *,
         run_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
-        log: Callable[[dict[str, Any], int], None] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
-        if not isinstance(optimizer, nn.Module) or not list(optimizer.parameters()):
+        if not isinstance(optimizer, LearnedOptimizer) or not list(optimizer.parameters()):
             raise ValueError(
                 f"{type(optimizer).__name__} has no learnable parameters to meta-train; "
-                "use a learned optimizer such as LSTMOptimizer"
-            )
+                "use a learned optimizer (l2l.registry.learned_names())")
         self.optimizer = optimizer.to(device)
         self.task = task
         self.config = config
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.log = log or (lambda metrics, step: None)
+        self.callbacks = list(callbacks)
         self.meta_optimizer = torch.optim.Adam(self.optimizer.parameters(), lr=config.meta_lr)
         self.iteration = 0
-        self.best_val = math.inf
-        self.best_weights = {k: v.detach().clone() for k, v in optimizer.state_dict().items()}
         self.history: dict[str, list] = {"meta_loss": [], "val_loss": [], "val_iteration": []}
         self.skipped = 0
         self.consecutive_skips = 0
-        self.val_set = task.sample(config.val_instances, config.seed, "valid", device=self.device)
-        mode = config.gradient_mode
-        if mode == "auto":
-            fast = not config.second_order and not getattr(
-                optimizer, "update_depends_on_params", True
-            )
-            mode = "surrogate" if fast else "autograd"
-        self.gradient_mode = mode
-        self._update = compiled(optimizer.update) if config.compile else optimizer.update
+        val_seed = config.seed if config.val_seed is None else config.val_seed
+        self.validator = Validator(task, instances=config.val_instances, seed=val_seed,
+                                   horizon=config.horizon, device=self.device)
+        update = compiled(optimizer.update) if config.compile else optimizer.update
+        estimator = choose_estimator(config.estimator, optimizer,
+                                     second_order=config.second_order)
+        self.estimator = estimator(update, build_objective(config.objective),
+                                   second_order=config.second_order)
         if self.run_dir is not None and self.latest_path.exists():
             self._resume()
+
+    # -- compatibility views --------------------------------------------------------------------
+
+    @property
+    def best_val(self) -> float:
+        return self.validator.best_val
+
+    @property
+    def best_weights(self) -> dict[str, Tensor]:
+        if self.validator.best_weights is None:
+            return {k: v.detach().clone() for k, v in self.optimizer.state_dict().items()}
+        return self.validator.best_weights
+
+    @property
+    def gradient_mode(self) -> str:
+        return self.estimator.name
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -163,54 +180,15 @@ class MetaTrainer:
         assert self.run_dir is not None
         return self.run_dir / "checkpoints" / "best.pt"
 
-    # -- one unroll ----------------------------------------------------------------------------
-
-    def unroll(
-        self, instances: Instances, params: Tensor, grads: Tensor, state: State, start: int,
-        steps: int,
-    ) -> UnrollOutcome:
-        """Run ``steps`` optimizee steps from ``params`` (at optimizee step ``start``, whose
-        gradient is ``grads``) and accumulate the meta-gradient into the optimizer's ``.grad``."""
-        if self.gradient_mode == "surrogate":
-            return self._unroll_surrogate(instances, params, grads, state, start, steps)
-        return self._unroll_autograd(instances, params, grads, state, start, steps)
-
-    def _unroll_surrogate(self, instances, params, grads, state, start, steps) -> UnrollOutcome:
-        updates, later_grads, losses = [], [], []
-        for k in range(steps):
-            update, state = self._update(grads, state, params)
-            params = params + update.detach()
-            loss, grads = instances.loss_and_grad(params, start + k + 1)
-            updates.append(update)
-            later_grads.append(grads)
-            losses.append(loss)
-        meta_loss = torch.stack(losses).sum(0).mean()
-        finite = bool(torch.isfinite(meta_loss))
-        if finite:
-            # d meta-loss / d u_t = sum_{s >= t} g_{s+1} / B : a reversed cumulative sum.
-            g = torch.stack(later_grads)
-            weights = g.flip(0).cumsum(0).flip(0) / params.shape[0]
-            surrogate = sum((u * w).sum() for u, w in zip(updates, weights))
-            surrogate.backward()
-        return UnrollOutcome(meta_loss.item(), params.detach(), grads.detach(),
-                             {k: v.detach() for k, v in state.items()}, finite)
-
-    def _unroll_autograd(self, instances, params, grads, state, start, steps) -> UnrollOutcome:
-        second = self.config.second_order
-        total = 0.0
-        for k in range(steps):
-            update, state = self._update(grads, state, params)
-            params = params + update
-            loss, grads = instances.loss_and_grad(params, start + k + 1, create_graph=second)
-            total = total + loss.mean()
-        meta_loss = total
-        finite = bool(torch.isfinite(meta_loss))
-        if finite:
-            meta_loss.backward()
-        return UnrollOutcome(meta_loss.item(), params.detach(), grads.detach(),
-                             {k: v.detach() for k, v in state.items()}, finite)
-
     # -- one task ------------------------------------------------------------------------------
+
+    def sample_task(self, iteration: int) -> Instances:
+        """The instances of meta-iteration ``iteration`` (a function of seed and iteration)."""
+        cfg = self.config
+        offset = iteration * cfg.batch_size
+        instances = self.task.sample(cfg.batch_size, cfg.seed, "train", offset=offset,
+                                     device=self.device)
+        return random_scale(instances, cfg.scale_range, cfg.seed, "train", offset)
 
     def train_task(self, instances: Instances) -> list[float]:
         """Optimize one sample of instances for a whole horizon; one meta-step per unroll.
@@ -221,18 +199,15 @@ class MetaTrainer:
         cfg = self.config
         params = instances.init_params
         state = self.optimizer.init(params)
-        _, grads = instances.loss_and_grad(params, 0)
+        initial_loss, grads = instances.loss_and_grad(params, 0)
         meta_losses = []
         for start in range(0, cfg.horizon, cfg.unroll):
             steps = min(cfg.unroll, cfg.horizon - start)
             self.meta_optimizer.zero_grad(set_to_none=True)
-            out = self.unroll(instances, params, grads, state, start, steps)
+            out = self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
+                                                 initial_loss, cfg.horizon))
             if out.finite:
-                if cfg.clip_grad_norm is not None:
-                    norm = nn.utils.clip_grad_norm_(self.optimizer.parameters(), cfg.clip_grad_norm)
-                else:
-                    norm = torch.norm(torch.stack([p.grad.norm() for p in self._grads()]))
-                out.finite = bool(torch.isfinite(norm))
+                out.finite = self._finish_gradient()
             if not out.finite:
                 self.meta_optimizer.zero_grad(set_to_none=True)
                 self._skip(out.meta_loss)
@@ -243,8 +218,23 @@ class MetaTrainer:
             params, grads, state = out.params, out.grads, out.state
         return meta_losses
 
-    def _grads(self) -> list[Tensor]:
-        return [p for p in self.optimizer.parameters() if p.grad is not None]
+    def unroll(self, instances: Instances, params: Tensor, grads: Tensor, state: State,
+               start: int, steps: int) -> UnrollOutcome:
+        """One unroll through the estimator (meta-gradient left in ``.grad``); for tests."""
+        initial_loss, _ = instances.loss_and_grad(instances.init_params, 0)
+        return self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
+                                              initial_loss, self.config.horizon))
+
+    def _finish_gradient(self) -> bool:
+        """Clip (if asked) and check the meta-gradient; False if it is not finite."""
+        params = [p for p in self.optimizer.parameters() if p.grad is not None]
+        if not params:
+            return True
+        if self.config.clip_grad_norm is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.config.clip_grad_norm)
+        else:
+            norm = torch.norm(torch.stack([p.grad.norm() for p in params]))
+        return bool(torch.isfinite(norm))
 
     def _skip(self, meta_loss: float) -> None:
         self.skipped += 1
@@ -255,15 +245,14 @@ class MetaTrainer:
                 f"{self.consecutive_skips} meta-steps in a row had a non-finite meta-loss or "
                 f"meta-gradient (last meta-loss {meta_loss}) at iteration {self.iteration}; the "
                 "learned weights were left untouched. Lower meta.meta_lr, set "
-                "meta.clip_grad_norm, lower the optimizer's output_scale, or shorten meta.unroll."
+                "meta.clip_grad_norm, lower the optimizer's output scale, or shorten meta.unroll."
             )
 
     # -- validation ----------------------------------------------------------------------------
 
     def validate(self) -> float:
-        """Mean final loss of the frozen optimizer on the fixed validation instances."""
-        return final_loss_score(run_optimizer(self.optimizer, self.val_set, self.config.horizon,
-                                              with_metrics=False))
+        """The frozen optimizer's validation score (mean final loss on fixed problems)."""
+        return self.validator.score(self.optimizer)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -276,14 +265,12 @@ class MetaTrainer:
         if self.iteration == 0 and not self.history["val_loss"]:
             self._validate_and_keep_best()  # the untrained optimizer is the first candidate
         while self.iteration < end:
-            instances = self.task.sample(cfg.batch_size, cfg.seed, "train",
-                                         offset=self.iteration * cfg.batch_size,
-                                         device=self.device)
-            meta_losses = self.train_task(instances)
+            meta_losses = self.train_task(self.sample_task(self.iteration))
             self.iteration += 1
             mean_loss = sum(meta_losses) / len(meta_losses) if meta_losses else math.nan
             self.history["meta_loss"].append(mean_loss)
-            self.log({"meta/loss": mean_loss, "meta/skipped": self.skipped}, self.iteration)
+            for callback in self.callbacks:
+                callback.on_task_end(self, self.iteration, mean_loss)
             if self.iteration % cfg.val_every == 0 or self.iteration == cfg.iterations:
                 self._validate_and_keep_best()
             if self.iteration % cfg.checkpoint_every == 0 or self.iteration == end:
@@ -295,32 +282,27 @@ class MetaTrainer:
         val = self.validate()
         self.history["val_loss"].append(val)
         self.history["val_iteration"].append(self.iteration)
-        improved = val < self.best_val or not self.history["val_loss"][:-1]
-        if improved and math.isfinite(val):
-            self.best_val = val
-            self.best_weights = {k: v.detach().clone() for k, v in
-                                 self.optimizer.state_dict().items()}
-            if self.run_dir is not None:
-                checkpoint.save_atomic(
-                    {"optimizer": self._payload(self.best_weights), "iteration": self.iteration,
-                     "val_loss": val}, self.best_path)
-        self.log({"val/final_loss": val, "val/best_final_loss": self.best_val}, self.iteration)
+        improved = self.validator.offer(val, self.optimizer.state_dict(), self.iteration)
+        if improved and self.run_dir is not None:
+            checkpoint.save_atomic(
+                {"optimizer": self.optimizer.payload(self.validator.best_weights),
+                 "iteration": self.iteration, "val_loss": val}, self.best_path)
+        for callback in self.callbacks:
+            callback.on_validation(self, self.iteration, val, improved)
         if self.run_dir is not None:
             self.save_latest()
 
     # -- checkpoints ---------------------------------------------------------------------------
-
-    def _payload(self, weights: dict[str, Tensor]) -> dict[str, Any]:
-        return {"config": dict(self.optimizer.config), "weights": weights}
 
     def save_latest(self) -> None:
         if self.run_dir is None:
             return
         checkpoint.save_atomic(
             {
-                "optimizer": self._payload(self.optimizer.state_dict()),
-                "best": self._payload(self.best_weights),
+                "optimizer": self.optimizer.payload(),
+                "best": self.optimizer.payload(self.best_weights),
                 "best_val": self.best_val,
+                "best_iteration": self.validator.best_iteration,
                 "meta_optimizer": self.meta_optimizer.state_dict(),
                 "iteration": self.iteration,
                 "history": self.history,
@@ -335,13 +317,14 @@ class MetaTrainer:
     def _resume(self) -> None:
         source = str(self.latest_path)
         payload = checkpoint.load(self.latest_path, map_location=self.device)
-        restored = checkpoint.optimizer_from_payload(payload["optimizer"],
-                                                     expect=self.optimizer.config, source=source)
+        restored = checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
+                                                     source=source)
         self.optimizer.load_state_dict(restored.state_dict())
         best = checkpoint.optimizer_from_payload(payload["best"], source=source)
-        self.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
+        self.validator.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
+        self.validator.best_val = payload["best_val"]
+        self.validator.best_iteration = payload.get("best_iteration")
         self.meta_optimizer.load_state_dict(payload["meta_optimizer"])
-        self.best_val = payload["best_val"]
         self.iteration = payload["iteration"]
         self.history = payload["history"]
         self.skipped = payload["skipped"]

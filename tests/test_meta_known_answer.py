@@ -41,7 +41,7 @@ def test_official_known_answer(mode):
     with torch.no_grad():
         net.head.weight.zero_()
         net.head.bias.zero_()
-    config = MetaConfig(iterations=1, horizon=10, unroll=5, meta_lr=0.01, gradient_mode=mode,
+    config = MetaConfig(iterations=1, horizon=10, unroll=5, meta_lr=0.01, estimator=mode,
                         val_instances=1)
     trainer = MetaTrainer(net, Square(), config)
     instances = Square().sample(1, 0)
@@ -86,7 +86,7 @@ def test_surrogate_meta_gradient_equals_autograd():
     grads_by_mode = {}
     for mode in ("surrogate", "autograd"):
         net = _lstm()
-        trainer = MetaTrainer(net, Square(), MetaConfig(gradient_mode=mode, val_instances=1))
+        trainer = MetaTrainer(net, Square(), MetaConfig(estimator=mode, val_instances=1))
         params = inst.init_params
         state = net.init(params)
         _, g0 = inst.loss_and_grad(params, 0)

@@ -3,16 +3,43 @@ from __future__ import annotations
 import pytest
 
 import baselines
+from l2l.learned.base import LearnedOptimizer
 from l2l.lstm_optimizer import LSTMOptimizer
-from l2l.registry import BASELINES, OPTIMIZERS, build_optimizer
+from l2l.registry import (
+    baseline_names,
+    build_optimizer,
+    is_learned,
+    learned_names,
+    optimizer_class,
+    optimizers,
+)
 
 
 def test_every_name_builds_its_class():
-    assert len(BASELINES) == 8
-    for name in OPTIMIZERS:
+    assert baseline_names() == ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta",
+                                "adam", "nadam")
+    assert {"lstm", "rnnprop", "adam_anchored", "learnable_adam",
+            "learnable_momentum"} <= set(learned_names())
+    for name in optimizers():
         opt = build_optimizer(name)
         assert opt.name == name
+        assert is_learned(name) == isinstance(opt, LearnedOptimizer)
     assert isinstance(build_optimizer("lstm", hidden_size=7), LSTMOptimizer)
+
+
+def test_learned_and_hand_designed_are_listed_apart():
+    assert not set(baseline_names()) & set(learned_names())
+    assert not is_learned("adam") and is_learned("rnnprop")
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        is_learned("adamw")
+    assert optimizer_class("LSTM") is LSTMOptimizer
+
+
+def test_impossible_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="hidden_size"):
+        build_optimizer("lstm", hidden_size=2.5e9)
+    with pytest.raises(ValueError, match="hidden_size"):
+        build_optimizer("rnnprop", hidden_size=0)
 
 
 def test_hyperparameters_from_a_config():

@@ -95,6 +95,20 @@ def test_compare_end_to_end_with_wandb_offline(tmp_path):
     assert "| optimizer |" in proc.stdout  # the table is printed
 
 
+def test_any_learned_optimizer_meta_trains_and_evaluates_from_its_checkpoint(tmp_path):
+    """No mode knows the learned optimizers by name: rnnprop goes through meta_train and
+    evaluate like the LSTM, and its checkpoint rebuilds an RNNprop."""
+    proc = _train([*TINY, "mode=meta_train", "optimizer=rnnprop", "logger=none",
+                   f"hydra.run.dir={tmp_path / 'meta'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = tmp_path / "meta" / "checkpoints" / "best.pt"
+    proc = _train([*TINY, "mode=evaluate", "optimizer=rnnprop", f"checkpoint={best}",
+                   "logger=none", f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert [(e["name"], e["learned"]) for e in summary["optimizers"]] == [("rnnprop", True)]
+
+
 def test_logger_none_writes_no_wandb_files(tmp_path):
     run_dir = tmp_path / "run"
     proc = _train([*TINY, "mode=evaluate", "optimizer=adam", "logger=none",
@@ -131,6 +145,10 @@ def test_two_job_multirun(tmp_path, launcher):
         (["device=cuda:7"], "no CUDA GPU"),
         (["task=mnist", "task.kwargs.activation=swish"], "unknown activation 'swish'"),
         (["mode=evaluate", "checkpoint=nowhere.pt"], "checkpoint=nowhere.pt does not exist"),
+        (["optimizer=adam", "checkpoint=x.pt"], "optimizer=adam is hand-designed"),
+        (["mode=meta_train", "optimizer=sgd"], "needs a learned optimizer"),
+        (["meta.unroll=50", "meta.horizon=20"], "meta.unroll=50 is longer than meta.horizon"),
+        (["eval.baselines=[adam,rnnprop]"], "eval.baselines lists the learned optimizer"),
     ],
 )
 def test_bad_override_fails_fast_with_a_clear_message(tmp_path, override, message):

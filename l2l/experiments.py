@@ -1,0 +1,189 @@
+"""The experiment modes behind ``train.py``: meta-train, tune, evaluate, compare.
+
+Each mode is a plain function of the resolved config (``cfg``: the tree in ``conf/``), the task,
+the device and the run directory, so that ``train.py`` is only Hydra glue and the modes can be
+called from notebooks and tests. Fairness rules every mode follows:
+
+* test problems are ``eval.instances`` instances of ``(eval.seed, "test")``; tuning and
+  meta-training validation use ``(eval.seed, "valid")``; meta-training draws its tasks from
+  ``(seed, "train")``. So a sweep over ``seed`` changes the meta-training, never the test set;
+* every optimizer starts from a fresh state on the same instances and minibatches;
+* baselines get their learning rate tuned on validation problems of the same task; a learned
+  optimizer is meta-trained (or loaded) with the run's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from l2l.checkpoint import load_learned_optimizer
+from l2l.evaluation import (
+    EvaluationRecord,
+    TuneResult,
+    evaluation_record,
+    lr_grid,
+    run_optimizer,
+    tune_learning_rate,
+)
+from l2l.interface import BatchedOptimizer
+from l2l.learned.base import LearnedOptimizer
+from l2l.meta_training import Callback, MetaConfig, MetaTrainer
+from l2l.progress import Progress
+from l2l.registry import build_optimizer, is_learned
+from l2l.tasks.base import TaskFamily
+from l2l.tracking import RunLogger
+
+log = logging.getLogger("l2l")
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain Python containers (lists stay lists; registries tuple them)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def study_optimizer(cfg: DictConfig) -> BatchedOptimizer:
+    """The optimizer under study (``optimizer=``) built from its config, untrained."""
+    return build_optimizer(cfg.optimizer.name, **plain(cfg.optimizer.hyperparameters))
+
+
+def meta_config(cfg: DictConfig) -> MetaConfig:
+    return MetaConfig(**plain(cfg.meta), seed=cfg.seed, val_seed=cfg.eval.seed)
+
+
+# ---- meta-training -----------------------------------------------------------------------------
+
+
+@dataclass
+class LoggingCallback(Callback):
+    """Meta-training events to the run logger, the progress bar and the log."""
+
+    logger: RunLogger
+    bar: Progress
+
+    def on_task_end(self, trainer: MetaTrainer, iteration: int, meta_loss: float) -> None:
+        self.logger.log({"meta/loss": meta_loss, "meta/skipped": trainer.skipped}, iteration)
+        self.bar.update(1, loss=meta_loss)
+
+    def on_validation(self, trainer: MetaTrainer, iteration: int, val_loss: float,
+                      improved: bool) -> None:
+        self.logger.log({"val/final_loss": val_loss, "val/best_final_loss": trainer.best_val},
+                        iteration)
+        log.info("iteration %d: validation final loss %.4g (best %.4g)%s", iteration, val_loss,
+                 trainer.best_val, " *" if improved else "")
+
+
+def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
+               logger: RunLogger) -> LearnedOptimizer:
+    """Meta-train the learned optimizer ``optimizer=`` on ``task`` (resuming from ``run_dir``
+    if it holds a checkpoint); returns it with its best validated weights."""
+    torch.manual_seed(cfg.seed)
+    learned = study_optimizer(cfg)
+    assert isinstance(learned, LearnedOptimizer)
+    meta = meta_config(cfg)
+    bar = Progress(meta.iterations, "meta-train", enabled=cfg.progress)
+    trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device,
+                          callbacks=[LoggingCallback(logger, bar)])
+    if trainer.iteration:
+        log.info("resuming meta-training from iteration %d (%s)", trainer.iteration,
+                 trainer.latest_path)
+        bar.update(trainer.iteration)
+    log.info("meta-training %s with the %s estimator", learned.name, trainer.estimator.name)
+    with bar:
+        result = trainer.train()
+    log.info("meta-training done: %d iterations, best validation final loss %.4g, %d skipped "
+             "meta-steps; best weights in %s", result["iterations"], result["best_val_loss"],
+             result["skipped"], trainer.best_path)
+    logger.summary({"meta/best_val_final_loss": result["best_val_loss"],
+                    "meta/skipped": result["skipped"]})
+    logger.log_artifact(trainer.best_path, name=f"{learned.name}-{cfg.task.name}", type="model")
+    learned.load_state_dict(trainer.best_weights)
+    return learned
+
+
+def learned_from_checkpoint(cfg: DictConfig, device: torch.device) -> LearnedOptimizer:
+    """The learned optimizer stored in ``checkpoint=``."""
+    if cfg.checkpoint is None:
+        raise ValueError("no checkpoint given: pass checkpoint=<run>/checkpoints/best.pt")
+    learned = load_learned_optimizer(cfg.checkpoint, device)
+    if learned.name != cfg.optimizer.name:
+        log.info("checkpoint %s holds a %s optimizer (optimizer=%s ignored)", cfg.checkpoint,
+                 learned.name, cfg.optimizer.name)
+    log.info("loaded the learned optimizer from %s (%s: %s)", cfg.checkpoint, learned.name,
+             learned.extra_repr())
+    return learned
+
+
+# ---- tuning and evaluation ---------------------------------------------------------------------
+
+
+def tune(cfg: DictConfig, baseline: BatchedOptimizer, task: TaskFamily, device: torch.device,
+         logger: RunLogger) -> TuneResult:
+    """The best learning rate of ``baseline`` on validation problems (all lrs as one batch).
+    Raises ``ValueError`` if it diverged at every learning rate of the grid."""
+    grid = lr_grid(cfg.tune.low, cfg.tune.high, cfg.tune.per_decade)
+    result = tune_learning_rate(baseline, task, grid=grid, num_instances=cfg.tune.instances,
+                                steps=cfg.tune.steps, seed=cfg.eval.seed, device=device)
+    if not math.isfinite(min(result.scores)):
+        raise ValueError(f"{baseline.name} diverged at every learning rate in the grid "
+                         f"{cfg.tune.low}..{cfg.tune.high}: widen tune.low/tune.high")
+    log.info("tuned %s: lr=%.3g (validation final loss %.4g)", baseline.name, result.best_lr,
+             min(result.scores))
+    logger.summary({f"tune/{baseline.name}/lr": result.best_lr})
+    return result
+
+
+def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
+             device: torch.device, *, name: str, tuned_lr: float | None) -> EvaluationRecord:
+    """Run ``optimizer`` on the run's held-out test problems (the same for every optimizer)."""
+    instances = task.sample(cfg.eval.instances, cfg.eval.seed, "test", device=device)
+    result = run_optimizer(optimizer, instances, cfg.eval.steps)
+    hyper = {k: (list(v) if isinstance(v, tuple) else v)
+             for k, v in optimizer.hyperparameters().items() if not isinstance(v, torch.Tensor)}
+    record = evaluation_record(result, name=name, optimizer=optimizer,
+                               learned=isinstance(optimizer, LearnedOptimizer),
+                               tuned_lr=tuned_lr, threshold=cfg.eval.threshold,
+                               hyperparameters=hyper)
+    log.info("%-9s final loss %.4g ± %.2g (%d diverged)", name, record.final_loss_mean,
+             record.final_loss_ci95, record.diverged)
+    return record
+
+
+def tune_and_evaluate(cfg: DictConfig, name: str, task: TaskFamily, device: torch.device,
+                      logger: RunLogger, hyperparameters: dict[str, Any] | None = None,
+                      ) -> EvaluationRecord:
+    """Tune a baseline's learning rate on validation problems, then evaluate it on the test
+    problems. A baseline that cannot be tuned becomes a failed row, not a failed run."""
+    baseline = build_optimizer(name, **(hyperparameters or {}))
+    try:
+        result = tune(cfg, baseline, task, device, logger)
+    except ValueError as error:
+        log.warning("%s", error)
+        return EvaluationRecord.failed(name, baseline.name, False, f"failed to tune: {error}")
+    return evaluate(cfg, baseline.with_hyperparameters(lr=result.best_lr), task, device,
+                    name=name, tuned_lr=result.best_lr)
+
+
+def compare(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
+            logger: RunLogger) -> list[EvaluationRecord]:
+    """Tune every baseline, meta-train (or load) the learned optimizer, evaluate all alike."""
+    records = []
+    with Progress(len(cfg.eval.baselines), "baselines", enabled=cfg.progress) as bar:
+        for name in cfg.eval.baselines:
+            records.append(tune_and_evaluate(cfg, name, task, device, logger))
+            bar.update(1)
+    study = cfg.optimizer.name
+    if is_learned(study):
+        learned = learned_from_checkpoint(cfg, device) if cfg.checkpoint else meta_train(
+            cfg, task, device, run_dir, logger)
+        records.append(evaluate(cfg, learned, task, device, name=learned.name, tuned_lr=None))
+    elif study not in cfg.eval.baselines:
+        records.append(evaluate(cfg, study_optimizer(cfg), task, device, name=study,
+                                tuned_lr=None))
+    return records

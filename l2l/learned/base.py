@@ -1,0 +1,112 @@
+"""What every learned optimizer declares, so that nothing else in l2l needs to know its class.
+
+A learned optimizer is a :class:`~l2l.interface.BatchedOptimizer` (pure ``init``/``update`` over
+``(B, n)`` batches) that is also an ``nn.Module`` whose parameters are meta-trained. The
+meta-trainer, checkpoints, configs and the ``torch.optim`` drop-in only ever use what this class
+declares:
+
+* ``name``: the registered name (``optimizer=<name>`` in configs, stored in checkpoints);
+* ``config``: the plain-value architecture settings, exactly the ``__init__`` arguments, so
+  ``type(opt).from_config(opt.config)`` rebuilds the same architecture;
+* ``reads_params``: whether ``update`` reads the parameters (declared, never guessed): the
+  meta-trainer's exact first-order "surrogate" estimator is valid only when it does not.
+
+Adding an architecture = one module in ``l2l/learned/`` defining a subclass with a unique
+``name`` (the registry finds it), one ``conf/optimizer/<name>.yaml``, and its tests.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from l2l.interface import BatchedOptimizer
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """An architecture size: an int (not a float like 2.5, not a bool) in ``[low, high]``; the
+    upper bound stops a typo from asking for terabytes."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"invalid {name}={value!r}: {name} must be an integer in "
+                         f"[{low}, {high}]")
+    return value
+
+
+class LearnedOptimizer(BatchedOptimizer, nn.Module):
+    """Base class of every meta-trainable optimizer."""
+
+    name: ClassVar[str] = "learned"
+    #: True if ``update`` reads ``params`` (e.g. weight decay). Subclasses must say.
+    reads_params: ClassVar[bool] = True
+    #: One line for ``l2l.registry`` listings and the README table.
+    summary: ClassVar[str] = ""
+
+    def __init__(self, **config: Any) -> None:
+        nn.Module.__init__(self)
+        self.config: dict[str, Any] = dict(config)
+
+    # -- configs and checkpoints --------------------------------------------------------------
+
+    @classmethod
+    def config_fields(cls) -> dict[str, Any]:
+        """The architecture's fields and their defaults (``inspect.Parameter.empty`` if none)."""
+        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], *, source: str = "config",
+                     complete: bool = False) -> None:
+        """Refuse unknown fields (and, if ``complete``, missing ones) with a one-line message."""
+        fields = cls.config_fields()
+        unknown = sorted(set(config) - set(fields))
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown} for learned optimizer "
+                             f"{cls.name!r}; valid fields are {', '.join(fields)}")
+        if complete:
+            missing = sorted(set(fields) - set(config))
+            if missing:
+                raise ValueError(f"{source}: field(s) {missing} of learned optimizer {cls.name!r} "
+                                 "are missing; the checkpoint is incomplete or from another "
+                                 "version: re-create it with this version of l2l")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, source: str = "config",
+                    complete: bool = False) -> LearnedOptimizer:
+        """Build the architecture ``config`` describes (unknown fields are refused)."""
+        cls.check_config(config, source=source, complete=complete)
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        return cls(**values)
+
+    def payload(self, weights: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+        """What a checkpoint stores: the registered name, the architecture, the weights."""
+        return {"name": self.name, "config": dict(self.config),
+                "weights": self.state_dict() if weights is None else weights}
+
+    # -- BatchedOptimizer's hyperparameter protocol --------------------------------------------
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def with_hyperparameters(self, **overrides: Any) -> LearnedOptimizer:
+        """A copy with some settings replaced and the learned weights kept (so the change must
+        leave the weights' shapes alone, e.g. an output scale, not a hidden size)."""
+        clone = type(self).from_config({**self.config, **overrides})
+        try:
+            clone.load_state_dict(self.state_dict())
+        except RuntimeError as error:
+            raise ValueError(
+                f"cannot change {sorted(overrides)} of a trained {self.name} optimizer: the "
+                f"learned weights would not fit; build a new one instead") from error
+        reference = next(iter(self.parameters()), None)
+        return clone if reference is None else clone.to(reference)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        reference = next(iter(self.parameters()), None)
+        return torch.get_default_dtype() if reference is None else reference.dtype
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())

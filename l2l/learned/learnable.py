@@ -1,0 +1,102 @@
+"""Classic rules whose hyperparameters are meta-trained: the honest yardstick for learned ones.
+
+A learned optimizer that beats Adam with a tuned learning rate may only have learned a better
+learning rate, momentum or schedule. These optimizers meta-learn exactly that -- the learning
+rate, the betas / momentum, epsilon and, optionally, a per-step learning-rate multiplier over the
+horizon -- with the same meta-trainer, budget and problems, and nothing else. A win over them is a
+win over "just a tuned schedule" (learned_optimization's ``LearnableAdam`` plays this role).
+
+Parametrisation: every hyperparameter is its initial value times ``exp(delta)`` (for betas:
+``1 - (1 - beta0) * exp(delta)``, clamped at 0), with every ``delta`` starting at 0, so the
+untrained optimizer is exactly ``baselines.Adam`` / ``baselines.Momentum`` with the initial
+values; and positivity (and beta < 1) hold whatever the meta-optimizer does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from baselines import Adam, Momentum
+from l2l.interface import BatchedOptimizer, State, check_betas, check_range
+from l2l.learned.base import LearnedOptimizer, check_int
+
+
+class _Learnable(LearnedOptimizer):
+    """Shared machinery: a learning rate with an optional per-step schedule."""
+
+    reads_params = False
+
+    def _init_schedule(self, lr: float, schedule_steps: int) -> None:
+        check_range("lr", lr, 0.0, low_inclusive=False)
+        check_int("schedule_steps", schedule_steps, 0, 100_000)
+        self.log_lr_delta = nn.Parameter(torch.zeros(()))
+        # no parameter at all without a schedule (an empty one would never get a gradient)
+        self.log_schedule = nn.Parameter(torch.zeros(schedule_steps)) if schedule_steps else None
+
+    def learning_rate(self, step: Tensor) -> Tensor:
+        """Per-instance learning rate ``(B, 1)`` at ``step`` (0-based, one per instance); the
+        schedule's last entry holds beyond its end."""
+        log_lr = self.log_lr_delta.expand_as(step)
+        if self.log_schedule is not None:
+            index = step.long().clamp(max=self.log_schedule.numel() - 1)
+            log_lr = log_lr + self.log_schedule[index]
+        return self.config["lr"] * torch.exp(log_lr)
+
+    @staticmethod
+    def _beta(beta0: float, delta: Tensor) -> Tensor:
+        return (1 - (1 - beta0) * torch.exp(delta)).clamp(min=0.0)
+
+    def _rule(self, state: State) -> BatchedOptimizer:
+        raise NotImplementedError
+
+    def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        return self._rule(state).update(grads, state, params)
+
+
+class LearnableAdam(_Learnable):
+    """Adam with meta-learned ``lr`` (and schedule), ``betas`` and ``eps``."""
+
+    name = "learnable_adam"
+    summary = "Adam whose lr, betas, eps (and optional lr schedule) are meta-trained"
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, schedule_steps: int = 0) -> None:
+        check_betas(tuple(betas))
+        check_range("eps", eps, 0.0, low_inclusive=False)
+        super().__init__(lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
+                         schedule_steps=int(schedule_steps))
+        self._init_schedule(lr, schedule_steps)
+        self.beta_deltas = nn.Parameter(torch.zeros(2))
+        self.log_eps_delta = nn.Parameter(torch.zeros(()))
+
+    def init(self, params: Tensor) -> State:
+        return Adam().init(params)
+
+    def _rule(self, state: State) -> Adam:
+        b1, b2 = self.config["betas"]
+        return Adam(lr=self.learning_rate(state["step"]),
+                    betas=(self._beta(b1, self.beta_deltas[0]),
+                           self._beta(b2, self.beta_deltas[1])),
+                    eps=self.config["eps"] * torch.exp(self.log_eps_delta))
+
+
+class LearnableMomentum(_Learnable):
+    """SGD with momentum (heavy ball) with meta-learned ``lr`` (and schedule) and ``momentum``."""
+
+    name = "learnable_momentum"
+    summary = "SGD+momentum whose lr, momentum (and optional lr schedule) are meta-trained"
+
+    def __init__(self, lr: float = 1e-2, momentum: float = 0.9, schedule_steps: int = 0) -> None:
+        check_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
+        super().__init__(lr=float(lr), momentum=float(momentum),
+                         schedule_steps=int(schedule_steps))
+        self._init_schedule(lr, schedule_steps)
+        self.momentum_delta = nn.Parameter(torch.zeros(()))
+
+    def init(self, params: Tensor) -> State:
+        return Momentum().init(params)
+
+    def _rule(self, state: State) -> Momentum:
+        momentum = self._beta(self.config["momentum"], self.momentum_delta).clamp(min=1e-6)
+        return Momentum(lr=self.learning_rate(state["step"]), momentum=momentum)

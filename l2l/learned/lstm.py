@@ -1,0 +1,65 @@
+"""The paper's learned optimizer: a coordinatewise LSTM (Andrychowicz et al., 2016).
+
+    features = preprocess(grad)                       (see l2l.preprocessing)
+    h        = CoordinatewiseLSTM(features)           num_layers x hidden_size
+    update   = output_scale * Linear(h)
+
+``num_layers = 0`` leaves only the linear map of the (preprocessed) gradient, which is what the
+official code's known-answer test uses. The output layer starts at zero (``zero_head``), so an
+untrained optimizer makes no update at all (see :func:`l2l.learned.core.zero_linear`).
+
+Paper settings: quadratics ``preprocessing=none, output_scale=1``; MNIST ``log_sign``, ``p=10``,
+``output_scale=0.1`` (official code: ``log_sign_clamped``, ``p=5``, ``0.01``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from l2l.interface import State, check_range
+from l2l.learned.base import LearnedOptimizer, check_int
+from l2l.learned.core import CoordinatewiseLSTM, zero_linear
+from l2l.preprocessing import check_preprocessing, num_features, preprocess
+
+
+class LSTMOptimizer(LearnedOptimizer):
+    """Coordinatewise LSTM optimizer; an ``nn.Module`` whose parameters are meta-learned."""
+
+    name = "lstm"
+    reads_params = False
+    summary = "the paper's coordinatewise 2x20 LSTM on log/sign-preprocessed gradients"
+
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        num_layers: int = 2,
+        preprocessing: str = "log_sign",
+        preprocess_p: float = 10.0,
+        output_scale: float = 0.1,
+        forget_bias: float = 1.0,
+        zero_head: bool = True,
+    ) -> None:
+        check_preprocessing(preprocessing)
+        check_int("hidden_size", hidden_size, 1, 4096)
+        check_int("num_layers", num_layers, 0, 16)
+        check_range("preprocess_p", preprocess_p, 0.0, low_inclusive=False)
+        check_range("output_scale", output_scale, 0.0, low_inclusive=False)
+        super().__init__(hidden_size=int(hidden_size), num_layers=int(num_layers),
+                         preprocessing=preprocessing, preprocess_p=float(preprocess_p),
+                         output_scale=float(output_scale), forget_bias=float(forget_bias),
+                         zero_head=bool(zero_head))
+        self.core = CoordinatewiseLSTM(num_features(preprocessing), int(hidden_size),
+                                       int(num_layers), float(forget_bias))
+        self.head = zero_linear(self.core.output_size, 1, bool(zero_head))
+
+    def init(self, params: Tensor) -> State:
+        B, n = params.shape
+        return self.core.init_state(B, n, params, self.head.weight.dtype)
+
+    def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        B, n = grads.shape
+        cfg = self.config
+        x = preprocess(grads.reshape(B * n), cfg["preprocessing"], cfg["preprocess_p"])
+        x, new_state = self.core(x.to(self.head.weight.dtype), state, B, n)
+        update = self.head(x).view(B, n) * cfg["output_scale"]
+        return update.to(grads.dtype), new_state
