@@ -280,3 +280,19 @@ def test_conf_task_presets_build_their_family():
             assert type(fam) is cls, preset
             for attr, value in attrs.items():
                 assert getattr(fam, attr) == value, (preset, attr)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["cnn", "logreg"])
+def test_cuda_matches_cpu(cnn, logreg, kind):
+    fam = cnn() if kind == "cnn" else logreg()
+    cpu = fam.sample(4, seed=3, split="valid")
+    gpu = fam.sample(4, seed=3, split="valid", device="cuda")
+    assert torch.equal(cpu.init_params, gpu.init_params.cpu())
+    for step in (0, 5):
+        assert torch.equal(cpu.minibatch_indices(step), gpu.minibatch_indices(step).cpu())
+        lc, gc = cpu.loss_and_grad(cpu.init_params, step)
+        lg, gg = gpu.loss_and_grad(gpu.init_params, step)
+        assert torch.allclose(lc, lg.cpu(), atol=1e-4) and torch.allclose(gc, gg.cpu(), atol=1e-4)
+    ev_c, ev_g = cpu.evaluate(cpu.init_params), gpu.evaluate(gpu.init_params)
+    assert torch.allclose(ev_c["loss"], ev_g["loss"].cpu(), atol=1e-4)
