@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> float | None:
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    task = build_task(cfg.task.name, **plain(cfg.task.kwargs))
+    task = build_task(cfg.task.family, **plain(cfg.task.kwargs))
     study = cfg.optimizer.name
     learned = is_learned(study)
     experiments.study_optimizer(cfg)  # validates the hyperparameters now, not after an hour

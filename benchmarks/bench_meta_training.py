@@ -147,7 +147,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    task = build_task("mnist", data_dir=args.data_dir)
+    task = build_task("mnist_mlp", data_dir=args.data_dir)
     print(f"machine: {machine()}; device {device}")
     print(f"MNIST MLP ({task.num_params} params), 2x20 LSTM, unroll {UNROLL}, minibatch 128; "
           f"median of {args.repeats} meta-iterations\n")

@@ -7,7 +7,7 @@ degrees of freedom) of: the final minibatch loss
 ``f_T(theta_T)`` (final parameters on the minibatch of step ``T``), the loss and the accuracy of
 the final parameters on the whole split, and the wall time.
 
-Usage: ``python benchmarks/mnist_baselines.py [--steps 100] [--instances 32] [--task mnist]``
+Usage: ``python benchmarks/mnist_baselines.py [--steps 100] [--instances 32] [--task mnist_mlp]``
 (data: ``--data-dir``, else ``$L2L_DATA_DIR``, else ``../shared/data/mnist`` if present, else
 the user cache).
 """
@@ -35,7 +35,7 @@ from l2l.tasks import build_task  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--task", default="mnist")
+    ap.add_argument("--task", default="mnist_mlp", help="a task family (l2l.tasks.FAMILIES)")
     ap.add_argument("--instances", type=int, default=32)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)

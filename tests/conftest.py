@@ -30,7 +30,7 @@ def _find_mnist_dir() -> tuple[Path | None, str]:
 @pytest.fixture(scope="session", autouse=True)
 def _mnist_env():
     """Point ``$L2L_DATA_DIR`` at the data found above for the whole session, so that code under
-    test which resolves the directory itself (``build_task("mnist")``) never reaches for the
+    test which resolves the directory itself (``build_task("mnist_mlp")``) never reaches for the
     network or the user cache."""
     path, _ = _find_mnist_dir()
     with pytest.MonkeyPatch.context() as mp:

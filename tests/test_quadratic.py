@@ -36,13 +36,13 @@ def test_shapes_and_defaults():
     assert inst.evaluate(inst.init_params) == {}
 
 
-def test_official_preset_is_uniform():
-    fam = QuadraticFamily.official()
+def test_official_setting_is_uniform():
+    # conf/task/quadratic_official.yaml's kwargs
+    fam = build_task("quadratic", dim=10, w_dist="uniform", y_dist="uniform", init_std=0.01)
     inst = fam.sample(200, seed=0)
     assert inst.W.min() >= 0 and inst.W.max() < 1 and inst.y.min() >= 0 and inst.y.max() < 1
     assert abs(inst.W.mean().item() - 0.5) < 0.02
     assert abs(inst.init_params.std().item() - 0.01) < 0.001
-    assert build_task("quadratic_official").w_dist == "uniform"
 
 
 def test_zero_init():

@@ -52,7 +52,8 @@ class QuadraticFamily(TaskFamily):
     draws them from ``U[0, 1)`` as the official code does. The paper does not say how
     ``theta_0`` is drawn; the default ``init_std=0.01`` (``theta_0 ~ N(0, 0.01^2)``) is the
     official code's choice. ``init_std=None`` (or ``0``) starts every instance at ``theta_0 = 0``.
-    ``QuadraticFamily.official()`` is the official code's setting (uniform ``W`` and ``y``).
+    The official code's setting (uniform ``W`` and ``y``) is the preset
+    ``conf/task/quadratic_official.yaml``.
 
     The loss is the plain per-instance sum of squares (the official code additionally averages
     over its batch of 128 functions, a run-level choice). There are no minibatches: ``step`` is
@@ -85,13 +86,6 @@ class QuadraticFamily(TaskFamily):
         self.w_dist = w_dist
         self.y_dist = y_dist
         self.init_std = None if init_std is None else float(init_std)
-
-    @classmethod
-    def official(cls, dim: int = 10, init_std: float | None = 0.01) -> QuadraticFamily:
-        """The official code's quadratics: ``W, y ~ U[0, 1)``, ``theta_0 ~ N(0, 0.01^2)``."""
-        family = cls(dim=dim, w_dist="uniform", y_dist="uniform", init_std=init_std)
-        family.name = "quadratic_official"
-        return family
 
     def __repr__(self) -> str:
         return (

@@ -3,7 +3,7 @@
 Instance ``i`` of a sample depends on ``(seed, split, offset + i)`` only: ``instance_generator``
 gives each instance its own ``torch.Generator`` seeded from a hash of ``(family namespace, seed,
 split, instance id)``, and ``stream_key`` derives the 64-bit key of a counter-based stream (for
-example the minibatch indices of ``l2l.tasks.mnist_mlp``).
+example the minibatch indices of ``l2l.tasks.mnist_common``).
 """
 
 from __future__ import annotations
