@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     task = build_task(cfg.task.family, **plain(cfg.task.kwargs))
+    task.name = cfg.task.name
     study = cfg.optimizer.name
     learned = is_learned(study)
     experiments.study_optimizer(cfg)  # validates the hyperparameters now, not after an hour

@@ -23,6 +23,7 @@ from l2l.tasks.mnist_data import (
     resolve_data_dir,
 )
 from l2l.tasks.mnist_logreg import MNISTLogRegFamily
+from l2l.tasks.mixture import MixtureFamily
 from l2l.tasks.mnist_mlp import MNISTMLPFamily, MNISTMLPInstances
 from l2l.tasks.quadratic import QuadraticFamily, QuadraticInstances
 
@@ -32,6 +33,7 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     "mnist_mlp": MNISTMLPFamily,
     "mnist_cnn": MNISTCNNFamily,
     "mnist_logreg": MNISTLogRegFamily,
+    "mixture": MixtureFamily,
 }
 TASK_NAMES = tuple(FAMILIES)
 
@@ -78,6 +80,7 @@ __all__ = [
     "MNISTInstances",
     "MNISTLogRegFamily",
     "MNISTMLPFamily",
+    "MixtureFamily",
     "MNISTMLPInstances",
     "MNISTNotFoundError",
     "QuadraticFamily",

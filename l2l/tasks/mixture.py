@@ -9,7 +9,8 @@ Each call of ``sample`` (one meta-training task) draws one component, determinis
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -19,10 +20,12 @@ from l2l.tasks.base import Instances, TaskFamily, check_sample
 class MixtureFamily(TaskFamily):
     """Tasks drawn from ``components`` with probabilities proportional to ``weights``."""
 
-    def __init__(self, components: Sequence[TaskFamily],
+    def __init__(self, components: Sequence[TaskFamily | Mapping[str, Any]],
                  weights: Sequence[float] | None = None) -> None:
+        """``components``: families, or (from a config) mappings ``{family, kwargs, name}``."""
         if not components:
             raise ValueError("a task mixture needs at least one component")
+        components = [_build(c) if isinstance(c, Mapping) else c for c in components]
         weights = [1.0] * len(components) if weights is None else [float(w) for w in weights]
         if len(weights) != len(components) or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"mixture weights must be {len(components)} non-negative numbers "
@@ -49,3 +52,18 @@ class MixtureFamily(TaskFamily):
         check_sample(batch_size, seed, split, offset, dtype)
         family = self.components[self.component_index(seed, split, offset)]
         return family.sample(batch_size, seed, split, offset=offset, device=device, dtype=dtype)
+
+
+def _build(spec: Mapping[str, Any]) -> TaskFamily:
+    from l2l.tasks import build_task
+
+    if "family" not in spec:
+        raise ValueError(f"a mixture component needs a `family:` (and optional kwargs:, name:), "
+                         f"got {dict(spec)}")
+    unknown = sorted(set(spec) - {"family", "kwargs", "name"})
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in mixture component {dict(spec)}: use "
+                         "family, kwargs and name")
+    family = build_task(spec["family"], **dict(spec.get("kwargs") or {}))
+    family.name = spec.get("name") or spec["family"]
+    return family
