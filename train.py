@@ -25,23 +25,34 @@ from omegaconf import DictConfig, OmegaConf
 from l2l import experiments
 from l2l.checkpoint import CheckpointError
 from l2l.evaluation import EvaluationRecord
-from l2l.experiments import plain
-from l2l.meta_training import MetaTrainingDiverged
+from l2l.experiments import MetaTrainingFailed, plain
+from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
 from l2l.registry import build_optimizer, is_learned
 from l2l.report import markdown_table, write_report
-from l2l.runtime import resolve_device
-from l2l.tasks import MNISTNotFoundError, build_task
+from l2l.run_dir import RunDirInUse, RunDirLock, refuse_existing_results, save_run_config
+from l2l.runtime import resolve_device, resolve_threads
+from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
 
 log = logging.getLogger("l2l")
 MODES = ("meta_train", "evaluate", "tune", "compare")
+#: errors that are the user's input or environment, not a bug in l2l: one line, no traceback
+#: (``debug=true`` shows the traceback anyway)
+USER_ERRORS = (ValueError, TypeError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
+               MNISTDownloadError, MetaTrainingDiverged, MetaTrainingFailed, RunDirInUse,
+               FileExistsError, OSError)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)
-    except (ValueError, CheckpointError, MNISTNotFoundError, MetaTrainingDiverged) as error:
+    except MetaTrainingInterrupted as stop:
+        log.warning("%s. Rerun the same command to resume.", stop)
+        sys.exit(128 + (stop.signal_number or 15))
+    except USER_ERRORS as error:
+        if cfg.get("debug"):
+            raise
         log.error("%s: %s", type(error).__name__, error)
         sys.exit(1)
 
@@ -49,6 +60,12 @@ def main(cfg: DictConfig) -> float | None:
 def run(cfg: DictConfig) -> float | None:
     # ---- check everything before any work starts -------------------------------------------
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with RunDirLock(run_dir):  # one process per run directory (released even by kill -9)
+        save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
+        return checked_run(cfg, run_dir)
+
+
+def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}: choose one of {', '.join(MODES)}")
     for key in ("eval.steps", "eval.instances", "tune.instances", "tune.steps", "tune.per_decade"):
@@ -56,8 +73,9 @@ def run(cfg: DictConfig) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    threads = resolve_threads(cfg.threads)
+    if threads:
+        torch.set_num_threads(threads)
     task = build_task(cfg.task.family, **plain(cfg.task.kwargs))
     task.name = cfg.task.name
     study = cfg.optimizer.name
@@ -79,6 +97,8 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.mode == "evaluate" and learned and cfg.checkpoint is None:
         raise ValueError(f"mode=evaluate with optimizer={study} needs checkpoint=<path to "
                          "best.pt>")
+    if cfg.mode != "meta_train":
+        refuse_existing_results(run_dir)
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 
@@ -126,5 +146,28 @@ def sweep_group() -> str | None:
     return None
 
 
+def preflight(argv: list[str]) -> None:
+    """Fail with one line, before Hydra does, if a single run's directory cannot be created
+    (Hydra would print a traceback). Silent when the check itself cannot be made."""
+    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
+        return
+    try:
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(str(Path(__file__).parent / "conf"), version_base="1.3"):
+            run_dir = Path(compose("config", overrides=argv, return_hydra_config=True)
+                           .hydra.run.dir)
+    except Exception:  # noqa: BLE001 - Hydra reports config errors better itself
+        return
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    import os
+
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        print(f"[l2l] error: cannot create the run directory {run_dir} ({existing} is not a "
+              "writable directory): choose another hydra.run.dir or run_name", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
+    preflight(sys.argv[1:])
     main()

@@ -23,8 +23,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, or does not fit what it is loaded into."""
 
 
-def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
-    """Write ``payload`` to ``path`` so that ``path`` is always either the old or the new file."""
+def save_atomic(payload: dict[str, Any], path: str | Path,
+                previous: str | Path | None = None) -> None:
+    """Write ``payload`` to ``path`` so that ``path`` is always either the old or the new file.
+
+    With ``previous``, the old file is kept there (renamed just before the new one takes its
+    place): if ``path`` is later damaged, ``previous`` is the fallback.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -33,6 +38,8 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> None:
             torch.save({"format": FORMAT, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

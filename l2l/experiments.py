@@ -35,6 +35,7 @@ from l2l.evaluation import (
 from l2l.interface import BatchedOptimizer
 from l2l.learned.base import LearnedOptimizer
 from l2l.meta_training import Callback, MetaConfig, MetaTrainer
+from l2l.preemption import GracefulStop
 from l2l.progress import Progress
 from l2l.registry import build_optimizer, is_learned
 from l2l.tasks.base import TaskFamily
@@ -55,6 +56,19 @@ def study_optimizer(cfg: DictConfig) -> BatchedOptimizer:
 
 def meta_config(cfg: DictConfig) -> MetaConfig:
     return MetaConfig(**plain(cfg.meta), seed=cfg.seed, val_seed=cfg.eval.seed)
+
+
+class MetaTrainingFailed(RuntimeError):
+    """Meta-training ended without ever beating the untrained optimizer."""
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What a resumed meta-training run must share with the original: the task (but not where
+    its data lives) -- the architecture and meta settings are checked by the trainer itself."""
+    task = plain(cfg.task)
+    kwargs = {k: v for k, v in (task.get("kwargs") or {}).items()
+              if k not in ("data_dir", "download")}
+    return {"task": {"name": task.get("name"), "family": task.get("family"), "kwargs": kwargs}}
 
 
 # ---- meta-training -----------------------------------------------------------------------------
@@ -88,23 +102,49 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     assert isinstance(learned, LearnedOptimizer)
     meta = meta_config(cfg)
     bar = Progress(meta.iterations, "meta-train", enabled=cfg.progress)
+    stop = GracefulStop()
     trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device,
-                          callbacks=[LoggingCallback(logger, bar)])
-    if trainer.iteration:
-        log.info("resuming meta-training from iteration %d (%s)", trainer.iteration,
-                 trainer.latest_path)
+                          callbacks=[LoggingCallback(logger, bar), stop],
+                          identity=run_identity(cfg))
+    if trainer.resumed_from is not None:
+        dropped = logger.drop_steps_after(trainer.iteration)
+        log.info("resuming meta-training from iteration %d (%s%s)", trainer.iteration,
+                 trainer.resumed_from, f"; {dropped} replayed metric rows dropped"
+                 if dropped else "")
         bar.update(trainer.iteration)
     log.info("meta-training %s with the %s estimator", learned.name, trainer.estimator.name)
-    with bar:
+    with bar, stop:
         result = trainer.train()
-    log.info("meta-training done: %d iterations, best validation final loss %.4g, %d skipped "
-             "meta-steps; best weights in %s", result["iterations"], result["best_val_loss"],
-             result["skipped"], trainer.best_path)
+    log.info("meta-training done: %d iterations, best validation final loss %.4g (iteration "
+             "%s), %d skipped meta-steps; best weights in %s", result["iterations"],
+             result["best_val_loss"], result["best_iteration"], result["skipped"],
+             trainer.best_path)
     logger.summary({"meta/best_val_final_loss": result["best_val_loss"],
+                    "meta/best_iteration": result["best_iteration"],
                     "meta/skipped": result["skipped"]})
     logger.log_artifact(trainer.best_path, name=f"{learned.name}-{cfg.task.name}", type="model")
     learned.load_state_dict(trainer.best_weights)
+    learned.meta_trained_iterations = result["best_iteration"] or 0
+    untrained = result["untrained_val_loss"]
+    history = [v for v in result["history"]["val_loss"] if math.isfinite(v)]
+    if untrained is not None and math.isfinite(untrained) and history \
+            and max(history) > 100 * untrained:
+        log.warning("validation loss rose to %.3g, over 100x the untrained optimizer's %.3g: "
+                    "meta-training is unstable (lower meta.meta_lr or set meta.clip_grad_norm)",
+                    max(history), untrained)
+    if not result["best_iteration"] and meta.iterations > 0:
+        message = (f"meta-training never beat the untrained {learned.name} optimizer (its "
+                   f"validation {untrained:.4g}; later ones {_range(history[1:])}), so the best "
+                   f"checkpoint {trainer.best_path} is the untrained optimizer. Lower "
+                   "meta.meta_lr, set meta.clip_grad_norm, lower the output scale, or train longer")
+        if cfg.mode == "meta_train":
+            raise MetaTrainingFailed(message)
+        log.warning("%s", message)
     return learned
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):.4g} .. {max(values):.4g}" if values else "none"
 
 
 def learned_from_checkpoint(cfg: DictConfig, device: torch.device) -> LearnedOptimizer:
@@ -112,12 +152,27 @@ def learned_from_checkpoint(cfg: DictConfig, device: torch.device) -> LearnedOpt
     if cfg.checkpoint is None:
         raise ValueError("no checkpoint given: pass checkpoint=<run>/checkpoints/best.pt")
     learned = load_learned_optimizer(cfg.checkpoint, device)
+    learned.meta_trained_iterations = checkpoint_iteration(cfg.checkpoint)
     if learned.name != cfg.optimizer.name:
         log.info("checkpoint %s holds a %s optimizer (optimizer=%s ignored)", cfg.checkpoint,
                  learned.name, cfg.optimizer.name)
     log.info("loaded the learned optimizer from %s (%s: %s)", cfg.checkpoint, learned.name,
              learned.extra_repr())
     return learned
+
+
+def checkpoint_iteration(path: str | Path) -> int | None:
+    """The meta-training iteration a checkpoint's weights come from (0: untrained)."""
+    from l2l.checkpoint import load
+
+    payload = load(path)
+    if "best" in payload and "best_iteration" in payload:  # a latest.pt
+        return payload["best_iteration"]
+    return payload.get("iteration")
+
+
+UNTRAINED_NOTE = ("untrained: meta-training never beat the initial optimizer, so this row is the "
+                  "untrained {name}")
 
 
 # ---- tuning and evaluation ---------------------------------------------------------------------
@@ -150,6 +205,10 @@ def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
                                learned=isinstance(optimizer, LearnedOptimizer),
                                tuned_lr=tuned_lr, threshold=cfg.eval.threshold,
                                hyperparameters=hyper)
+    if isinstance(optimizer, LearnedOptimizer) and optimizer.meta_trained_iterations == 0:
+        record.notes.append(UNTRAINED_NOTE.format(name=optimizer.name))
+        record.status = "untrained"
+        log.warning("%s: %s", name, record.notes[-1])
     log.info("%-9s final loss %.4g ± %.2g (%d diverged)", name, record.final_loss_mean,
              record.final_loss_ci95, record.diverged)
     return record

@@ -41,6 +41,20 @@ class MetaTrainingDiverged(RuntimeError):
     """Meta-training kept producing non-finite losses or meta-gradients."""
 
 
+class MetaTrainingInterrupted(RuntimeError):
+    """A callback asked the run to stop (a signal); ``latest.pt`` was written first."""
+
+    def __init__(self, message: str, signal_number: int | None = None) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+#: MetaConfig fields a resumed run may change (they do not alter what is being learned);
+#: every other field, the task and the architecture must match the checkpoint.
+RESUMABLE_CHANGES = ("iterations", "val_every", "checkpoint_every", "max_consecutive_skips",
+                     "compile")
+
+
 @dataclass
 class MetaConfig:
     """Meta-training settings; defaults are the paper's (see shared NOTES)."""
@@ -92,6 +106,10 @@ class Callback:
                       improved: bool) -> None:
         """After each validation; ``improved`` if it became the best checkpoint."""
 
+    def stop_requested(self, trainer: MetaTrainer) -> str | None:
+        """Checked after every task: a reason to stop now (``latest.pt`` is written first)."""
+        return None
+
 
 def compiled(update: Callable) -> Callable:
     """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
@@ -125,7 +143,10 @@ class MetaTrainer:
         run_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
         callbacks: Sequence[Callback] = (),
+        identity: dict[str, Any] | None = None,
     ) -> None:
+        """``identity``: plain facts about the run that a resume must not change (e.g. the
+        task's config); stored in every checkpoint and compared on resume."""
         if not isinstance(optimizer, LearnedOptimizer) or not list(optimizer.parameters()):
             raise ValueError(
                 f"{type(optimizer).__name__} has no learnable parameters to meta-train; "
@@ -136,6 +157,8 @@ class MetaTrainer:
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
+        self.identity = dict(identity or {})
+        self.untrained_val: float | None = None  #: the first validation (iteration 0)
         self.meta_optimizer = torch.optim.Adam(self.optimizer.parameters(), lr=config.meta_lr)
         self.iteration = 0
         self.history: dict[str, list] = {"meta_loss": [], "val_loss": [], "val_iteration": []}
@@ -149,8 +172,9 @@ class MetaTrainer:
                                      second_order=config.second_order)
         self.estimator = estimator(update, build_objective(config.objective),
                                    second_order=config.second_order)
-        if self.run_dir is not None and self.latest_path.exists():
-            self._resume()
+        self.resumed_from: Path | None = None
+        if self.run_dir is not None:
+            self._resume_or_start()
 
     # -- compatibility views --------------------------------------------------------------------
 
@@ -179,6 +203,12 @@ class MetaTrainer:
     def best_path(self) -> Path:
         assert self.run_dir is not None
         return self.run_dir / "checkpoints" / "best.pt"
+
+    @property
+    def previous_path(self) -> Path:
+        """The ``latest.pt`` before the last one: the fallback if ``latest.pt`` is damaged."""
+        assert self.run_dir is not None
+        return self.run_dir / "checkpoints" / "previous.pt"
 
     # -- one task ------------------------------------------------------------------------------
 
@@ -275,18 +305,32 @@ class MetaTrainer:
                 self._validate_and_keep_best()
             if self.iteration % cfg.checkpoint_every == 0 or self.iteration == end:
                 self.save_latest()
+            reasons = [r for c in self.callbacks if (r := c.stop_requested(self))]
+            if reasons and self.iteration < end:
+                self.save_latest()
+                raise MetaTrainingInterrupted(
+                    f"{reasons[0]}: meta-training stopped after iteration {self.iteration} of "
+                    f"{cfg.iterations}" + (f", saved in {self.latest_path}" if self.run_dir
+                                           else ""))
         return {"iterations": self.iteration, "best_val_loss": self.best_val,
+                "best_iteration": self.validator.best_iteration,
+                "untrained_val_loss": self.untrained_val,
                 "skipped": self.skipped, "history": self.history}
 
     def _validate_and_keep_best(self) -> None:
         val = self.validate()
+        if self.iteration == 0:
+            self.untrained_val = val
         self.history["val_loss"].append(val)
         self.history["val_iteration"].append(self.iteration)
         improved = self.validator.offer(val, self.optimizer.state_dict(), self.iteration)
         if improved and self.run_dir is not None:
             checkpoint.save_atomic(
                 {"optimizer": self.optimizer.payload(self.validator.best_weights),
-                 "iteration": self.iteration, "val_loss": val}, self.best_path)
+                 "iteration": self.iteration, "val_loss": val,
+                 "untrained_val_loss": self.untrained_val,
+                 "meta_config": asdict(self.config), "identity": self.identity},
+                self.best_path)
         for callback in self.callbacks:
             callback.on_validation(self, self.iteration, val, improved)
         if self.run_dir is not None:
@@ -295,6 +339,7 @@ class MetaTrainer:
     # -- checkpoints ---------------------------------------------------------------------------
 
     def save_latest(self) -> None:
+        """Write ``latest.pt`` atomically, keeping the one before as ``previous.pt``."""
         if self.run_dir is None:
             return
         checkpoint.save_atomic(
@@ -303,20 +348,63 @@ class MetaTrainer:
                 "best": self.optimizer.payload(self.best_weights),
                 "best_val": self.best_val,
                 "best_iteration": self.validator.best_iteration,
+                "untrained_val": self.untrained_val,
                 "meta_optimizer": self.meta_optimizer.state_dict(),
                 "iteration": self.iteration,
                 "history": self.history,
                 "skipped": self.skipped,
                 "consecutive_skips": self.consecutive_skips,
                 "meta_config": asdict(self.config),
+                "identity": self.identity,
                 "rng": torch.get_rng_state(),
             },
-            self.latest_path,
+            self.latest_path, previous=self.previous_path,
         )
 
-    def _resume(self) -> None:
-        source = str(self.latest_path)
-        payload = checkpoint.load(self.latest_path, map_location=self.device)
+    def _resume_or_start(self) -> None:
+        """Resume from ``latest.pt`` (or ``previous.pt`` if ``latest.pt`` is damaged or
+        missing); starting afresh, adopt an existing ``best.pt``'s score so that it is only
+        ever replaced by a better validation."""
+        candidates = [p for p in (self.latest_path, self.previous_path) if p.exists()]
+        problems = []
+        for path in candidates:
+            try:
+                payload = checkpoint.load(path, map_location=self.device)
+            except checkpoint.CheckpointError as error:
+                problems.append(str(error))
+                warnings.warn(f"{error}; trying the previous checkpoint", RuntimeWarning,
+                              stacklevel=2)
+                continue
+            self._check_resumable(payload, str(path))
+            self._restore(payload, str(path))
+            self.resumed_from = path
+            return
+        if candidates:
+            warnings.warn(f"no usable checkpoint to resume from ({'; '.join(problems)}); "
+                          "meta-training starts afresh", RuntimeWarning, stacklevel=2)
+        if self.best_path.exists():
+            self._adopt_best()
+
+    def _check_resumable(self, payload: dict[str, Any], source: str) -> None:
+        """Refuse a resume that would change what is being learned (with the differences)."""
+        saved = dict(payload.get("meta_config") or {})
+        now = asdict(self.config)
+        diff = {k: (saved.get(k), now[k]) for k in now
+                if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]}
+        old_identity = payload.get("identity") or {}
+        for key in sorted(old_identity):  # checkpoints record what they knew to record
+            if old_identity.get(key) != self.identity.get(key):
+                diff[key] = (old_identity.get(key), self.identity.get(key))
+        if diff:
+            shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise checkpoint.CheckpointError(
+                f"{source} was trained with other settings ({shown}); a resume may only change "
+                f"{', '.join('meta.' + k for k in RESUMABLE_CHANGES)}. Rerun with the original "
+                "settings, or start a new run with another run_name")
+        checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
+                                          source=source)
+
+    def _restore(self, payload: dict[str, Any], source: str) -> None:
         restored = checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
                                                      source=source)
         self.optimizer.load_state_dict(restored.state_dict())
@@ -324,9 +412,32 @@ class MetaTrainer:
         self.validator.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
         self.validator.best_val = payload["best_val"]
         self.validator.best_iteration = payload.get("best_iteration")
+        self.untrained_val = payload.get("untrained_val")
         self.meta_optimizer.load_state_dict(payload["meta_optimizer"])
         self.iteration = payload["iteration"]
         self.history = payload["history"]
         self.skipped = payload["skipped"]
         self.consecutive_skips = payload["consecutive_skips"]
         torch.set_rng_state(payload["rng"].cpu())
+
+    def _adopt_best(self) -> None:
+        """A fresh start beside an existing ``best.pt``: its score must be beaten to replace it
+        (the untrained optimizer's first validation would otherwise overwrite a trained one)."""
+        try:
+            payload = checkpoint.load(self.best_path, map_location=self.device)
+            best = checkpoint.optimizer_from_payload(payload["optimizer"], source=str(
+                self.best_path))
+        except (checkpoint.CheckpointError, KeyError) as error:
+            raise checkpoint.CheckpointError(
+                f"{self.best_path} exists but cannot be read ({error}); move it away to start "
+                "afresh (l2l never replaces a best checkpoint it cannot compare with)") from error
+        if best.name != self.optimizer.name or best.config != self.optimizer.config:
+            raise checkpoint.CheckpointError(
+                f"{self.best_path} holds another optimizer ({best.name}: {best.extra_repr()}); "
+                "start a new run with another run_name")
+        self.validator.best_val = float(payload.get("val_loss", math.inf))
+        self.validator.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
+        self.validator.best_iteration = payload.get("iteration")
+        warnings.warn(f"starting afresh beside {self.best_path} (validation "
+                      f"{self.validator.best_val:.4g}): it is kept unless beaten",
+                      RuntimeWarning, stacklevel=2)

@@ -8,7 +8,11 @@ import torch
 def resolve_device(name: str) -> torch.device:
     """``torch.device(name)``, refusing an accelerator that is not there (so a run fails at
     once with a fix, not later with a CUDA stack trace)."""
-    device = torch.device(name)
+    try:
+        device = torch.device(str(name))
+    except RuntimeError:
+        raise ValueError(f"device={name} is not a device: use cpu, cuda, cuda:<index> or "
+                         "mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name} but no CUDA GPU is visible: use device=cpu")
     count = torch.cuda.device_count()
@@ -18,3 +22,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={name} but MPS is not available: use device=cpu")
     return device
+
+
+def resolve_threads(threads: object) -> int | None:
+    """``threads=`` as a positive int (None: leave torch's default)."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={threads!r} must be a positive integer (or null for torch's "
+                         "default)")
+    return threads

@@ -17,6 +17,7 @@ fast and ``backend="none"`` never touches it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -57,6 +58,14 @@ def _warn(message: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _row_step(line: str) -> float:
+    """The step of a metrics.jsonl line (a damaged line counts as step infinity: dropped)."""
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return float("inf")
 
 
 def _scalar(value: Any) -> Any:
@@ -212,6 +221,18 @@ class RunLogger:
         self._metrics.flush()
         if self.run is not None:
             self._guard("log", self.run.log, values, step=int(step))
+
+    def drop_steps_after(self, step: int) -> int:
+        """Remove metrics.jsonl rows logged after ``step`` (a resume from a checkpoint at
+        ``step`` replays them: without this they would appear twice). Returns how many."""
+        self._metrics.flush()
+        lines = self.metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = [line for line in lines if _row_step(line) <= step]
+        if len(keep) != len(lines):
+            with open(self.metrics_path, "r+", encoding="utf-8") as handle:
+                handle.writelines(keep)
+                handle.truncate()
+        return len(lines) - len(keep)
 
     def log_curves(self, entries: Iterable[Mapping[str, Any]], key: str = "eval/loss") -> None:
         """Overlay the optimizers' mean curves (learned vs classic) in one wandb chart.

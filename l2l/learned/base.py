@@ -47,6 +47,9 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
     def __init__(self, **config: Any) -> None:
         nn.Module.__init__(self)
         self.config: dict[str, Any] = dict(config)
+        #: the meta-training iteration these weights come from, where known (0: untrained), so
+        #: that no report presents an untrained optimizer as a result without saying so
+        self.meta_trained_iterations: int | None = None
 
     # -- configs and checkpoints --------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import inspect
 from typing import Any
 
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
+from l2l.tasks.mixture import MixtureFamily
 from l2l.tasks.mnist_cnn import MNISTCNNFamily
 from l2l.tasks.mnist_common import MNISTFamily, MNISTInstances
 from l2l.tasks.mnist_data import (
@@ -23,7 +24,6 @@ from l2l.tasks.mnist_data import (
     resolve_data_dir,
 )
 from l2l.tasks.mnist_logreg import MNISTLogRegFamily
-from l2l.tasks.mixture import MixtureFamily
 from l2l.tasks.mnist_mlp import MNISTMLPFamily, MNISTMLPInstances
 from l2l.tasks.quadratic import QuadraticFamily, QuadraticInstances
 

@@ -110,13 +110,17 @@ class MNIST:
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The MNIST directory: ``data_dir`` if given, else ``$L2L_DATA_DIR``, else the user cache."""
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser()
-    env = os.environ.get(ENV_VAR, "")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "l2l" / "mnist"
+        path = Path(data_dir).expanduser()
+    elif os.environ.get(ENV_VAR, ""):
+        path = Path(os.environ[ENV_VAR]).expanduser()
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(cache).expanduser() if cache else Path.home() / ".cache"
+        path = base / "l2l" / "mnist"
+    if path.exists() and not path.is_dir():
+        raise MNISTNotFoundError(f"the MNIST data directory {path} is a file, not a directory: "
+                                 f"point data_dir= (or ${ENV_VAR}) to a directory")
+    return path
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:
@@ -146,7 +150,8 @@ def missing_files(data_dir: Path) -> list[str]:
 def _how_to_fix(data_dir: Path) -> str:
     return (
         f"To fix this, either set the environment variable {ENV_VAR} (or pass data_dir=...) to "
-        "a directory holding the four files, allow downloads (download=True) with internet "
+        "a directory holding the four files, allow downloads (task.kwargs.download=true) with "
+        "internet "
         f"access, or copy the files {', '.join(FILES)} into {data_dir}."
     )
 
