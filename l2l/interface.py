@@ -131,26 +131,33 @@ class BatchedOptimizer(abc.ABC):
     def to_torch_state(self, state: State, param: Tensor) -> dict[str, Tensor]:
         """This rule's state for a batch of one (``B = 1``) in torch.optim's per-parameter
         layout for the parameter tensor ``param``: per-coordinate tensors shaped like ``param``
-        (plus any trailing dimensions), keys in :attr:`scalar_state_keys` as 0-dim tensors of
-        torch's scalar dtype (float32, or float64 when that is the default dtype). Views are
-        returned where possible, so this costs no copy."""
-        default = torch.get_default_dtype()
-        scalar_dtype = torch.float64 if default == torch.float64 else torch.float32
+        (plus any trailing dimensions), keys in :attr:`scalar_state_keys` as 0-dim tensors.
+        Views are returned where possible, so this costs no copy; dtypes are kept."""
         out: dict[str, Tensor] = {}
         for key, value in state.items():
             if key in self.scalar_state_keys:
-                out[key] = value.reshape(()).to(scalar_dtype)
+                out[key] = value.reshape(())
             else:
                 out[key] = value.reshape(param.shape + value.shape[2:])
         return out
 
     def from_torch_state(self, torch_state: dict[str, Tensor], param: Tensor) -> State:
         """The inverse of :meth:`to_torch_state`: a ``B = 1`` state whose tensors are *views* of
-        ``torch_state``'s where their memory allows, so :meth:`step_` updates them in place. An
-        empty ``torch_state`` (a parameter never stepped) gives :meth:`init`'s fresh state."""
+        ``torch_state``'s where their memory allows, so :meth:`step_` updates them in place.
+
+        An empty ``torch_state`` (a parameter never stepped) gives :meth:`init`'s fresh state
+        with its scalars in torch's scalar dtype (float32, or float64 when that is the default
+        dtype), in which torch.optim keeps ``step`` and NAdam's ``mu_product`` and does their
+        arithmetic from the first step on.
+        """
         n = param.numel()
         if not torch_state:
-            return self.init(param.detach().reshape(1, n))
+            fresh = self.init(param.detach().reshape(1, n))
+            default = torch.get_default_dtype()
+            scalar_dtype = torch.float64 if default == torch.float64 else torch.float32
+            for key in self.scalar_state_keys & fresh.keys():
+                fresh[key] = fresh[key].to(scalar_dtype)
+            return fresh
         out: State = {}
         for key, value in torch_state.items():
             if key in self.scalar_state_keys:

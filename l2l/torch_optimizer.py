@@ -167,14 +167,17 @@ class TorchOptimizer(torch.optim.Optimizer):
                 if grad.is_sparse:
                     raise RuntimeError("l2l optimizers do not support sparse gradients")
                 flat = p.view(1, -1) if p.is_contiguous() else p.reshape(1, -1)
-                torch_state = self.state[p]
-                rows = rule.from_torch_state(torch_state, p)
+                torch_state = self.state.get(p)  # no entry for a stateless rule, as in torch
+                rows = rule.from_torch_state(torch_state or {}, p)
                 rule.step_(grad.reshape(1, -1), rows, flat)
                 if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter: write back
                     p.copy_(flat.view(p.shape))
                 new = rule.to_torch_state(rows, p)
-                torch_state.clear()
-                torch_state.update(new)
+                if torch_state is not None:
+                    torch_state.clear()
+                    torch_state.update(new)
+                elif new:
+                    self.state[p] = new
         return loss
 
     # -- state dicts --------------------------------------------------------------------------
@@ -239,7 +242,7 @@ def _guess(group: dict[str, Any]) -> str:
         constants = rule.torch_group_constants()
         if not names <= set(group):
             continue
-        if any(k in group and not _same(group[k], v) for k, v in constants.items()):
+        if any(k not in group or not _same(group[k], v) for k, v in constants.items()):
             continue
         try:
             rule.with_hyperparameters(**{k: _plain(group[k]) for k in names})
