@@ -114,8 +114,22 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._has_lr = "lr" in self._names
         # per param group (by position): (the group's hyperparameter values, the rule for them)
         self._cache: dict[int, tuple[tuple, BatchedOptimizer]] = {}
+        # per parameter: (its torch-layout state tensors, the rule-layout views of them)
+        self._views: dict[Tensor, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
         defaults = {**rule.torch_group_constants(), **rule.hyperparameters()}
         super().__init__(params, defaults=defaults)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch.optim pickles defaults, state and groups only; the rule must come along."""
+        return {**super().__getstate__(), "rule": self.rule}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "rule" in state:  # unpickling (load_state_dict passes state and groups only)
+            self._names = tuple(self.rule.hyperparameters())
+            self._has_lr = "lr" in self._names
+        self._cache = {}
+        self._views = {}
 
     def __repr__(self) -> str:
         return f"TorchOptimizer({self.rule!r}, {len(self.param_groups)} param group(s))"
@@ -166,19 +180,51 @@ class TorchOptimizer(torch.optim.Optimizer):
                     continue
                 if grad.is_sparse:
                     raise RuntimeError("l2l optimizers do not support sparse gradients")
-                flat = p.view(1, -1) if p.is_contiguous() else p.reshape(1, -1)
-                torch_state = self.state.get(p)  # no entry for a stateless rule, as in torch
-                rows = rule.from_torch_state(torch_state or {}, p)
-                rule.step_(grad.reshape(1, -1), rows, flat)
-                if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter: write back
-                    p.copy_(flat.view(p.shape))
-                new = rule.to_torch_state(rows, p)
-                if torch_state is not None:
-                    torch_state.clear()
-                    torch_state.update(new)
-                elif new:
-                    self.state[p] = new
+                self._step_param(rule, p, grad)
         return loss
+
+    def _step_param(self, rule: BatchedOptimizer, p: Tensor, grad: Tensor) -> None:
+        """``rule.step_`` on ``(1, numel)`` views of ``p``, its gradient and its state.
+
+        The rule-layout views of a parameter's state are kept between steps for as long as the
+        state dict holds the very tensors they view (an in-place rule never replaces them), so
+        a step costs no layout conversion; anything else (a first step, a loaded state dict, a
+        rule that returns new tensors) converts again, and checks the shapes then.
+        """
+        flat = p.view(1, -1) if p.is_contiguous() else p.reshape(1, -1)
+        torch_state = self.state.get(p)  # no entry for a stateless rule, as in torch
+        cached = self._views.get(p)
+        if (
+            cached is not None
+            and torch_state is not None
+            and len(cached[0]) == len(torch_state)
+            and all(torch_state.get(k) is v for k, v in cached[0].items())
+        ):
+            rows = cached[1]
+            known = dict(rows)
+        else:
+            rows = rule.from_torch_state(torch_state or {}, p)
+            rule.check_shapes(None, rows, flat)
+            known = None
+        g = grad.view(1, -1) if grad.is_contiguous() else grad.reshape(1, -1)
+        if g.shape != flat.shape:
+            raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape "
+                             f"{tuple(p.shape)}")
+        rule._step_(g, rows, flat)  # shapes checked above; autograd is off (step is no_grad)
+        if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter: write back
+            p.copy_(flat.view(p.shape))
+        if known is not None and len(known) == len(rows) and all(
+            rows.get(k) is v for k, v in known.items()
+        ):
+            return  # updated in place: the state dict's tensors already hold the new state
+        new = rule.to_torch_state(rows, p)
+        if torch_state is not None:
+            torch_state.clear()
+            torch_state.update(new)
+        elif new:
+            self.state[p] = new
+        if new:
+            self._views[p] = (dict(new), {k: v for k, v in rows.items()})
 
     # -- state dicts --------------------------------------------------------------------------
 
@@ -188,7 +234,6 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._check_compatible(state_dict)
         super().load_state_dict(state_dict)
         self.param_groups = [self._wrap_group(g) for g in self.param_groups]
-        self._cache.clear()
 
     def _check_compatible(self, state_dict: dict[str, Any]) -> None:
         ours = _rule_name(self.rule)

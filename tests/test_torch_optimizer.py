@@ -248,3 +248,33 @@ def test_loading_another_optimizers_state_is_a_clear_error(saved, target, names)
 def test_rejects_something_that_is_not_an_l2l_optimizer():
     with pytest.raises(TypeError, match="BatchedOptimizer"):
         TorchOptimizer(_model().parameters(), torch.optim.SGD)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_non_contiguous_parameters_and_gradients(case):
+    """A transposed parameter (and gradient) is stepped through a copy and written back."""
+    ours, theirs, hp, extra = case
+    torch.manual_seed(0)
+    base = torch.randn(5, 3, dtype=torch.float64)
+    a, b = nn.Parameter(base.t().contiguous().t()), nn.Parameter(base.clone())
+    assert not a.is_contiguous()
+    oa, ob = TorchOptimizer([a], ours(**hp)), theirs([b], **hp, **extra)
+    for _ in range(10):
+        grad = torch.randn(3, 5, dtype=torch.float64).t()  # (5, 3), not contiguous
+        a.grad, b.grad = grad, grad.contiguous()
+        oa.step()
+        ob.step()
+    assert torch.equal(a, b)
+
+
+def test_optimizer_survives_deepcopy_and_pickle():
+    """torch.optim pickles defaults, state and groups; the drop-in's rule comes along."""
+    import copy
+    import pickle
+
+    model = _model()
+    opt = TorchOptimizer(model.parameters(), baselines.Adam(lr=0.01))
+    _train(model, opt, 3)
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert clone.rule == opt.rule
+        assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
