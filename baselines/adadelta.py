@@ -24,8 +24,13 @@ from l2l.interface import (
     BatchedOptimizer,
     Hyper,
     State,
+    add_scaled_,
+    addcmul_,
     apply_weight_decay,
+    check_params,
     check_range,
+    coefficient,
+    decayed_grad,
     safe_sqrt,
     step_counter,
 )
@@ -48,6 +53,7 @@ class AdaDelta(BatchedOptimizer):
         check_range("weight_decay", self.weight_decay, 0.0)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         return {
             "step": step_counter(params),
             "square_avg": torch.zeros_like(params),
@@ -55,6 +61,7 @@ class AdaDelta(BatchedOptimizer):
         }
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         g = apply_weight_decay(grads, params, self.weight_decay, self.maximize)
         square_avg = ema_square(state["square_avg"], g, self.rho)
         acc = state["acc_delta"]
@@ -67,3 +74,18 @@ class AdaDelta(BatchedOptimizer):
         new_acc = ema_square(acc, delta, self.rho)
         new_state = {"step": state["step"] + 1, "square_avg": square_avg, "acc_delta": new_acc}
         return delta * -self.lr, new_state
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_adadelta, op for op
+        dtype = params.dtype
+        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+        state["step"].add_(1)
+        g = decayed_grad(grads, params, self.weight_decay, self.maximize)
+        rho, one_minus_rho = coefficient(self.rho, dtype), coefficient(1 - self.rho, dtype)
+        eps = coefficient(self.eps, dtype)
+        addcmul_(square_avg.mul_(rho), g, g, one_minus_rho)
+        std = square_avg.add(eps).sqrt_()
+        delta = acc_delta.add(eps).sqrt_()
+        delta.div_(std).mul_(g)
+        addcmul_(acc_delta.mul_(rho), delta, delta, one_minus_rho)
+        add_scaled_(params, delta, coefficient(-self.lr, dtype))

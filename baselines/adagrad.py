@@ -25,11 +25,16 @@ from l2l.interface import (
     BatchedOptimizer,
     Hyper,
     State,
+    addcdiv_,
     apply_weight_decay,
+    check_params,
     check_range,
+    coefficient,
+    decayed_grad,
     is_zero,
     safe_sqrt,
     step_counter,
+    step_value,
 )
 
 
@@ -52,12 +57,14 @@ class AdaGrad(BatchedOptimizer):
         check_range("eps", self.eps, 0.0, low_inclusive=False)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         total = torch.zeros_like(params)
         if not is_zero(self.initial_accumulator_value):
             total = total + self.initial_accumulator_value
         return {"step": step_counter(params), "sum": total}
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         g = apply_weight_decay(grads, params, self.weight_decay, self.maximize)
         step = state["step"] + 1
         total = torch.addcmul(state["sum"], g, g)
@@ -74,3 +81,14 @@ class AdaGrad(BatchedOptimizer):
         else:
             update = g * neg_lr / (std + self.eps)
         return update, {"step": step, "sum": total}
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_adagrad (dense), op for op
+        step_t, total = state["step"], state["sum"]
+        step_t.add_(1)
+        t = step_value(step_t)
+        g = decayed_grad(grads, params, self.weight_decay, self.maximize)
+        clr = as_float64(self.lr) / (1 + (t - 1) * as_float64(self.lr_decay))
+        total.addcmul_(g, g, value=1)
+        std = total.sqrt().add_(self.eps)
+        addcdiv_(params, g, std, coefficient(-clr, params.dtype))

@@ -20,6 +20,7 @@ AdaDelta, NAdam).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,11 +29,17 @@ from l2l.interface import (
     BatchedOptimizer,
     Hyper,
     State,
+    addcdiv_,
+    addcmul_,
     apply_weight_decay,
     check_betas,
+    check_params,
     check_range,
+    coefficient,
+    decayed_grad,
     safe_sqrt,
     step_counter,
+    step_value,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +98,7 @@ class Adam(BatchedOptimizer):
         check_range("weight_decay", self.weight_decay, 0.0)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         state = {
             "step": step_counter(params),
             "exp_avg": torch.zeros_like(params),
@@ -101,6 +109,7 @@ class Adam(BatchedOptimizer):
         return state
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         beta1, beta2 = self.betas
         g = apply_weight_decay(grads, params, self.weight_decay, self.maximize)
         step = state["step"] + 1
@@ -129,3 +138,31 @@ class Adam(BatchedOptimizer):
             denom = denom / bias_correction2_sqrt + self.eps
             update = exp_avg * neg_step_size / denom
         return update, new_state
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_adam (not capturable, not differentiable), op for op,
+        # except that ``denom`` divides in place instead of allocating a second temporary
+        dtype = params.dtype
+        beta1, beta2 = self.betas
+        exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        step_t.add_(1)
+        g = decayed_grad(grads, params, self.weight_decay, self.maximize)
+        exp_avg.lerp_(g, coefficient(1 - beta1, dtype))
+        addcmul_(exp_avg_sq.mul_(coefficient(beta2, dtype)), g, g, coefficient(1 - beta2, dtype))
+        t = step_value(step_t)
+        bias_correction1 = 1 - as_float64(beta1) ** t
+        bias_correction2 = 1 - as_float64(beta2) ** t
+        step_size = as_float64(self.lr) / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        if self.amsgrad:
+            second = state["max_exp_avg_sq"]
+            torch.maximum(second, exp_avg_sq, out=second)
+        else:
+            second = exp_avg_sq
+        denom = second.sqrt().div_(coefficient(bias_correction2_sqrt, dtype))
+        denom.add_(coefficient(self.eps, dtype))
+        addcdiv_(params, exp_avg, denom, coefficient(-step_size, dtype))
+
+    def torch_group_constants(self) -> dict[str, Any]:
+        # torch.optim.Adam(decoupled_weight_decay=True) is AdamW, a different algorithm
+        return {"decoupled_weight_decay": False}

@@ -24,6 +24,7 @@ counter: the old buffer is scaled by ``momentum * [t > 1]`` and the gradient by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,8 +34,12 @@ from l2l.interface import (
     BatchedOptimizer,
     Hyper,
     State,
+    add_scaled_,
     apply_weight_decay,
+    check_params,
     check_range,
+    coefficient,
+    decayed_grad,
     is_zero,
     step_counter,
 )
@@ -93,9 +98,11 @@ class Momentum(BatchedOptimizer):
         check_range("weight_decay", self.weight_decay, 0.0)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         return {"step": step_counter(params), "momentum_buffer": torch.zeros_like(params)}
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         return heavy_ball_update(
             grads,
             state,
@@ -107,3 +114,43 @@ class Momentum(BatchedOptimizer):
             maximize=self.maximize,
             nesterov=self.nesterov,
         )
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_sgd with momentum, op for op
+        dtype = params.dtype
+        g = decayed_grad(grads, params, self.weight_decay, self.maximize)
+        buf, step = state["momentum_buffer"], state["step"]
+        momentum = coefficient(self.momentum, dtype)
+        if step.numel() == 1:  # torch's case: the first step copies the gradient
+            if step.item() == 0:
+                buf.copy_(g)
+            else:
+                buf.mul_(momentum)
+                add_scaled_(buf, g, coefficient(1 - self.dampening, dtype))
+        else:  # a batch: the first-step switch per instance, as in ``update``
+            later = (step != 0).to(torch.float64)
+            buf.mul_((as_float64(self.momentum) * later).to(dtype))
+            buf.addcmul_(g, (1 - as_float64(self.dampening) * later).to(dtype))
+        step.add_(1)
+        neg_lr = coefficient(-self.lr, dtype)
+        if self.nesterov:
+            if isinstance(momentum, Tensor):
+                direction = torch.addcmul(g, buf, momentum)
+            else:
+                direction = g.add(buf, alpha=momentum)
+            add_scaled_(params, direction, neg_lr)
+        else:
+            add_scaled_(params, buf, neg_lr)
+
+    def torch_group_constants(self) -> dict[str, Any]:
+        return {"nesterov": self.nesterov}
+
+    def to_torch_state(self, state: State, param: Tensor) -> dict[str, Tensor]:
+        """torch.optim.SGD keeps only ``momentum_buffer`` (its absence marks the first step)."""
+        return {"momentum_buffer": state["momentum_buffer"].reshape(param.shape)}
+
+    def from_torch_state(self, torch_state: dict[str, Tensor], param: Tensor) -> State:
+        if "momentum_buffer" not in torch_state:
+            return self.init(param.detach().reshape(1, -1))
+        buf = torch_state["momentum_buffer"]
+        return {"step": buf.new_ones(1, 1), "momentum_buffer": buf.reshape(1, -1)}

@@ -38,12 +38,18 @@ from l2l.interface import (
     BatchedOptimizer,
     Hyper,
     State,
+    addcdiv_,
+    addcmul_,
     apply_weight_decay,
     check_betas,
+    check_params,
     check_range,
+    coefficient,
+    decayed_grad,
     is_zero,
     safe_sqrt,
     step_counter,
+    step_value,
 )
 
 
@@ -58,6 +64,7 @@ class Nadam(BatchedOptimizer):
     maximize: bool = False
 
     name = "nadam"
+    scalar_state_keys = frozenset({"step", "mu_product"})
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0)
@@ -67,6 +74,7 @@ class Nadam(BatchedOptimizer):
         check_range("momentum_decay", self.momentum_decay, 0.0)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         return {
             "step": step_counter(params),
             "mu_product": params.new_ones(params.shape[0], 1),
@@ -75,6 +83,7 @@ class Nadam(BatchedOptimizer):
         }
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         beta1, beta2 = self.betas
         dtype = params.dtype
         decoupled = self.decoupled_weight_decay and not is_zero(self.weight_decay)
@@ -117,3 +126,34 @@ class Nadam(BatchedOptimizer):
             shrink = torch.as_tensor(1 - lr * as_float64(self.weight_decay), dtype=dtype)
             update = update + (params * shrink - params)
         return update, new_state
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_nadam (not capturable), op for op: two addcdiv_ passes
+        # where ``update`` divides once (see the module docstring)
+        dtype = params.dtype
+        beta1, beta2 = self.betas
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        step_t, mu_product = state["step"], state["mu_product"]
+        step_t.add_(1)
+        t = step_value(step_t)
+        b1, lr, decay = as_float64(beta1), as_float64(self.lr), as_float64(self.momentum_decay)
+        bias_correction2 = 1 - as_float64(beta2) ** t
+        g = -grads if self.maximize else grads
+        if not is_zero(self.weight_decay):
+            if self.decoupled_weight_decay:
+                params.mul_(coefficient(1 - lr * as_float64(self.weight_decay), dtype))
+            else:
+                g = decayed_grad(g, params, self.weight_decay, False)
+        mu = b1 * (1.0 - 0.5 * (0.96 ** (t * decay)))
+        mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * decay)))
+        mu_product.mul_(coefficient(mu, mu_product.dtype))  # torch: ``mu_product *= mu``
+        exp_avg.lerp_(g, coefficient(1 - beta1, dtype))
+        addcmul_(exp_avg_sq.mul_(coefficient(beta2, dtype)), g, g, coefficient(1 - beta2, dtype))
+        denom = exp_avg_sq.div(coefficient(bias_correction2, dtype)).sqrt_()
+        denom.add_(coefficient(self.eps, dtype))
+        product = step_value(mu_product)
+        mu_product_next = product * mu_next
+        grad_coef = -lr * (1.0 - mu) / (1.0 - product)
+        avg_coef = (-lr * mu_next) / (1.0 - mu_product_next)
+        addcdiv_(params, g, denom, coefficient(grad_coef, dtype))
+        addcdiv_(params, exp_avg, denom, coefficient(avg_coef, dtype))

@@ -33,8 +33,14 @@ from l2l.interface import (
     BatchedOptimizer,
     Hyper,
     State,
+    add_scaled_,
+    addcdiv_,
+    addcmul_,
     apply_weight_decay,
+    check_params,
     check_range,
+    coefficient,
+    decayed_grad,
     is_zero,
     safe_sqrt,
     step_counter,
@@ -61,6 +67,7 @@ class RMSProp(BatchedOptimizer):
         check_range("momentum", self.momentum, 0.0)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         state = {"step": step_counter(params), "square_avg": torch.zeros_like(params)}
         if self.centered:
             state["grad_avg"] = torch.zeros_like(params)
@@ -69,6 +76,7 @@ class RMSProp(BatchedOptimizer):
         return state
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         g = apply_weight_decay(grads, params, self.weight_decay, self.maximize)
         square_avg = ema_square(state["square_avg"], g, self.alpha)
         new_state = {"step": state["step"] + 1, "square_avg": square_avg}
@@ -89,3 +97,26 @@ class RMSProp(BatchedOptimizer):
             new_state["momentum_buffer"] = buf
             update = buf * -self.lr
         return update, new_state
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_rmsprop, op for op
+        dtype = params.dtype
+        g = decayed_grad(grads, params, self.weight_decay, self.maximize)
+        square_avg = state["square_avg"]
+        state["step"].add_(1)
+        square_avg.mul_(coefficient(self.alpha, dtype))
+        addcmul_(square_avg, g, g, coefficient(1 - self.alpha, dtype))
+        if self.centered:
+            grad_avg = state["grad_avg"]
+            grad_avg.lerp_(g, coefficient(1 - self.alpha, dtype))
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        else:
+            avg = square_avg.sqrt()
+        avg.add_(coefficient(self.eps, dtype))
+        neg_lr = coefficient(-self.lr, dtype)
+        if is_zero(self.momentum):
+            addcdiv_(params, g, avg, neg_lr)
+        else:
+            buf = state["momentum_buffer"]
+            buf.mul_(coefficient(self.momentum, dtype)).addcdiv_(g, avg)
+            add_scaled_(params, buf, neg_lr)

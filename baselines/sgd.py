@@ -10,10 +10,21 @@ Update rule (torch.optim.SGD's documented algorithm without momentum)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
-from l2l.interface import BatchedOptimizer, Hyper, State, apply_weight_decay, check_range
+from l2l.interface import (
+    BatchedOptimizer,
+    Hyper,
+    State,
+    add_scaled_,
+    apply_weight_decay,
+    check_params,
+    check_range,
+    coefficient,
+    decayed_grad,
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,18 @@ class SGD(BatchedOptimizer):
         check_range("weight_decay", self.weight_decay, 0.0)
 
     def init(self, params: Tensor) -> State:
+        check_params(params, type(self).__name__)
         return {}
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
+        self.check_shapes(grads, state, params)
         g = apply_weight_decay(grads, params, self.weight_decay, self.maximize)
         return -self.lr * g, {}
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        # torch.optim._single_tensor_sgd without momentum: one pass over the parameters
+        g = decayed_grad(grads, params, self.weight_decay, self.maximize)
+        add_scaled_(params, g, coefficient(-self.lr, params.dtype))
+
+    def torch_group_constants(self) -> dict[str, Any]:
+        return {"momentum": 0, "dampening": 0, "nesterov": False}

@@ -1,21 +1,12 @@
-"""Time one step of each baseline against torch.optim on a (1, 1_000_000) float32 vector.
+"""Time one step of each baseline through the drop-in against torch.optim's default step.
 
-One step of ours is ``update, state = opt.update(grads, state, params); params = params +
-update`` (the update rule *and* applying it, since torch's ``step()`` does both); one step of
-torch is ``opt.step()`` with the same gradient. Both run under ``torch.no_grad()`` in the same
-process with torch's default thread count. Each timing is the median of many repeats after a
-warm-up, ours and torch's interleaved so that drift affects both alike.
-
-torch.optim's *default* implementation on CPU is the single-tensor for-loop (``foreach`` is only
-chosen automatically on accelerators); the ``foreach=True`` implementation is timed as well.
-The time of our update rule alone (without ``params + update``) is shown too.
-
-Being pure, our rules allocate their results (new state, update, new parameters) where torch
-updates in place. With glibc's default malloc settings, freed 4 MB blocks are often returned to
-the kernel and every new tensor page-faults its memory in again, which can cost more than the
-arithmetic (badly so in sandboxed kernels). A second table is therefore printed after
-``mallopt`` keeps freed memory in the heap (the behaviour of jemalloc or tcmalloc), which shows
-the cost of the arithmetic and memory traffic alone.
+On a single ``(1_000_000,)`` float32 parameter with a fixed gradient, one step of ours is
+``l2l.TorchOptimizer(params, baselines.X()).step()`` (the rule's in-place ``step_``) and one
+step of torch is ``torch.optim.X(params).step()`` with its default implementation, which on CPU
+is the single-tensor for-loop. Both run in the same process with glibc's default allocator
+(nothing is tuned), timings interleaved so that drift affects both alike; each is the median of
+many repeats after a warm-up. Secondary columns: the pure rule (``opt.update`` plus ``params +
+update``, what a differentiable unroll pays) and torch's ``foreach=True`` step.
 
 Usage: ``python benchmarks/bench_baselines.py [--numel 1000000] [--repeats 60]``
 """
@@ -23,8 +14,6 @@ Usage: ``python benchmarks/bench_baselines.py [--numel 1000000] [--repeats 60]``
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import platform
 import statistics
@@ -38,6 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines import NAG, SGD, AdaDelta, AdaGrad, Adam, Momentum, Nadam, RMSProp  # noqa: E402
+from l2l.torch_optimizer import TorchOptimizer  # noqa: E402
 
 # (name, ours, torch class, torch kwargs): each pair the same update rule
 PAIRS = [
@@ -62,20 +52,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def ours_stepper(opt, params: torch.Tensor, grads: torch.Tensor, rule_times: list[float]):
-    """One step of ours; the time of ``opt.update`` alone is appended to ``rule_times``."""
-    box = {"params": params.clone(), "state": opt.init(params)}
+def drop_in_stepper(opt, params: torch.Tensor, grads: torch.Tensor):
+    """One ``step()`` of ``l2l.TorchOptimizer`` on a parameter holding ``params``."""
+    param = torch.nn.Parameter(params.clone())
+    param.grad = grads.clone()
+    return TorchOptimizer([param], opt).step
+
+
+def pure_stepper(opt, params: torch.Tensor, grads: torch.Tensor):
+    """One pure step: ``update, state = opt.update(...)`` then ``params = params + update``."""
+    flat = params.reshape(1, -1)
+    box = {"params": flat.clone(), "state": opt.init(flat)}
+    g = grads.reshape(1, -1)
 
     def step() -> None:
-        start = time.perf_counter()
-        update, box["state"] = opt.update(grads, box["state"], box["params"])
-        rule_times.append(time.perf_counter() - start)
+        update, box["state"] = opt.update(g, box["state"], box["params"])
         box["params"] = box["params"] + update
 
     return step
 
 
-def torch_stepper(cls, kwargs, params: torch.Tensor, grads: torch.Tensor, foreach: bool):
+def torch_stepper(cls, kwargs, params: torch.Tensor, grads: torch.Tensor, foreach: bool | None):
     param = torch.nn.Parameter(params.clone())
     param.grad = grads.clone()
     opt = cls([param], foreach=foreach, **kwargs)
@@ -96,48 +93,33 @@ def median_ms(steppers: list[Callable[[], None]], warmup: int, repeats: int) -> 
 
 
 def table(numel: int, warmup: int, repeats: int) -> float:
-    """Print one table; return the worst ratio of ours (update + apply) to torch's default."""
+    """Print the table; return the worst ratio of the drop-in to torch's default step."""
     header = (
         f"{'optimizer':<10} {'ours ms':>8} {'torch ms':>9} {'ratio':>6}"
-        f" {'rule ms':>8} {'ratio':>6} {'foreach ms':>11} {'ratio':>6}"
+        f" {'| pure ms':>9} {'ratio':>6} {'foreach ms':>11} {'ratio':>6}"
     )
     print(header)
     print("-" * len(header))
     gen = torch.Generator().manual_seed(0)
-    params = torch.randn(1, numel, generator=gen)
-    grads = torch.randn(1, numel, generator=gen)
+    params = torch.randn(numel, generator=gen)
+    grads = torch.randn(numel, generator=gen)
     worst = 0.0
-    with torch.no_grad():
-        for name, ours, cls, kwargs in PAIRS:
-            rule_times: list[float] = []
-            steppers = [
-                ours_stepper(ours, params, grads, rule_times),
-                torch_stepper(cls, kwargs, params, grads, foreach=False),
-                torch_stepper(cls, kwargs, params, grads, foreach=True),
-            ]
-            t_ours, t_torch, t_foreach = median_ms(steppers, warmup, repeats)
-            t_rule = 1e3 * statistics.median(rule_times[warmup:])
-            worst = max(worst, t_ours / t_torch)
-            print(
-                f"{name:<10} {t_ours:8.3f} {t_torch:9.3f} {t_ours / t_torch:6.2f}"
-                f" {t_rule:8.3f} {t_rule / t_torch:6.2f} {t_foreach:11.3f}"
-                f" {t_ours / t_foreach:6.2f}"
-            )
-    return worst
-
-
-def tune_glibc_malloc() -> bool:
-    """Keep freed 4 MB blocks in the heap instead of returning them to the kernel, so that a new
-    tensor does not page-fault all of its memory in again (what jemalloc/tcmalloc do anyway)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(
-            libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-            and libc.mallopt(m_trim_threshold, 1 << 30)
+    for name, ours, cls, kwargs in PAIRS:
+        steppers = [
+            drop_in_stepper(ours, params, grads),
+            torch_stepper(cls, kwargs, params, grads, foreach=None),
+            pure_stepper(ours, params, grads),
+            torch_stepper(cls, kwargs, params, grads, foreach=True),
+        ]
+        with torch.no_grad():
+            t_ours, t_torch, t_pure, t_foreach = median_ms(steppers, warmup, repeats)
+        worst = max(worst, t_ours / t_torch)
+        print(
+            f"{name:<10} {t_ours:8.3f} {t_torch:9.3f} {t_ours / t_torch:6.2f}"
+            f" {t_pure:9.3f} {t_pure / t_torch:6.2f} {t_foreach:11.3f}"
+            f" {t_foreach / t_torch:6.2f}"
         )
-    except (OSError, AttributeError):
-        return False
+    return worst
 
 
 def main() -> None:
@@ -145,25 +127,22 @@ def main() -> None:
     parser.add_argument("--numel", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument(
-        "--no-tuned-malloc", action="store_true", help="skip the second, tuned-malloc table"
-    )
     args = parser.parse_args()
 
-    print(f"CPU: {cpu_model()}  cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}")
-    print(f"torch {torch.__version__}  python {platform.python_version()}")
-    print(f"one step on a (1, {args.numel:_}) float32 vector, median of {args.repeats} repeats")
-    print("ours = update + apply (params + update); rule = update alone; ratios are to torch's")
-    print("default (for-loop) step, except the last, which is ours to torch foreach=True")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+        f"threads, load average {load}; torch {torch.__version__}, python "
+        f"{platform.python_version()}, glibc malloc with default settings"
+    )
+    print(f"one step on a ({args.numel:_},) float32 parameter, median of {args.repeats} repeats")
+    print("ours = l2l.TorchOptimizer(...).step() (in-place step_); torch = torch.optim default")
+    print("step (single-tensor loop on CPU); ratios are to torch's default step. After '|':")
+    print("pure = opt.update + params + update (the differentiable path); torch foreach=True")
     print()
-    print("glibc malloc with its default settings:")
     worst = table(args.numel, args.warmup, args.repeats)
-    print(f"worst ratio (ours / torch default): {worst:.2f}")
-    if not args.no_tuned_malloc and tune_glibc_malloc():
-        print()
-        print("after mallopt(M_MMAP_THRESHOLD=32 MiB, M_TRIM_THRESHOLD=1 GiB):")
-        worst = table(args.numel, args.warmup, args.repeats)
-        print(f"worst ratio (ours / torch default): {worst:.2f}")
+    print()
+    print(f"worst ratio, ours / torch default: {worst:.2f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,19 @@ def run_ours(opt: BatchedOptimizer, x0: Tensor, target: Tensor, steps: int) -> T
     return torch.stack(trajectory)
 
 
+def run_ours_in_place(
+    opt: BatchedOptimizer, x0: Tensor, target: Tensor, steps: int, flat: bool = False
+) -> Tensor:
+    """Like :func:`run_ours` through the in-place ``step_``; ``flat`` runs the whole batch as
+    one optimizee of ``B * n`` coordinates (torch.optim's view of the same tensor)."""
+    params = x0.clone().reshape(1, -1) if flat else x0.clone()
+    state, trajectory = opt.init(params), []
+    for _ in range(steps):
+        opt.step_(grad_fn(params.view_as(x0), target).reshape(params.shape), state, params)
+        trajectory.append(params.view_as(x0).clone())
+    return torch.stack(trajectory)
+
+
 def run_torch(
     torch_cls: type,
     kwargs: dict,

@@ -15,7 +15,16 @@ import re
 
 import pytest
 import torch
-from problems import B, grad_fn, loss_fn, make_problem, relative_errors, run_ours, run_torch
+from problems import (
+    B,
+    grad_fn,
+    loss_fn,
+    make_problem,
+    relative_errors,
+    run_ours,
+    run_ours_in_place,
+    run_torch,
+)
 from torch import Tensor
 
 import baselines
@@ -108,6 +117,20 @@ def test_equals_torch_optim_every_step(cls, torch_cls, torch_extra, kwargs, dtyp
     assert (reference[-1] - x0).abs().max() > 0.1
 
 
+@pytest.mark.parametrize(("cls", "torch_cls", "torch_extra", "kwargs"), TORCH_CASES)
+def test_in_place_step_equals_torch_optim(cls, torch_cls, torch_extra, kwargs, dtype) -> None:
+    """``step_`` is torch.optim's single-tensor arithmetic, op for op: on one optimizee (all of
+    torch's parameter tensor as one row) bit for bit; as a batch of B rows, whose step counts
+    give per-row tensor scalars, to 1e-12 in float64 (``beta ** t`` by torch.pow, not libm)."""
+    x0, target = make_problem(dtype)
+    reference = run_torch(torch_cls, {**kwargs, **torch_extra}, x0, target, STEPS)
+    flat = run_ours_in_place(cls(**kwargs), x0, target, STEPS, flat=True)
+    assert torch.equal(flat, reference), relative_errors(flat, reference).max()
+    batched = run_ours_in_place(cls(**kwargs), x0, target, STEPS)
+    tol = 1e-12 if dtype == torch.float64 else TOL[dtype]
+    assert relative_errors(batched, reference).max() <= tol
+
+
 # ---------------------------------------------------------------------------------------------
 # Every optimizer with every option switched on, for the structural tests.
 
@@ -194,6 +217,38 @@ def test_autograd_path_equals_no_grad_path(opt: BatchedOptimizer) -> None:
     tracked = run_ours(opt, x0.clone().requires_grad_(True), target, 50)
     assert tracked.requires_grad
     assert relative_errors(tracked.detach(), fast).max() <= 1e-13
+
+
+@pytest.mark.parametrize("opt", FULL_PARAMS)
+@pytest.mark.parametrize("which", ["float", "tensor"])
+def test_in_place_step_equals_update(opt: BatchedOptimizer, which: str) -> None:
+    """``step_`` and ``update`` agree over 50 steps, also with per-instance tensor
+    hyperparameters (the in-place path's tensor-coefficient branch), and ``step_`` mutates
+    only ``params`` and the state (never ``grads``)."""
+    x0, target = make_problem(torch.float64)
+    if which == "tensor":
+        hypers = opt.hyperparameters()
+        opt = opt.with_hyperparameters(**{k: tensorize(v, SCALES) for k, v in hypers.items()})
+    pure = run_ours(opt, x0, target, 50)
+    in_place = run_ours_in_place(opt, x0, target, 50)
+    assert relative_errors(in_place, pure).max() <= 1e-12
+    params, state = x0.clone(), opt.init(x0)
+    grads = grad_fn(params, target)
+    saved = grads.clone()
+    opt.step_(grads, state, params)
+    assert torch.equal(grads, saved)
+    assert not torch.equal(params, x0)
+
+
+def test_in_place_step_works_on_parameters_that_require_grad() -> None:
+    """Like torch.optim.Optimizer.step: runs under no_grad, so leaves can be updated."""
+    x0, target = make_problem(torch.float64)
+    params = x0.clone().requires_grad_(True)
+    opt = Adam(lr=0.01)
+    state = opt.init(params)
+    opt.step_(grad_fn(x0, target), state, params)
+    assert params.requires_grad and params.grad_fn is None
+    assert not torch.equal(params.detach(), x0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,3 +417,50 @@ def test_bad_hyperparameters_raise_on_replace() -> None:
 def test_optimizers_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Adam().lr = 0.1  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes: params, grads and state must agree on (B, n); nothing is broadcast silently.
+
+ALL_DEFAULTS = [pytest.param(cls(), id=cls.name) for cls in (
+    SGD, Momentum, NAG, AdaGrad, RMSProp, AdaDelta, Adam, Nadam)]
+
+
+@pytest.mark.parametrize("opt", ALL_DEFAULTS)
+def test_one_dimensional_params_are_refused(opt: BatchedOptimizer) -> None:
+    """A (5,) parameter used to give Momentum a (5, 5) update."""
+    x = torch.randn(5, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"2-D \(B, n\).*\(5,\)"):
+        opt.init(x)
+    state = opt.init(x[None])
+    with pytest.raises(ValueError, match=r"2-D \(B, n\).*\(5,\)"):
+        opt.update(x, {k: v[0] for k, v in state.items()}, x)
+    with pytest.raises(ValueError, match=r"2-D \(B, n\).*\(5,\)"):
+        opt.step_(x, {k: v[0] for k, v in state.items()}, x)
+
+
+@pytest.mark.parametrize("opt", ALL_DEFAULTS)
+@pytest.mark.parametrize("entry", ["update", "step_"])
+def test_grads_must_match_params(opt: BatchedOptimizer, entry: str) -> None:
+    """A (2, 1) gradient used to broadcast against (2, 5) state without an error."""
+    params = torch.randn(2, 5, dtype=torch.float64)
+    state = opt.init(params)
+    bad = torch.randn(2, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"grads of shape \(2, 1\).*params of shape \(2, 5\)"):
+        getattr(opt, entry)(bad, state, params)
+
+
+@pytest.mark.parametrize("opt", [p for p in ALL_DEFAULTS if p.id != "sgd"])
+@pytest.mark.parametrize("entry", ["update", "step_"])
+def test_state_must_match_params(opt: BatchedOptimizer, entry: str) -> None:
+    params = torch.randn(2, 5, dtype=torch.float64)
+    grads = torch.randn(2, 5, dtype=torch.float64)
+    for key, value in opt.init(params).items():
+        state = opt.init(params)
+        wrong = value[:, :1] if value.shape[1] == 5 else value.expand(2, 5)  # (2, 1) <-> (2, 5)
+        state[key] = wrong.clone()
+        with pytest.raises(ValueError, match=rf"state\['{key}'\] has shape"):
+            getattr(opt, entry)(grads, state, params)
+        state[key] = value[:1].clone()  # the wrong batch size
+        with pytest.raises(ValueError, match=rf"state\['{key}'\] has shape \(1, "):
+            getattr(opt, entry)(grads, state, params)

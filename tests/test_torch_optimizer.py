@@ -12,12 +12,36 @@ import baselines
 from l2l.lstm_optimizer import LSTMOptimizer
 from l2l.torch_optimizer import TorchOptimizer
 
+# (ours, torch's twin, hyperparameters, torch-only settings): every baseline, options switched on
 CASES = [
-    (baselines.SGD, torch.optim.SGD, {"lr": 0.1}),
-    (baselines.Momentum, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}),
-    (baselines.Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01}),
-    (baselines.RMSProp, torch.optim.RMSprop, {"lr": 0.01, "centered": True}),
+    (baselines.SGD, torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.01}, {}),
+    (baselines.Momentum, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "dampening": 0.1}, {}),
+    (baselines.NAG, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}, {"nesterov": True}),
+    (baselines.AdaGrad, torch.optim.Adagrad, {"lr": 0.1, "lr_decay": 0.01}, {}),
+    (baselines.RMSProp, torch.optim.RMSprop, {"lr": 0.01, "centered": True, "momentum": 0.5}, {}),
+    (baselines.AdaDelta, torch.optim.Adadelta, {"lr": 0.5, "weight_decay": 0.01}, {}),
+    (baselines.Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.01, "amsgrad": True}, {}),
+    (baselines.Nadam, torch.optim.NAdam, {"lr": 0.01, "momentum_decay": 0.01}, {}),
 ]
+IDS = [c[0].__name__ for c in CASES]
+
+
+def _pair(case, seed=0):
+    """(model, our drop-in) and (model, torch.optim) for one case, from the same weights."""
+    ours, theirs, hp, extra = case
+    a, b = _model(seed), _model(seed)
+    return (
+        (a, TorchOptimizer(a.parameters(), ours(**hp))),
+        (b, theirs(b.parameters(), **hp, **extra)),
+    )
+
+
+def _assert_same(m1, m2, exact=True):
+    for pa, pb in zip(m1.parameters(), m2.parameters()):
+        if exact:
+            assert torch.equal(pa, pb), (pa - pb).abs().max()
+        else:
+            torch.testing.assert_close(pa, pb, rtol=1e-9, atol=1e-12)
 
 
 def _model(seed=0):
@@ -44,13 +68,85 @@ def _train(model, opt, steps, scheduler=None):
             scheduler.step()
 
 
-@pytest.mark.parametrize("ours,theirs,hp", CASES, ids=[c[0].__name__ for c in CASES])
-def test_matches_torch_optim_on_a_module(ours, theirs, hp):
-    a, b = _model(), _model()
-    _train(a, TorchOptimizer(a.parameters(), ours(**hp)), 30)
-    _train(b, theirs(b.parameters(), **hp), 30)
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_matches_torch_optim_on_a_module_bit_for_bit(case):
+    """The drop-in runs the rule's in-place ``step_``: torch.optim's arithmetic, op for op."""
+    (a, oa), (b, ob) = _pair(case)
+    _train(a, oa, 30)
+    _train(b, ob, 30)
+    _assert_same(a, b)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_state_and_param_groups_look_like_torch_optims(case):
+    """Same state keys, shapes, dtypes (``step``: a 0-dim float tensor) and group values."""
+    (a, oa), (b, ob) = _pair(case)
+    _train(a, oa, 3)
+    _train(b, ob, 3)
+    ours, theirs = oa.state_dict(), ob.state_dict()
+    assert ours["state"].keys() == theirs["state"].keys()
+    for pid, state in theirs["state"].items():
+        assert ours["state"][pid].keys() == state.keys()
+        for key, value in state.items():
+            mine = ours["state"][pid][key]
+            assert (mine.shape, mine.dtype) == (value.shape, value.dtype), key
+            assert torch.equal(mine, value), key
+    for g_ours, g_theirs in zip(ours["param_groups"], theirs["param_groups"]):
+        for key, value in g_ours.items():
+            assert key in g_theirs, f"{key!r} is not a torch param-group name"
+            assert value == g_theirs[key], key
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("direction", ["torch->l2l", "l2l->torch"])
+def test_state_dicts_move_between_torch_and_l2l(case, direction):
+    """Train 7 steps with one, load its state dict into the other, train 8 more: bit for bit
+    what torch.optim does when it loads the same state dict, and (to rounding) the same as 8
+    more steps without the interruption. (Not bit for bit there: torch's ``load_state_dict``
+    casts NAdam's float32 ``mu_product`` to the parameters' float64, for torch itself too.)"""
+    (ours_model, ours), (torch_model, theirs) = _pair(case)
+    _train(ours_model, ours, 7)
+    _train(torch_model, theirs, 7)
+    to_l2l = direction == "torch->l2l"
+    source, source_model = (theirs, torch_model) if to_l2l else (ours, ours_model)
+    saved = _roundtrip(source.state_dict())
+
+    (loaded_model, loaded), (reference_model, reference) = _pair(case, seed=3)
+    if not to_l2l:
+        loaded_model, loaded = reference_model, reference
+        (reference_model, reference) = _pair(case, seed=3)[1]
+    for model, opt, state in [(loaded_model, loaded, saved),
+                              (reference_model, reference, _roundtrip(theirs.state_dict()))]:
+        model.load_state_dict(source_model.state_dict())
+        opt.load_state_dict(state)
+        _train(model, opt, 8)
+    _assert_same(loaded_model, reference_model)
+    _train(source_model, source, 8)
+    _assert_same(loaded_model, source_model, exact=False)
+
+
+def _roundtrip(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize(
+    "make_scheduler",
+    [
+        lambda o: torch.optim.lr_scheduler.StepLR(o, 4, gamma=0.5),
+        lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10),
+    ],
+    ids=["StepLR", "ExponentialLR", "CosineAnnealingLR"],
+)
+def test_lr_schedulers_drive_every_baseline_as_torch(case, make_scheduler):
+    (a, oa), (b, ob) = _pair(case)
+    _train(a, oa, 15, make_scheduler(oa))
+    _train(b, ob, 15, make_scheduler(ob))
+    _assert_same(a, b)
 
 
 def test_lr_scheduler_and_param_groups_drive_the_rule():
@@ -96,6 +192,89 @@ def test_learned_optimizer_is_frozen_and_moves_parameters():
     assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters()))
 
 
+def test_a_changing_lr_keeps_one_rule_per_group():
+    """200 ExponentialLR steps give 200 learning rates; only the latest rule is kept."""
+    model = _model()
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.003}]
+    opt = TorchOptimizer(groups, baselines.Adam(lr=0.01))
+    _train(model, opt, 200, torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.99))
+    assert len(opt._cache) == len(opt.param_groups) == 2
+    lrs = [rule.lr for _, rule in opt._cache.values()]
+    assert lrs == pytest.approx([0.01 * 0.99**199, 0.003 * 0.99**199])
+
+
+def test_a_scheduler_on_a_learned_optimizer_is_a_clear_error():
+    opt = TorchOptimizer(_model().parameters(), LSTMOptimizer().double())
+    with pytest.raises(TypeError, match=r"TorchOptimizer\(LSTMOptimizer\) has no learning rate"):
+        torch.optim.lr_scheduler.StepLR(opt, 5)
+    with pytest.raises(TypeError, match="no learning rate"):
+        opt.param_groups[0]["lr"] = 0.1
+    with pytest.raises(TypeError, match="no learning rate"):
+        TorchOptimizer([{"params": _model().parameters(), "lr": 0.1}], LSTMOptimizer())
+    # the guard survives a state-dict round trip, and the optimizer still steps
+    opt.load_state_dict(_roundtrip(opt.state_dict()))
+    with pytest.raises(TypeError, match="no learning rate"):
+        torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
+    assert "lr" not in opt.param_groups[0]
+
+
+@pytest.mark.parametrize(
+    ("saved", "target", "names"),
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), baselines.Adam(), ["Adam", "SGD"]),
+        (lambda p: TorchOptimizer(p, baselines.SGD()), baselines.Adam(), ["Adam", "SGD"]),
+        (lambda p: torch.optim.Adam(p), baselines.Nadam(), ["Nadam", "Adam"]),
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+         baselines.Momentum(), ["Momentum", "NAG"]),
+        (lambda p: torch.optim.Adam(p, decoupled_weight_decay=True, weight_decay=0.1),
+         baselines.Adam(), ["Adam", "decoupled_weight_decay"]),
+        (lambda p: torch.optim.Adagrad(p), baselines.RMSProp(), ["RMSProp", "Adagrad"]),
+        (lambda p: torch.optim.Adam(p), LSTMOptimizer(), ["LSTMOptimizer", "Adam"]),
+    ],
+    ids=["sgd->adam", "l2l-sgd->adam", "adam->nadam", "nag->momentum", "adamw->adam",
+         "adagrad->rmsprop", "adam->lstm"],
+)
+def test_loading_another_optimizers_state_is_a_clear_error(saved, target, names):
+    model = _model()
+    source = saved(model.parameters())
+    _train(model, source, 2)
+    opt = TorchOptimizer(model.parameters(), target)
+    with pytest.raises(ValueError, match="cannot load this state dict") as error:
+        opt.load_state_dict(source.state_dict())
+    for name in names:
+        assert name in str(error.value)
+
+
 def test_rejects_something_that_is_not_an_l2l_optimizer():
     with pytest.raises(TypeError, match="BatchedOptimizer"):
         TorchOptimizer(_model().parameters(), torch.optim.SGD)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_non_contiguous_parameters_and_gradients(case):
+    """A transposed parameter (and gradient) is stepped through a copy and written back."""
+    ours, theirs, hp, extra = case
+    torch.manual_seed(0)
+    base = torch.randn(5, 3, dtype=torch.float64)
+    a, b = nn.Parameter(base.t().contiguous().t()), nn.Parameter(base.clone())
+    assert not a.is_contiguous()
+    oa, ob = TorchOptimizer([a], ours(**hp)), theirs([b], **hp, **extra)
+    for _ in range(10):
+        grad = torch.randn(3, 5, dtype=torch.float64).t()  # (5, 3), not contiguous
+        a.grad, b.grad = grad, grad.contiguous()
+        oa.step()
+        ob.step()
+    assert torch.equal(a, b)
+
+
+def test_optimizer_survives_deepcopy_and_pickle():
+    """torch.optim pickles defaults, state and groups; the drop-in's rule comes along."""
+    import copy
+    import pickle
+
+    model = _model()
+    opt = TorchOptimizer(model.parameters(), baselines.Adam(lr=0.01))
+    _train(model, opt, 3)
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert clone.rule == opt.rule
+        assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
