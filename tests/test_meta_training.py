@@ -66,12 +66,16 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
     assert isinstance(best, LSTMOptimizer)
 
 
-def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
-    path = tmp_path / "checkpoints" / "latest.pt"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
-        MetaTrainer(_quadratic_lstm(), build_task("quadratic"), _config(), run_dir=tmp_path)
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    task = build_task("quadratic")
+    first = MetaTrainer(_quadratic_lstm(), task, _config(), run_dir=tmp_path)
+    first.train(stop_after=3)
+    previous = tmp_path / "checkpoints" / "previous.pt"
+    assert previous.exists()
+    (tmp_path / "checkpoints" / "latest.pt").write_bytes(b"this is not a checkpoint")
+    with pytest.warns(RuntimeWarning, match="corrupt.*trying the previous"):
+        resumed = MetaTrainer(_quadratic_lstm(seed=5), task, _config(), run_dir=tmp_path)
+    assert resumed.resumed_from == previous and resumed.iteration == 2
 
 
 def test_truncated_checkpoint_is_rejected(tmp_path):

@@ -36,6 +36,7 @@ class AdamAnchored(LearnedOptimizer):
 
     name = "adam_anchored"
     reads_params = False
+    scalar_state_keys = frozenset({"adam_step"})
     summary = "Adam x exp(learned scale) + bounded learned correction; untrained = Adam"
 
     def __init__(
@@ -105,7 +106,8 @@ class AdamAnchored(LearnedOptimizer):
         direction, adam_state = self._anchor().update(g, adam_state, params.to(g.dtype))
         new_state: State = {f"adam_{k}": v for k, v in adam_state.items()}
 
-        t = adam_state["step"]  # (B, 1), counting from 1
+        t = adam_state["step"].to(g.dtype)  # (B, 1), counting from 1 (the drop-in keeps it in
+        # torch's scalar dtype, float32, whatever the parameters' dtype)
         beta2 = cfg["betas"][1]
         bias2 = (1 - beta2 ** t.to(torch.float64)).to(g.dtype)
         with torch.no_grad():  # features are inputs: constants for the meta-gradient

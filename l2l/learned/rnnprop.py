@@ -75,8 +75,10 @@ class RNNprop(LearnedOptimizer):
         step = state["step"] + 1
         m = torch.lerp(state["exp_avg"], g, 1 - beta1)
         v = torch.lerp(state["exp_avg_sq"], g * g, 1 - beta2)
-        m_hat = m / (1 - beta1 ** step)
-        denom = safe_sqrt(v / (1 - beta2 ** step)) + self.config["eps"]
+        t = step.to(torch.float64)  # bias corrections in float64, as Adam's (step may be kept
+        # in float32 by the drop-in, torch's scalar dtype)
+        m_hat = m / (1 - beta1 ** t).to(g.dtype)
+        denom = safe_sqrt(v / (1 - beta2 ** t).to(g.dtype)) + self.config["eps"]
         x = torch.stack([m_hat / denom, g / denom], dim=-1).view(B * n, 2)
         h, new_state = self.core(F.elu(self.embed(x)), state, B, n)
         update = -self.config["alpha"] * torch.tanh(self.head(h).view(B, n))
