@@ -34,7 +34,7 @@ from l2l.evaluation import (
 )
 from l2l.interface import BatchedOptimizer
 from l2l.learned.base import LearnedOptimizer
-from l2l.meta_training import Callback, MetaConfig, MetaTrainer
+from l2l.meta_training import Callback, MetaConfig, MetaTrainer, MetaTrainingInterrupted
 from l2l.preemption import GracefulStop
 from l2l.progress import Progress
 from l2l.registry import build_optimizer, is_learned
@@ -114,7 +114,11 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
         bar.update(trainer.iteration)
     log.info("meta-training %s with the %s estimator", learned.name, trainer.estimator.name)
     with bar, stop:
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        except MetaTrainingInterrupted as interrupted:
+            interrupted.signal_number = stop.signal_number
+            raise
     log.info("meta-training done: %d iterations, best validation final loss %.4g (iteration "
              "%s), %d skipped meta-steps; best weights in %s", result["iterations"],
              result["best_val_loss"], result["best_iteration"], result["skipped"],
