@@ -125,13 +125,14 @@ def _label(settings: Mapping[str, Any]) -> str:
 
 def markdown(result: Mapping[str, Any]) -> str:
     """``aggregate.md``: one row per (swept settings, optimizer), best mean first per group."""
-    keys = list(result["swept"])
+    keys = [k for k in result["swept"] if k != "optimizer"]  # the optimizer column shows it
     header = [*keys, "optimizer", "final loss (mean ± 95% CI over seeds)", "seeds", "tuned lr"]
     lines = [f"# Sweep {Path(result['sweep_dir']).name}", "",
              f"{result['jobs']} jobs, grouped by the swept settings "
-             f"({', '.join(f'`{k}`' for k in keys) or 'none'}); each optimizer's final test loss "
-             "(the mean over a job's held-out instances) is averaged over the jobs of a group "
-             "(the `seed=` axis) with a Student-t 95% confidence interval (— for one seed).", "",
+             f"({', '.join(f'`{k}`' for k in result['swept']) or 'none'}); each optimizer's "
+             "final test loss (the mean over a job's held-out instances) is averaged over the "
+             "jobs of a group (the `seed=` axis) with a Student-t 95% confidence interval "
+             "(— for one seed).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def order(row: Mapping) -> tuple:

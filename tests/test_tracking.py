@@ -171,7 +171,9 @@ def test_offline_init_failure_never_kills_the_run(tmp_path, monkeypatch):
     assert _read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 0, "x": 1.0}]
 
 
-def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch):
+def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch, caplog):
+    import logging
+
     import wandb
 
     real_init, modes = wandb.init, []
@@ -183,8 +185,12 @@ def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch):
         return real_init(**kwargs)
 
     monkeypatch.setattr(wandb, "init", flaky_init)
-    with pytest.warns(TrackingWarning, match="falling back to offline") as record:
-        logger = RunLogger(tmp_path, {}, mode="online")
+    with pytest.warns(TrackingWarning, match="falling back to offline") as record, \
+            caplog.at_level(logging.WARNING, logger="l2l"):
+        logger = RunLogger(tmp_path, {}, mode="online", init_timeout=5)
+    # also a log record, which Hydra writes to train.log (a warning alone reaches only stderr)
+    assert any("falling back to offline" in r.getMessage() and r.name.startswith("l2l")
+               for r in caplog.records)
     with logger:
         assert modes == ["online", "offline"]
         assert logger.mode == "offline"
