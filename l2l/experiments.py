@@ -222,8 +222,14 @@ def tune_and_evaluate(cfg: DictConfig, name: str, task: TaskFamily, device: torc
 def check_task_data(task: TaskFamily, device: torch.device) -> None:
     """Sample one validation problem now, so that a task whose data is missing (MNIST not in
     ``data_dir`` and not downloadable) fails before a run directory's logger or wandb run is
-    started, rather than leaving an empty wandb run behind."""
-    task.sample(1, 0, "valid", device=device)
+    started, rather than leaving an empty wandb run behind. A mixture checks every component
+    (one sample of a mixture would only touch one)."""
+    components = getattr(task, "components", None)
+    if components:
+        for component in components:
+            check_task_data(component, device)
+    else:
+        task.sample(1, 0, "valid", device=device)
 
 
 def compare(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
