@@ -99,6 +99,7 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
                          "best.pt>")
     if cfg.mode != "meta_train":
         refuse_existing_results(run_dir)
+    experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 
@@ -107,7 +108,8 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     group = cfg.logger.group or sweep_group()
     with RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), backend=cfg.logger.backend,
                    mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-                   group=group, tags=tags, job_type=cfg.mode) as logger:
+                   group=group, tags=tags, job_type=cfg.mode, name=str(cfg.run_name),
+                   init_timeout=cfg.logger.init_timeout) as logger:
         if cfg.mode == "meta_train":
             experiments.meta_train(cfg, task, device, run_dir, logger)
             return None
@@ -130,6 +132,7 @@ def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
     entries = [record.as_dict() for record in records]
     paths = write_report(run_dir, entries, task=cfg.task.name, steps=cfg.eval.steps)
     logger.log_curves(entries)
+    logger.log_tuning_curves(entries)
     for record in records:
         logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
                         f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})

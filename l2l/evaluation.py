@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,9 +37,14 @@ class RunResult:
 
 
 def run_optimizer(
-    optimizer: BatchedOptimizer, instances: Instances, steps: int, *, with_metrics: bool = True
+    optimizer: BatchedOptimizer, instances: Instances, steps: int, *, with_metrics: bool = True,
+    progress: Callable[[int], Any] | None = None,
 ) -> RunResult:
-    """Optimize every instance for ``steps`` steps from a fresh state, recording all losses."""
+    """Optimize every instance for ``steps`` steps from a fresh state, recording all losses.
+
+    ``progress`` (e.g. a progress bar's ``step``) is called with the step number after each of
+    the ``steps`` updates, so that long evaluations show where they are.
+    """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     params = instances.init_params
@@ -56,6 +62,8 @@ def run_optimizer(
                 break
             update, state = optimizer.update(grads, state, params)
             params = torch.where(diverged[:, None], params, params + update)
+            if progress is not None:
+                progress(t + 1)
     if params.device.type == "cuda":
         torch.cuda.synchronize(params.device)
     seconds_per_step = (time.perf_counter() - start) / max(steps, 1)
@@ -94,6 +102,22 @@ class TuneResult:
     #: (G,) mean final loss per learning rate over the validation instances; inf if any diverged
     scores: list[float]
 
+    @property
+    def edge(self) -> str | None:
+        """``"low"``/``"high"`` when the best learning rate is the grid's lowest/highest value:
+        the true optimum may then lie outside the grid, so the tuning is not to be trusted."""
+        if len(self.grid) < 2 or not any(math.isfinite(s) for s in self.scores):
+            return None
+        best = self.grid.index(self.best_lr)
+        return "low" if best == 0 else "high" if best == len(self.grid) - 1 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The whole grid for reports: ``scores`` keep ``inf`` for diverged learning rates
+        (``None`` once in JSON), and ``diverged`` says so explicitly."""
+        return {"grid": list(self.grid), "scores": list(self.scores),
+                "diverged": [not math.isfinite(s) for s in self.scores], "best_lr": self.best_lr,
+                "edge": self.edge}
+
 
 def tune_learning_rate(
     optimizer: BatchedOptimizer,
@@ -104,6 +128,7 @@ def tune_learning_rate(
     steps: int,
     seed: int,
     device: str | torch.device = "cpu",
+    progress: Callable[[int], Any] | None = None,
 ) -> TuneResult:
     """Pick the learning rate with the lowest mean final loss on validation instances.
 
@@ -117,7 +142,7 @@ def tune_learning_rate(
     lrs = torch.tensor(grid, dtype=instances.init_params.dtype, device=instances.init_params.device)
     lr = lrs.repeat_interleave(num_instances).unsqueeze(1)
     result = run_optimizer(optimizer.with_hyperparameters(lr=lr), instances, steps,
-                           with_metrics=False)
+                           with_metrics=False, progress=progress)
     final = result.final_loss.view(len(grid), num_instances)
     bad = result.diverged.view(len(grid), num_instances).any(dim=1) | ~torch.isfinite(final).all(1)
     scores = torch.where(bad, math.inf, final.mean(dim=1))
@@ -158,6 +183,8 @@ class EvaluationRecord:
     metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
     status: str = "ok"  #: "ok", or why the row holds no result (e.g. "failed to tune: ...")
     notes: list[str] = field(default_factory=list)  #: caveats shown beside the row
+    #: the learning-rate search behind ``tuned_lr`` (:meth:`TuneResult.as_dict`), or None
+    tuning: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The flat form of summary.json (``final_<metric>_mean``/``_ci95`` per metric)."""

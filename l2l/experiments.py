@@ -38,6 +38,7 @@ from l2l.meta_training import Callback, MetaConfig, MetaTrainer, MetaTrainingInt
 from l2l.preemption import GracefulStop
 from l2l.progress import Progress
 from l2l.registry import build_optimizer, is_learned
+from l2l.report import fmt, plot_meta_training
 from l2l.tasks.base import TaskFamily
 from l2l.tracking import RunLogger
 
@@ -106,6 +107,7 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device,
                           callbacks=[LoggingCallback(logger, bar), stop],
                           identity=run_identity(cfg))
+    trainer.validator.show_progress = cfg.progress
     if trainer.resumed_from is not None:
         dropped = logger.drop_steps_after(trainer.iteration)
         log.info("resuming meta-training from iteration %d (%s%s)", trainer.iteration,
@@ -127,6 +129,7 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
                     "meta/best_iteration": result["best_iteration"],
                     "meta/skipped": result["skipped"]})
     logger.log_artifact(trainer.best_path, name=f"{learned.name}-{cfg.task.name}", type="model")
+    draw_meta_training(trainer, run_dir)
     learned.load_state_dict(trainer.best_weights)
     learned.meta_trained_iterations = result["best_iteration"] or 0
     untrained = result["untrained_val_loss"]
@@ -149,6 +152,18 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
 
 def _range(values: list[float]) -> str:
     return f"{min(values):.4g} .. {max(values):.4g}" if values else "none"
+
+
+def draw_meta_training(trainer: MetaTrainer, run_dir: Path) -> Path | None:
+    """``meta_training.png`` (meta-loss and validation curves) from the trainer's history, which
+    a resumed run restores from its checkpoint, so the figure always covers the whole run. A
+    figure that fails to draw is a warning: the weights matter more than the picture."""
+    try:
+        return plot_meta_training(run_dir / "meta_training.png", trainer.history,
+                                  title=f"meta-training {trainer.optimizer.name}")
+    except Exception as error:  # matplotlib trouble must not lose a finished meta-training
+        log.warning("could not draw meta_training.png: %s", error)
+        return None
 
 
 def learned_from_checkpoint(cfg: DictConfig, device: torch.device) -> LearnedOptimizer:
@@ -182,27 +197,53 @@ UNTRAINED_NOTE = ("untrained: meta-training never beat the initial optimizer, so
 # ---- tuning and evaluation ---------------------------------------------------------------------
 
 
+class TuningFailed(ValueError):
+    """A baseline diverged at every learning rate of the grid; ``result`` keeps the grid."""
+
+    def __init__(self, message: str, result: TuneResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def tune(cfg: DictConfig, baseline: BatchedOptimizer, task: TaskFamily, device: torch.device,
          logger: RunLogger) -> TuneResult:
     """The best learning rate of ``baseline`` on validation problems (all lrs as one batch).
-    Raises ``ValueError`` if it diverged at every learning rate of the grid."""
+    The whole grid's scores go to the logger. Raises :class:`TuningFailed` if it diverged at
+    every learning rate of the grid."""
     grid = lr_grid(cfg.tune.low, cfg.tune.high, cfg.tune.per_decade)
-    result = tune_learning_rate(baseline, task, grid=grid, num_instances=cfg.tune.instances,
-                                steps=cfg.tune.steps, seed=cfg.eval.seed, device=device)
+    with Progress(cfg.tune.steps, f"tune {baseline.name}", enabled=cfg.progress,
+                  leave=False) as bar:
+        result = tune_learning_rate(baseline, task, grid=grid, num_instances=cfg.tune.instances,
+                                    steps=cfg.tune.steps, seed=cfg.eval.seed, device=device,
+                                    progress=bar.step)
+    logger.log_tuning(baseline.name, result.as_dict())
     if not math.isfinite(min(result.scores)):
-        raise ValueError(f"{baseline.name} diverged at every learning rate in the grid "
-                         f"{cfg.tune.low}..{cfg.tune.high}: widen tune.low/tune.high")
+        raise TuningFailed(f"{baseline.name} diverged at every learning rate in the grid "
+                           f"{cfg.tune.low}..{cfg.tune.high}: widen tune.low/tune.high", result)
     log.info("tuned %s: lr=%.3g (validation final loss %.4g)", baseline.name, result.best_lr,
              min(result.scores))
     logger.summary({f"tune/{baseline.name}/lr": result.best_lr})
     return result
 
 
+def edge_notes(cfg: DictConfig, result: TuneResult) -> list[str]:
+    """A caveat when the best learning rate is an end of the grid: the optimum may lie beyond
+    it, and the baseline may be under-tuned, an unfair comparison. Names the override to widen."""
+    if result.edge is None:
+        return []
+    side, bound = ("high", cfg.tune.high * 10) if result.edge == "high" else ("low",
+                                                                             cfg.tune.low / 10)
+    return [f"the best learning rate {fmt(result.best_lr, 3)} is the {side}est value of "
+            f"the tuning grid, so the optimum may lie beyond it; widen the grid with "
+            f"tune.{side}={fmt(bound, 3)}"]
+
+
 def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
              device: torch.device, *, name: str, tuned_lr: float | None) -> EvaluationRecord:
     """Run ``optimizer`` on the run's held-out test problems (the same for every optimizer)."""
     instances = task.sample(cfg.eval.instances, cfg.eval.seed, "test", device=device)
-    result = run_optimizer(optimizer, instances, cfg.eval.steps)
+    with Progress(cfg.eval.steps, f"evaluate {name}", enabled=cfg.progress, leave=False) as bar:
+        result = run_optimizer(optimizer, instances, cfg.eval.steps, progress=bar.step)
     hyper = {k: (list(v) if isinstance(v, tuple) else v)
              for k, v in optimizer.hyperparameters().items() if not isinstance(v, torch.Tensor)}
     record = evaluation_record(result, name=name, optimizer=optimizer,
@@ -228,9 +269,30 @@ def tune_and_evaluate(cfg: DictConfig, name: str, task: TaskFamily, device: torc
         result = tune(cfg, baseline, task, device, logger)
     except ValueError as error:
         log.warning("%s", error)
-        return EvaluationRecord.failed(name, baseline.name, False, f"failed to tune: {error}")
-    return evaluate(cfg, baseline.with_hyperparameters(lr=result.best_lr), task, device,
-                    name=name, tuned_lr=result.best_lr)
+        record = EvaluationRecord.failed(name, baseline.name, False, f"failed to tune: {error}")
+        if isinstance(error, TuningFailed):
+            record.tuning = error.result.as_dict()
+        return record
+    record = evaluate(cfg, baseline.with_hyperparameters(lr=result.best_lr), task, device,
+                      name=name, tuned_lr=result.best_lr)
+    record.tuning = result.as_dict()
+    for note in edge_notes(cfg, result):
+        log.warning("%s: %s", name, note)
+        record.notes.append(note)
+    return record
+
+
+def check_task_data(task: TaskFamily, device: torch.device) -> None:
+    """Sample one validation problem now, so that a task whose data is missing (MNIST not in
+    ``data_dir`` and not downloadable) fails before a run directory's logger or wandb run is
+    started, rather than leaving an empty wandb run behind. A mixture checks every component
+    (one sample of a mixture would only touch one)."""
+    components = getattr(task, "components", None)
+    if components:
+        for component in components:
+            check_task_data(component, device)
+    else:
+        task.sample(1, 0, "valid", device=device)
 
 
 def compare(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,

@@ -1,47 +1,81 @@
-"""A dependency-free progress bar on stderr: a line redrawn on a terminal, sparse lines in logs."""
+"""Progress bars on stderr, through tqdm: a live bar on a terminal, a sparse line in log files.
+
+A thin wrapper rather than tqdm directly so that every long phase (tuning, evaluation,
+meta-training, validation) behaves alike: ``enabled=False`` (the ``progress=false`` switch) makes
+it silent, and when stderr is not a terminal (a SLURM log, a pipe) tqdm's carriage-return
+redraws would pile up into one unreadable line, so there the bar writes a plain line at most
+every ``LOG_INTERVAL`` seconds (and one at the end).
+"""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import TextIO
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+LOG_INTERVAL = 30.0  #: seconds between lines when stderr is not a terminal
+
+
+class _Lines:
+    """A file for tqdm that turns its carriage-return redraws into whole lines (for logs)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").replace("\x1b[A", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class Progress:
-    """``with Progress(100, "meta-train") as bar: ... bar.update(1, loss=0.3)``."""
+    """``with Progress(100, "meta-train") as bar: ... bar.update(1, loss=0.3)``.
+
+    Args:
+        total: the number of updates to completion.
+        desc: the label in front of the bar.
+        enabled: False: print nothing at all.
+        stream: where to write (default stderr).
+        leave: keep the finished bar on screen (False for the inner bars of nested phases).
+    """
 
     def __init__(self, total: int, desc: str, *, enabled: bool = True, stream: TextIO | None = None,
-                 width: int = 24) -> None:
-        self.total, self.desc, self.enabled, self.width = max(total, 1), desc, enabled, width
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+                 leave: bool = True) -> None:
+        self.total, self.desc, self.enabled = max(int(total), 1), desc, enabled
         self.count = 0
-        self.start = time.perf_counter()
-        self._last_line = -1.0
+        stream = stream or sys.stderr
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        options: dict[str, Any] = {"file": stream, "leave": leave, "dynamic_ncols": True}
+        if not tty:
+            # delay: a phase shorter than LOG_INTERVAL leaves no line in the log at all
+            options = {"file": _Lines(stream), "leave": True, "mininterval": LOG_INTERVAL,
+                       "delay": LOG_INTERVAL,
+                       "maxinterval": LOG_INTERVAL * 10, "ascii": True, "ncols": 100}
+        self._bar = tqdm(total=self.total, desc=desc, disable=not enabled, **options)
 
     def update(self, n: int = 1, **info: float) -> None:
-        self.count = min(self.count + n, self.total)
+        """Advance by ``n``; ``info`` (e.g. ``loss=0.3``) is shown beside the bar."""
+        n = min(n, self.total - self.count)
+        self.count += n
         if not self.enabled:
             return
-        now = time.perf_counter()
-        done = self.count == self.total
-        if not self.tty and not done and now - self._last_line < 10.0:
-            return  # in a log file: a line every 10 s is plenty
-        self._last_line = now
-        elapsed = now - self.start
-        eta = elapsed / self.count * (self.total - self.count) if self.count else 0.0
-        filled = int(self.width * self.count / self.total)
-        extras = " ".join(f"{k}={v:.4g}" for k, v in info.items())
-        line = (f"{self.desc} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{self.count}/{self.total} {elapsed:.0f}s<{eta:.0f}s {extras}")
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        if self.tty and done:
-            self.stream.write("\n")
-        self.stream.flush()
+        if info:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
+        self._bar.update(n)
+
+    def step(self, *_: Any) -> None:
+        """Advance by one: a per-step callback (``run_optimizer(..., progress=bar.step)``)."""
+        self.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled and self.tty and self.count < self.total:
-            self.stream.write("\n")
+        self.close()

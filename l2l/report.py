@@ -169,7 +169,10 @@ def _instances_text(entries: Sequence[Mapping]) -> str:
     return f"{joined} held-out instance{'s' if counts != [1] else ''}"
 
 
-def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title: str) -> str:
+def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title: str,
+                    tuning_figure: bool = False, meta_figure: bool = False) -> str:
+    """report.md: the table, then notes (failed rows, caveats such as a best learning rate at
+    an edge of the tuning grid), the tuning grids, the figures and the hyperparameters."""
     lines = [
         f"# {title}",
         "",
@@ -183,6 +186,40 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
         "",
         "![loss curves](curves.png)",
     ]
+    notes = [(display_name(e, i), e.get("status"), e.get("notes") or [])
+             for i, e in enumerate(entries)]
+    notes = [(name, status, n) for name, status, n in notes if n or status not in (None, "ok")]
+    if notes:
+        lines += ["", "## Notes", ""]
+        for name, status, texts in notes:
+            if status not in (None, "ok"):
+                lines.append(f"- **{name}**: {status}")
+            lines += [f"- **{name}**: {text}" for text in texts]
+    tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries) if e.get("tuning")]
+    if tuned:
+        lines += ["", "## Learning-rate tuning", "",
+                  "Mean final validation loss at each learning rate of the grid (∞: some "
+                  "validation instance diverged); the lowest is each optimizer's tuned lr.", "",
+                  "| optimizer | best lr | grid | " + " | ".join(
+                      fmt(lr, 2) for lr in tuned[0][1]["grid"]) + " |"
+                  if _same_grids(tuned) else "| optimizer | best lr | grid | scores |"]
+        if _same_grids(tuned):
+            lines.append("|---|---|---|" + "---|" * len(tuned[0][1]["grid"]))
+            for name, t in tuned:
+                lines.append(f"| {_cell(name)} | {fmt(t.get('best_lr'), 3)} | "
+                             f"{_grid_text(t)} | " + " | ".join(_score(v) for v in t["scores"])
+                             + " |")
+        else:
+            lines.append("|---|---|---|---|")
+            for name, t in tuned:
+                scores = ", ".join(f"{fmt(lr, 2)}: {_score(v)}"
+                                   for lr, v in zip(t["grid"], t["scores"]))
+                lines.append(f"| {_cell(name)} | {fmt(t.get('best_lr'), 3)} | {_grid_text(t)} "
+                             f"| {scores} |")
+        if tuning_figure:
+            lines += ["", "![learning-rate tuning](tuning.png)"]
+    if meta_figure:
+        lines += ["", "## Meta-training", "", "![meta-training](meta_training.png)"]
     hyper = [(display_name(e, i), e.get("hyperparameters")) for i, e in enumerate(entries)]
     hyper = [(name, h) for name, h in hyper if h]
     if hyper:
@@ -191,6 +228,19 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
             values = ", ".join(f"{k}={_hyper_value(v)}" for k, v in h.items())
             lines.append(f"- {name}: {values}")
     return "\n".join(lines) + "\n"
+
+
+def _same_grids(tuned: Sequence[tuple[str, Mapping]]) -> bool:
+    return len({tuple(t["grid"]) for _, t in tuned}) == 1
+
+
+def _grid_text(tuning: Mapping) -> str:
+    edge = tuning.get("edge")
+    return "⚠ best at the " + edge + " edge" if edge else "ok"
+
+
+def _score(value: Any) -> str:
+    return "∞" if _finite(value) is None else fmt(value, 3)
 
 
 def _hyper_value(value: Any) -> str:
@@ -260,6 +310,108 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
     return path
 
 
+def plot_tuning(path: str | Path, entries: Sequence[Mapping], *, title: str,
+                dpi: int = 120) -> Path:
+    """Final validation loss vs learning rate, log-log, one line per tuned optimizer; a
+    diverged learning rate is a gap in its line (marked ``x`` at the bottom), the tuned lr a
+    filled dot. Shows at a glance whether each grid brackets its optimum."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = _palette()
+    tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries) if e.get("tuning")]
+    finite = [v for _, t in tuned for v in t["scores"] if _finite(v) is not None and v > 0]
+    bottom = min(finite) / 3 if finite else 1.0
+    for name, tuning in tuned:
+        colour = next(colours)
+        grid = np.array(tuning["grid"], dtype=float)
+        scores = np.array([np.nan if _finite(v) is None or v <= 0 else float(v)
+                           for v in tuning["scores"]])
+        ax.plot(grid, scores, "o-", color=colour, ms=3, lw=1.4, label=name)
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            ax.plot(grid[bad], np.full(int(bad.sum()), bottom), "x", color=colour, ms=6)
+        best = _finite(tuning.get("best_lr"))
+        if best is not None and np.isfinite(scores).any():
+            k = int(np.nanargmin(scores))
+            ax.plot(grid[k:k + 1], scores[k:k + 1], "o", color=colour, ms=8, zorder=5)
+    ax.set_xscale("log")
+    if finite:
+        ax.set_yscale("log")
+        # a blown-up run's loss (1e20) would flatten every other line: clip at 100x the loss
+        # at each grid's smallest learning rate, which barely moves from the initial loss
+        firsts = [v for _, t in tuned for v in t["scores"][:1] if _finite(v) is not None]
+        top = max(finite) if not firsts else min(max(finite), 100 * max(firsts))
+        ax.set_ylim(bottom / 1.5, top * 1.5)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("final validation loss (mean over instances)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    if tuned:
+        ax.legend(fontsize="small", framealpha=0.9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def smooth(values: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average over the finite values (NaN where none is finite yet): noisy
+    meta-losses become a readable trend."""
+    out, recent = [], []
+    for value in values:
+        recent.append(_finite(value))
+        recent = recent[-window:]
+        kept = [v for v in recent if v is not None]
+        out.append(sum(kept) / len(kept) if kept else math.nan)
+    return out
+
+
+def plot_meta_training(path: str | Path, history: Mapping[str, Sequence[float]], *,
+                       title: str = "meta-training", dpi: int = 120) -> Path:
+    """``history`` (:attr:`MetaTrainer.history`: ``meta_loss`` per iteration, ``val_loss`` at
+    each ``val_iteration``) as a figure: the raw meta-loss faint, its moving average, and the
+    validation final loss on a second axis (the two are on different scales)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    meta = [math.nan if _finite(v) is None else float(v) for v in history.get("meta_loss", [])]
+    val = [math.nan if _finite(v) is None else float(v) for v in history.get("val_loss", [])]
+    val_at = list(history.get("val_iteration", []))[:len(val)]
+    fig = Figure(figsize=(7.5, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    iterations = list(range(1, len(meta) + 1))
+    window = max(1, len(meta) // 20)
+    ax.plot(iterations, meta, color="tab:blue", alpha=0.25, lw=0.8)
+    ax.plot(iterations, smooth(meta, window), color="tab:blue", lw=1.8,
+            label=f"meta-loss (moving average of {window})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("meta-loss", color="tab:blue")
+    right = ax.twinx()
+    right.plot(val_at, val, "o-", color="tab:red", ms=3, lw=1.4, label="validation final loss")
+    right.set_ylabel("validation final loss", color="tab:red")
+    finite_val = [v for v in val if math.isfinite(v)]
+    if finite_val and min(finite_val) > 0:
+        right.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    if handles:
+        ax.legend(handles=handles, fontsize="small", framealpha=0.9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
 def _palette():
     """Endless distinct colours for the classic optimizers (tab10 then tab20, no black)."""
     from matplotlib import colormaps
@@ -278,7 +430,9 @@ def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: 
                  title: str | None = None) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md`` and ``curves.png`` into ``run_dir``.
 
-    Returns their paths under the keys ``"summary"``, ``"report"`` and ``"curves"``.
+    Returns their paths under the keys ``"summary"``, ``"report"`` and ``"curves"`` (and
+    ``"tuning"`` when an entry kept its learning-rate grid: ``tuning.png``). A
+    ``meta_training.png`` already in ``run_dir`` (drawn by meta-training) is embedded too.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +441,13 @@ def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: 
              "curves": run_dir / "curves.png"}
     summary = {"task": task, "steps": steps, "title": title, "optimizers": list(entries)}
     paths["summary"].write_text(dumps(summary, indent=2) + "\n", encoding="utf-8")
-    paths["report"].write_text(markdown_report(entries, task=task, steps=steps, title=title),
+    tuned = any(entry.get("tuning") for entry in entries)
+    meta_figure = (run_dir / "meta_training.png").is_file()
+    paths["report"].write_text(markdown_report(entries, task=task, steps=steps, title=title,
+                                               tuning_figure=tuned, meta_figure=meta_figure),
                                encoding="utf-8")
     plot_curves(paths["curves"], entries, title=f"{title}: mean loss, 95% CI band")
+    if tuned:
+        paths["tuning"] = plot_tuning(run_dir / "tuning.png", entries,
+                                      title=f"learning-rate tuning on {task}")
     return paths

@@ -11,6 +11,11 @@ mirrors everything into a wandb run whose files land in ``<run_dir>/wandb/``:
   wandb: every later wandb call that fails is reported as a warning and skipped.
 * mode ``disabled``: wandb is not even imported.
 
+A run directory keeps its wandb run: the first session stores the run id in
+``<run_dir>/wandb_id.txt`` and every later session on the same directory (a resumed run) passes
+it back to ``wandb.init(id=..., resume="allow")``, so a killed and resumed run is one wandb run,
+not two.
+
 wandb is imported lazily, only when a wandb run is actually started, so ``import l2l`` stays
 fast and ``backend="none"`` never touches it.
 """
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
 BACKENDS = ("wandb", "none")
 _HEADER_BYTES = 7  # an empty .wandb transaction log is just its header
+ID_FILE = "wandb_id.txt"
 
 
 class TrackingWarning(UserWarning):
@@ -85,7 +91,8 @@ class RunLogger:
         config: the run's configuration (plain values), stored with the wandb run.
         backend: ``"wandb"`` or ``"none"`` (no wandb at all).
         mode: ``"offline"``, ``"online"`` or ``"disabled"`` (see the module docstring).
-        project, entity, group, tags, name, job_type: passed to ``wandb.init``.
+        project, entity, group, tags, name, job_type: passed to ``wandb.init`` (``name`` is
+            the run's ``run_name``).
         init_timeout: seconds ``wandb.init`` may take in online mode before falling back.
         settings: extra ``wandb.Settings`` fields (e.g. ``{"base_url": ...}``), override ours.
     """
@@ -150,15 +157,27 @@ class RunLogger:
                 self._guard("finish", run.finish)
             run = self._init_offline(init_kwargs, extra_settings, online_failure=reason)
             if run is not None:
-                _warn(f"wandb online init failed ({reason}); falling back to offline, sync later "
-                      f"with `wandb sync {self.wandb_run_dir_of(run)}`")
+                message = (f"wandb online init failed ({reason}); falling back to offline, sync "
+                           f"later with `wandb sync {self.wandb_run_dir_of(run)}`")
+                log.warning("%s", message)  # into train.log too, not only onto the console
+                _warn(message)
             return run
         return self._init_offline(init_kwargs, extra_settings)
 
     def _init_offline(self, init_kwargs: dict, extra_settings: dict,
                       online_failure: str | None = None) -> Any:
         try:
-            run = self._init("offline", init_kwargs, extra_settings, None)
+            try:
+                run = self._init("offline", init_kwargs, extra_settings, None)
+            except Exception:
+                if online_failure is None:
+                    raise
+                # wandb's service may still hold the id of the failed online attempt ("run ID
+                # is in use"): this session's offline run then gets an id of its own
+                import secrets
+
+                run = self._init("offline", init_kwargs, extra_settings, None,
+                                 run_id=secrets.token_hex(4))
         except Exception as exc:
             before = "" if online_failure is None else f"online init failed ({online_failure}), "
             _warn(f"wandb {before}offline init failed ({_first_line(exc)}); continuing without "
@@ -169,21 +188,38 @@ class RunLogger:
         return run
 
     def _init(self, mode: str, init_kwargs: dict, extra_settings: dict,
-              init_timeout: float | None) -> Any:
+              init_timeout: float | None, run_id: str | None = None) -> Any:
         wandb = self._wandb
         fields: dict[str, Any] = {"silent": True, "console": "off"}
         if init_timeout is not None:
             # login_timeout bounds the interactive API-key prompt, if wandb shows one
             fields.update(init_timeout=float(init_timeout), login_timeout=float(init_timeout))
         fields.update(extra_settings)
-        return wandb.init(
+        run = wandb.init(
             dir=str(self.run_dir),
             mode=mode,
             config=jsonable(self.config),
             settings=wandb.Settings(**fields),
             reinit="create_new",  # several loggers may live in one process (tests, sweeps)
+            id=run_id or self.wandb_id(),
+            resume="allow",  # the same run directory continues the same wandb run
             **init_kwargs,
         )
+        return run
+
+    def wandb_id(self) -> str:
+        """This run directory's wandb run id: read from ``wandb_id.txt``, or made and stored
+        there on first use, so that a resumed run logs into the run it started."""
+        path = self.run_dir / ID_FILE
+        if path.is_file():
+            stored = path.read_text(encoding="utf-8").strip()
+            if re.fullmatch(r"[A-Za-z0-9_-]+", stored):
+                return stored
+        import secrets
+
+        new = secrets.token_hex(4)  # 8 characters, like wandb's own ids
+        path.write_text(new + "\n", encoding="utf-8")
+        return new
 
     @staticmethod
     def wandb_run_dir_of(run: Any) -> Path | None:
@@ -258,6 +294,46 @@ class RunLogger:
             self.run.log({f"{key}_curves": plot, f"{key}_table": table})
 
         self._guard("log_curves", build_and_log)
+
+    def log_tuning(self, name: str, tuning: Mapping[str, Any]) -> None:
+        """Record a learning-rate search (:meth:`l2l.evaluation.TuneResult.as_dict`): one line
+        ``{"event": "tune", "optimizer": name, "grid": ..., "scores": ...}`` in metrics.jsonl
+        (no ``step``: tuning is not a point of meta-training) and the best lr, its validation
+        loss and whether it sits at a grid edge in the wandb summary. The grids are drawn in
+        wandb at the end of the run (:meth:`log_tuning_curves`), where they cannot upset the
+        history's step order."""
+        if self._finished:
+            raise RuntimeError("RunLogger.log_tuning called after finish()")
+        self._metrics.write(dumps({"event": "tune", "optimizer": name, **tuning}) + "\n")
+        self._metrics.flush()
+        scores = [s for s in tuning.get("scores", []) if isinstance(s, (int, float))]
+        self.summary({f"tune/{name}/best_val_final_loss": min(scores) if scores else None,
+                      f"tune/{name}/edge": tuning.get("edge") or "none"})
+
+    def log_tuning_curves(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Overlay every tuned optimizer's validation loss vs learning rate in one wandb chart
+        (``tune/val_loss_curves``) plus the ``tune/val_loss_table`` of ``(optimizer, lr,
+        loss)`` rows; a diverged lr is a missing point. Does nothing without wandb."""
+        tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries)
+                 if e.get("tuning")]
+        if self.run is None or not tuned:
+            return
+
+        def finite(v: Any) -> float | None:
+            return v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None
+
+        def build_and_log() -> None:
+            wandb = self._wandb
+            xs = [list(t["grid"]) for _, t in tuned]
+            ys = [[finite(v) for v in t["scores"]] for _, t in tuned]
+            plot = wandb.plot.line_series(xs=xs, ys=ys, keys=[n for n, _ in tuned],
+                                          title="final validation loss vs learning rate",
+                                          xname="learning rate")
+            rows = [[n, lr, finite(v)] for n, t in tuned for lr, v in zip(t["grid"], t["scores"])]
+            table = wandb.Table(columns=["optimizer", "lr", "val_final_loss"], data=rows)
+            self.run.log({"tune/val_loss_curves": plot, "tune/val_loss_table": table})
+
+        self._guard("log_tuning_curves", build_and_log)
 
     def summary(self, values: Mapping[str, Any]) -> None:
         """Set final values in the wandb run's summary (no file of ours)."""

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from l2l.evaluation import final_loss_score, run_optimizer
 from l2l.interface import BatchedOptimizer
+from l2l.progress import Progress
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.mixture import MixtureFamily
 
@@ -32,10 +33,16 @@ class Validator:
         self.best_val = math.inf
         self.best_weights: dict[str, Tensor] | None = None
         self.best_iteration: int | None = None
+        #: show a progress bar while validating (a validation can take as long as many
+        #: meta-iterations); off by default so that library use stays quiet
+        self.show_progress = False
 
     def score(self, optimizer: BatchedOptimizer) -> float:
-        scores = [final_loss_score(run_optimizer(optimizer, s, self.horizon, with_metrics=False))
-                  for s in self.sets]
+        with Progress(self.horizon * len(self.sets), "validate", enabled=self.show_progress,
+                      leave=False) as bar:
+            scores = [final_loss_score(run_optimizer(optimizer, s, self.horizon,
+                                                     with_metrics=False, progress=bar.step))
+                      for s in self.sets]
         if len(scores) == 1:
             return scores[0]
         if not all(math.isfinite(s) and s > 0 for s in scores):

@@ -185,3 +185,37 @@ def _env_without_display() -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+def test_tuning_grid_notes_and_figure(tmp_path, entries):
+    """A tuned entry keeps its whole grid: report.md tabulates it (∞ for a diverged lr), the
+    edge caveat appears under Notes, and tuning.png is drawn."""
+    entries = [dict(e) for e in entries]
+    entries[1]["tuning"] = {"grid": [1e-3, 1e-2, 1e-1], "scores": [0.5, 0.2, math.inf],
+                            "diverged": [False, False, True], "best_lr": 1e-2, "edge": None}
+    entries[3]["tuning"] = {"grid": [1e-3, 1e-2, 1e-1], "scores": [0.9, 0.5, 0.3],
+                            "diverged": [False] * 3, "best_lr": 1e-1, "edge": "high"}
+    entries[3]["notes"] = ["the best learning rate 0.1 is the highest value of the tuning grid; "
+                           "widen the grid with tune.high=1"]
+    paths = write_report(tmp_path, entries, task="quadratic", steps=5)
+    text = paths["report"].read_text()
+    assert "## Notes" in text and "tune.high=1" in text
+    assert "## Learning-rate tuning" in text and "![learning-rate tuning](tuning.png)" in text
+    assert "| adam | 0.01 | ok | 0.5 | 0.2 | ∞ |" in text
+    assert "high edge" in text
+    assert paths["tuning"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = _strict_json(paths["summary"].read_text())
+    assert summary["optimizers"][1]["tuning"]["scores"] == [0.5, 0.2, None]
+
+
+def test_meta_training_figure_is_embedded(tmp_path, entries):
+    from l2l.report import plot_meta_training
+
+    history = {"meta_loss": [3.0, 2.0, math.nan, 1.0], "val_loss": [5.0, 2.0, 1.5],
+               "val_iteration": [0, 2, 4]}
+    path = plot_meta_training(tmp_path / "meta_training.png", history)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = write_report(tmp_path, entries, task="quadratic", steps=5)["report"].read_text()
+    assert "![meta-training](meta_training.png)" in text
+    assert "meta_training.png" not in write_report(tmp_path / "other", entries,
+                                                   task="quadratic", steps=5)["report"].read_text()

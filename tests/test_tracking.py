@@ -171,7 +171,9 @@ def test_offline_init_failure_never_kills_the_run(tmp_path, monkeypatch):
     assert _read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 0, "x": 1.0}]
 
 
-def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch):
+def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch, caplog):
+    import logging
+
     import wandb
 
     real_init, modes = wandb.init, []
@@ -183,8 +185,12 @@ def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch):
         return real_init(**kwargs)
 
     monkeypatch.setattr(wandb, "init", flaky_init)
-    with pytest.warns(TrackingWarning, match="falling back to offline") as record:
-        logger = RunLogger(tmp_path, {}, mode="online")
+    with pytest.warns(TrackingWarning, match="falling back to offline") as record, \
+            caplog.at_level(logging.WARNING, logger="l2l"):
+        logger = RunLogger(tmp_path, {}, mode="online", init_timeout=5)
+    # also a log record, which Hydra writes to train.log (a warning alone reaches only stderr)
+    assert any("falling back to offline" in r.getMessage() and r.name.startswith("l2l")
+               for r in caplog.records)
     with logger:
         assert modes == ["online", "offline"]
         assert logger.mode == "offline"
@@ -220,9 +226,46 @@ def test_online_unreachable_server_falls_back_quickly(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["mode"] == "offline"
+    assert result["mode"] == "offline", result
     fallback = [w for w in result["warnings"] if "falling back to offline" in w]
     assert len(fallback) == 1 and "wandb online init failed" in fallback[0]
     assert f"wandb sync {result['run']}" in fallback[0]
     assert Path(result["run"]).name.startswith("offline-run-")
     assert list(Path(result["run"]).glob("run-*.wandb"))
+
+
+# ---------------------------------------------------------------------------------------------
+# One run directory, one wandb run; tuning records.
+
+
+def test_resumed_run_dir_continues_the_same_wandb_run(tmp_path):
+    """Two sessions on one run directory (a run killed and resumed) log into one wandb run:
+    the id is stored in wandb_id.txt and passed back with resume="allow"."""
+    run_dir = tmp_path / "run"
+    ids = []
+    for session in range(2):
+        with RunLogger(run_dir, {"lr": 0.1}, mode="offline", name="my-run") as logger:
+            logger.log({"x": float(session)}, step=session)
+            ids.append(logger.run.id)
+            assert logger.run.name == "my-run"
+    assert ids[0] == ids[1] == (run_dir / "wandb_id.txt").read_text().strip()
+    folders = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert folders and all(ids[0] in f.name for f in folders)
+
+
+def test_another_run_dir_gets_another_wandb_run(tmp_path):
+    with RunLogger(tmp_path / "a", mode="offline") as a, \
+            RunLogger(tmp_path / "b", mode="offline") as b:
+        assert a.run.id != b.run.id
+
+
+def test_log_tuning_line_in_metrics_jsonl(tmp_path):
+    tuning = {"grid": [0.1, 1.0], "scores": [0.5, math.inf], "diverged": [False, True],
+              "best_lr": 0.1, "edge": "low"}
+    with RunLogger(tmp_path, backend="none") as logger:
+        logger.log({"meta/loss": 1.0}, step=1)
+        logger.log_tuning("adam", tuning)
+    lines = _read_jsonl(tmp_path / "metrics.jsonl")
+    assert lines[-1] == {"event": "tune", "optimizer": "adam", "grid": [0.1, 1.0],
+                         "scores": [0.5, None], "diverged": [False, True], "best_lr": 0.1,
+                         "edge": "low"}

@@ -84,6 +84,9 @@ def test_compare_end_to_end_with_wandb_offline(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert "| optimizer |" in report and "lstm" in report
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for figure in ("tuning.png", "meta_training.png"):  # tuning grids, meta-training curves
+        assert (run_dir / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert f"]({figure})" in report
     assert (run_dir / "checkpoints" / "best.pt").exists()
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert (run_dir / "metrics.jsonl").read_text().count("\n") >= 2
@@ -154,3 +157,60 @@ def test_bad_override_fails_fast_with_a_clear_message(tmp_path, override, messag
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_tune_keeps_the_whole_grid_and_warns_at_its_edge(tmp_path):
+    """adam's best lr on quadratics is far above 0.01: with tune.high=0.01 the best is the
+    grid's top, which the log, report.md and summary.json say, naming the override to use."""
+    run_dir = tmp_path / "run"
+    proc = _train([*TINY, "mode=tune", "optimizer=adam", "tune.high=0.01", "logger=none",
+                   f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (entry,) = json.loads((run_dir / "summary.json").read_text())["optimizers"]
+    tuning = entry["tuning"]
+    assert tuning["grid"] == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert len(tuning["scores"]) == 3 and tuning["diverged"] == [False] * 3
+    assert tuning["best_lr"] == entry["tuned_lr"] == pytest.approx(1e-2)
+    assert tuning["edge"] == "high"
+    assert any("tune.high=0.1" in note for note in entry["notes"])
+    assert "tune.high=0.1" in (run_dir / "report.md").read_text()
+    assert "tune.high=0.1" in (run_dir / "train.log").read_text()
+    assert (run_dir / "tuning.png").exists()
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["optimizer"] for x in lines if x.get("event") == "tune"] == ["adam"]
+
+
+def test_missing_mnist_fails_before_any_wandb_run(tmp_path):
+    """Inputs are checked before the logger starts: no MNIST in data_dir (and no download)
+    fails the run with the data error and leaves no wandb run behind."""
+    empty = tmp_path / "no_mnist"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    proc = _train(["task=mnist", f"data_dir={empty}", "task.kwargs.download=false",
+                   "mode=evaluate", "optimizer=adam", *TINY, f"hydra.run.dir={run_dir}"],
+                  tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert "MNIST" in proc.stderr + proc.stdout
+    assert not (run_dir / "wandb").exists() and not (run_dir / "wandb_id.txt").exists()
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_sweep_is_aggregated_by_swept_settings_over_seeds(tmp_path):
+    """A 2x2 sweep (optimizer x seed): short job folder names, and the Hydra callback writes
+    one aggregate grouping the 4 jobs by optimizer, with mean and CI over the 2 seeds."""
+    sweep = tmp_path / "sweep"
+    proc = _train(["-m", *TINY, "mode=tune", "optimizer=sgd,adam", "seed=0,1", "logger=none",
+                   "run_name=agg", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(names) == 4
+    assert all("run_name" not in n and "progress" not in n and "logger" not in n for n in names)
+    result = json.loads((sweep / "aggregate.json").read_text())
+    assert result["jobs"] == 4 and result["swept"] == ["optimizer"]
+    rows = {row["settings"]["optimizer"]: row for row in result["rows"]}
+    assert set(rows) == {"sgd", "adam"}
+    for name, row in rows.items():
+        assert row["optimizer"] == name and row["n"] == 2 and sorted(row["seeds"]) == ["0", "1"]
+        assert row["final_loss_mean"] > 0 and row["final_loss_ci95"] is not None
+    assert "| optimizer |" in (sweep / "aggregate.md").read_text()
+    assert (sweep / "aggregate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,237 @@
+"""One table and one figure for a whole Hydra sweep: ``python -m l2l.aggregate <sweep dir>``.
+
+A multirun (``python train.py -m ...``) leaves one folder per job, each with its own
+``summary.json``; comparing them by hand means opening every report. This module reads every
+job's ``.hydra/overrides.yaml`` and ``summary.json``, finds the *swept* settings (the overrides
+whose values differ between jobs), groups the jobs by them, and averages each optimizer's final
+loss over the ``seed=`` axis (the meta-training seed; the test problems, fixed by ``eval.seed``,
+are the same in every job) with a 95% confidence interval (Student t over seeds). It writes
+``aggregate.md``, ``aggregate.json`` and ``aggregate.png`` into the sweep directory.
+
+The ``AggregateCallback`` (listed under ``hydra.callbacks`` in ``conf/config.yaml``) runs it
+at the end of every multirun; the command reruns it by hand (e.g. after adding jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from l2l.report import DASH, _cell, _finite, dumps, fmt
+from l2l.stats import mean_ci95
+
+log = logging.getLogger(__name__)
+
+SEED_KEYS = ("seed",)  #: the replicate axis: averaged over, never grouped by
+#: overrides that never define a setting (names, logging, cosmetics), ignored when grouping
+IGNORED = ("run_name", "progress", "threads", "logger", "hydra", "data_dir", "device")
+
+
+def _ignored(key: str) -> bool:
+    key = key.lstrip("+~")
+    return any(key == k or key.startswith(k + ".") or key.startswith(k + "/") for k in IGNORED)
+
+
+def read_overrides(job_dir: Path) -> dict[str, str]:
+    """A job's command-line overrides ``{key: value}`` from ``.hydra/overrides.yaml``."""
+    import yaml
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """Every job folder of a sweep (any sub-folder holding ``.hydra/``), in job-number order:
+    ``{"dir", "overrides", "summary"}`` (``summary`` None for a job that wrote none)."""
+    sweep_dir = Path(sweep_dir)
+
+    def number(path: Path) -> tuple:
+        head = path.name.split("_", 1)[0]
+        return (int(head), path.name) if head.isdigit() else (math.inf, path.name)
+
+    found = []
+    for job_dir in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=number):
+        summary_path = job_dir / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        found.append({"dir": job_dir, "overrides": read_overrides(job_dir), "summary": summary})
+    return found
+
+
+def swept_keys(all_overrides: Sequence[Mapping[str, str]]) -> list[str]:
+    """The override keys whose value differs between jobs (or is missing in some), in the
+    order they first appear; ``seed`` and :data:`IGNORED` settings excluded."""
+    keys: list[str] = []
+    for overrides in all_overrides:
+        keys += [k for k in overrides if k not in keys]
+    return [k for k in keys if k not in SEED_KEYS and not _ignored(k)
+            and len({o.get(k) for o in all_overrides}) > 1]
+
+
+def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
+    """Group a sweep's jobs by their swept settings and average each optimizer's final loss
+    over seeds; write ``aggregate.{md,json,png}`` into ``sweep_dir``; return the aggregate.
+
+    Each row: the group's settings, the optimizer, ``n`` (jobs with a finite final loss),
+    ``final_loss_mean`` and ``final_loss_ci95`` (over those jobs), the seeds, the tuned lrs.
+    """
+    sweep_dir = Path(sweep_dir)
+    found = jobs(sweep_dir)
+    keys = swept_keys([job["overrides"] for job in found])
+    groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    missing = []
+    for job in found:
+        setting = tuple((k, job["overrides"].get(k)) for k in keys)
+        if job["summary"] is None:
+            missing.append(job["dir"].name)
+            continue
+        seed = job["overrides"].get("seed")
+        for entry in job["summary"].get("optimizers", []):
+            name = entry.get("name") or entry.get("optimizer")
+            groups[setting][name].append({"seed": seed, "job": job["dir"].name,
+                                          "final_loss": entry.get("final_loss_mean"),
+                                          "tuned_lr": entry.get("tuned_lr"),
+                                          "learned": bool(entry.get("learned"))})
+    rows = []
+    for setting, optimizers in groups.items():
+        for name, runs in optimizers.items():
+            losses = [float(r["final_loss"]) for r in runs if _finite(r["final_loss"]) is not None]
+            mean, ci = mean_ci95(losses) if losses else (math.nan, math.nan)
+            rows.append({"settings": dict(setting), "optimizer": name, "n": len(losses),
+                         "jobs": len(runs), "final_loss_mean": mean, "final_loss_ci95": ci,
+                         "learned": any(r["learned"] for r in runs),
+                         "seeds": [r["seed"] for r in runs],
+                         "tuned_lrs": [r["tuned_lr"] for r in runs],
+                         "job_dirs": [r["job"] for r in runs]})
+    result = {"sweep_dir": str(sweep_dir), "swept": keys, "jobs": len(found),
+              "missing": missing, "rows": rows}
+    (sweep_dir / "aggregate.json").write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
+    (sweep_dir / "aggregate.md").write_text(markdown(result), encoding="utf-8")
+    plot(sweep_dir / "aggregate.png", result)
+    return result
+
+
+def _label(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "all jobs"
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """``aggregate.md``: one row per (swept settings, optimizer), best mean first per group."""
+    keys = [k for k in result["swept"] if k != "optimizer"]  # the optimizer column shows it
+    header = [*keys, "optimizer", "final loss (mean ± 95% CI over seeds)", "seeds", "tuned lr"]
+    lines = [f"# Sweep {Path(result['sweep_dir']).name}", "",
+             f"{result['jobs']} jobs, grouped by the swept settings "
+             f"({', '.join(f'`{k}`' for k in result['swept']) or 'none'}); each optimizer's "
+             "final test loss (the mean over a job's held-out instances) is averaged over the "
+             "jobs of a group (the `seed=` axis) with a Student-t 95% confidence interval "
+             "(— for one seed).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def order(row: Mapping) -> tuple:
+        loss = _finite(row["final_loss_mean"])
+        return (_label(row["settings"]), loss is None, loss if loss is not None else 0.0)
+
+    for row in sorted(result["rows"], key=order):
+        loss = _finite(row["final_loss_mean"])
+        ci = _finite(row["final_loss_ci95"])
+        cell = DASH if loss is None else fmt(loss) + ("" if ci is None else f" ± {fmt(ci)}")
+        lrs = sorted({fmt(lr, 3) for lr in row["tuned_lrs"] if lr is not None})
+        name = _cell(str(row["optimizer"]))
+        lines.append("| " + " | ".join(
+            [*(_cell(str(row["settings"].get(k))) for k in keys),
+             f"**{name}**" if row["learned"] else name, cell,
+             f"{row['n']}/{row['jobs']}", ", ".join(lrs) or DASH]) + " |")
+    if result["missing"]:
+        lines += ["", "Jobs without a summary.json (failed, unfinished, or meta-training only): "
+                  + ", ".join(f"`{m}`" for m in result["missing"])]
+    lines += ["", "![sweep](aggregate.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
+    """Mean final loss with its 95% CI per group (x) and optimizer (one marker series each),
+    log-scale y: the sweep at a glance."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from l2l.report import _palette
+
+    rows = result["rows"]
+    groups = list(dict.fromkeys(_label(r["settings"]) for r in rows))
+    names = list(dict.fromkeys(r["optimizer"] for r in rows))
+    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colours = _palette()
+    width = 0.8 / max(len(names), 1)
+    positive = [r["final_loss_mean"] for r in rows if (_finite(r["final_loss_mean"]) or 0) > 0]
+    for k, name in enumerate(names):
+        xs, ys, errs = [], [], []
+        for r in rows:
+            if r["optimizer"] == name and _finite(r["final_loss_mean"]) is not None:
+                xs.append(groups.index(_label(r["settings"])) - 0.4 + width * (k + 0.5))
+                ys.append(r["final_loss_mean"])
+                errs.append(_finite(r["final_loss_ci95"]) or 0.0)
+        colour = "black" if any(r["learned"] for r in rows if r["optimizer"] == name) \
+            else next(colours)
+        ax.errorbar(xs, ys, yerr=errs, fmt="o", color=colour, capsize=3, label=name)
+    if positive and len(positive) == len([r for r in rows if _finite(r["final_loss_mean"])]):
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=20 if len(groups) > 3 else 0, ha="right"
+                       if len(groups) > 3 else "center", fontsize="small")
+    ax.set_ylabel("final test loss (mean over seeds, 95% CI)")
+    ax.set_title(f"sweep {Path(result['sweep_dir']).name}")
+    ax.grid(True, axis="y", alpha=0.3)
+    if names:
+        ax.legend(fontsize="small", framealpha=0.9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+try:  # the Hydra callback; hydra is a dependency, but keep the module usable without it
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class AggregateCallback(_HydraCallback):
+    """Hydra callback: aggregate the sweep when a multirun ends (``hydra.callbacks`` in
+    ``conf/config.yaml``). A failure is a warning: the jobs' own results are already safe."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            result = aggregate(sweep_dir)
+        except Exception as error:  # never turn a finished sweep into a failed command
+            log.warning("could not aggregate the sweep %s: %s: %s", sweep_dir,
+                        type(error).__name__, error)
+            return
+        print(f"sweep aggregate ({result['jobs']} jobs): {sweep_dir / 'aggregate.md'}",
+              flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m l2l.aggregate", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun folder: runs/multirun/<name>")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a directory")
+    result = aggregate(args.sweep_dir)
+    print((args.sweep_dir / "aggregate.md").read_text(encoding="utf-8"))
+    print(f"({result['jobs']} jobs; also aggregate.json and aggregate.png in {args.sweep_dir})")
+
+
+if __name__ == "__main__":
+    main()

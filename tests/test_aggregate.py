@@ -1,0 +1,65 @@
+"""l2l.aggregate: a sweep's jobs grouped by the swept settings, averaged over seeds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from l2l.aggregate import aggregate, swept_keys
+from l2l.stats import mean_ci95
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _job(sweep: Path, num: int, overrides: list[str], losses: dict[str, float | None]) -> None:
+    job = sweep / f"{num}_job"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if losses:
+        optimizers = [{"name": n, "final_loss_mean": v, "tuned_lr": 0.1, "learned": n == "lstm"}
+                      for n, v in losses.items()]
+        (job / "summary.json").write_text(json.dumps({"optimizers": optimizers}))
+
+
+def test_swept_keys_ignore_seed_names_and_constants():
+    jobs = [{"mode": "tune", "optimizer": o, "seed": s, "run_name": f"r{s}", "threads": "1"}
+            for o in ("sgd", "adam") for s in ("0", "1")]
+    assert swept_keys(jobs) == ["optimizer"]
+
+
+def test_groups_and_seed_statistics(tmp_path):
+    sweep = tmp_path / "sweep"
+    losses = {("16", "0"): 1.0, ("16", "1"): 2.0, ("16", "2"): 4.0,
+              ("32", "0"): 0.5, ("32", "1"): 0.25, ("32", "2"): None}  # one failed job
+    for num, ((hidden, seed), loss) in enumerate(losses.items()):
+        _job(sweep, num, ["mode=compare", f"optimizer.hyperparameters.hidden_size={hidden}",
+                          f"seed={seed}", "run_name=x"],
+             {"lstm": loss, "adam": 3.0} if loss is not None else {})
+    result = aggregate(sweep)
+    assert result["jobs"] == 6 and result["missing"] == ["5_job"]
+    assert result["swept"] == ["optimizer.hyperparameters.hidden_size"]
+    rows = {(r["settings"]["optimizer.hyperparameters.hidden_size"], r["optimizer"]): r
+            for r in result["rows"]}
+    assert set(rows) == {("16", "lstm"), ("16", "adam"), ("32", "lstm"), ("32", "adam")}
+    mean, ci = mean_ci95([1.0, 2.0, 4.0])
+    assert rows["16", "lstm"]["final_loss_mean"] == pytest.approx(mean)
+    assert rows["16", "lstm"]["final_loss_ci95"] == pytest.approx(ci)
+    assert rows["16", "lstm"]["n"] == 3 and rows["32", "lstm"]["n"] == 2
+    assert rows["16", "adam"]["final_loss_ci95"] == 0.0
+    text = (sweep / "aggregate.md").read_text()
+    assert "**lstm**" in text and "`5_job`" in text and "3/3" in text
+    assert json.loads((sweep / "aggregate.json").read_text())["rows"]
+    assert (sweep / "aggregate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_line(tmp_path):
+    _job(tmp_path, 0, ["optimizer=sgd", "seed=0"], {"sgd": 1.0})
+    _job(tmp_path, 1, ["optimizer=sgd", "seed=1"], {"sgd": 3.0})
+    proc = subprocess.run([sys.executable, "-m", "l2l.aggregate", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 ± " in proc.stdout and (tmp_path / "aggregate.md").exists()
