@@ -55,7 +55,7 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a damaged file can fail in many ways inside the unpickler
         # torch's message advises weights_only=False, i.e. running the file's code: never shown.
-        unsafe = "Unsupported global" in str(err) or "Unsupported operand" in str(err)
+        unsafe = "Unsupported global" in str(err)
         what = ("holds objects other than tensors and plain data (refused: loading them could "
                 "run code)" if unsafe else f"is corrupt ({type(err).__name__})")
         raise CheckpointError(

@@ -9,6 +9,7 @@ from torch import nn
 
 from l2l.tasks import (
     FAMILIES,
+    MixtureFamily,
     MNISTCNNFamily,
     MNISTInstances,
     MNISTLogRegFamily,
@@ -211,7 +212,7 @@ def test_logreg_learns(logreg):
 
 
 def test_build_task_registry_and_bad_kwargs(mnist_dir):
-    assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg"}
+    assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture"}
     fam = build_task("mnist_cnn", channels=[2, 2], data_dir=mnist_dir)
     assert isinstance(fam, MNISTCNNFamily) and fam.channels == (2, 2)
     assert fam.name == "mnist_cnn"
@@ -266,6 +267,7 @@ def test_conf_task_presets_build_their_family():
         "mnist_relu": (MNISTMLPFamily, {"hidden_sizes": (20,), "activation": "relu"}),
         "mnist_cnn": (MNISTCNNFamily, {"channels": (4, 8), "num_params": 4266}),
         "mnist_logreg": (MNISTLogRegFamily, {"num_params": 7850}),
+        "mnist_mixture": (MixtureFamily, {}),
         "quadratic": (type(build_task("quadratic")), {"w_dist": "normal"}),
         "quadratic_official": (type(build_task("quadratic")), {"w_dist": "uniform"}),
     }
