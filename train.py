@@ -30,7 +30,7 @@ from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
 from l2l.registry import build_optimizer, is_learned
 from l2l.report import markdown_table, write_report
 from l2l.run_dir import RunDirInUse, RunDirLock, refuse_existing_results, save_run_config
-from l2l.runtime import resolve_device, resolve_threads
+from l2l.runtime import available_cpus, resolve_device, resolve_threads
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
 
@@ -73,11 +73,13 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     device = resolve_device(cfg.device)
-    threads = resolve_threads(cfg.threads)
-    if threads:
-        torch.set_num_threads(threads)
     task = build_task(cfg.task.family, **plain(cfg.task.kwargs))
     task.name = cfg.task.name
+    threads, why = resolve_threads(cfg.threads, problem_size=problem_size(task),
+                                   parallel_jobs=parallel_jobs())
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+        log.info("threads: %s", why)
     study = cfg.optimizer.name
     learned = is_learned(study)
     experiments.study_optimizer(cfg)  # validates the hyperparameters now, not after an hour
@@ -139,6 +141,22 @@ def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
     print(f"\n{markdown_table(entries)}\n\nreport: {paths['report']}", flush=True)
     finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
     return min(finite) if finite else math.inf
+
+
+def problem_size(task: object) -> int | None:
+    try:
+        return int(task.num_params)  # type: ignore[attr-defined]
+    except (ValueError, TypeError, AttributeError):
+        return None  # e.g. a mixture of different sizes
+
+
+def parallel_jobs() -> int:
+    """How many sweep jobs share this machine (the joblib launcher's n_jobs; -1: all cores)."""
+    launcher = OmegaConf.select(HydraConfig.get(), "launcher") or {}
+    n_jobs = launcher.get("n_jobs") if hasattr(launcher, "get") else None
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    return available_cpus() if n_jobs < 0 else n_jobs
 
 
 def sweep_group() -> str | None:

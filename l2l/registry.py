@@ -13,6 +13,7 @@ import functools
 import importlib
 import inspect
 import pkgutil
+import sys
 from typing import Any
 
 from l2l.interface import BatchedOptimizer
@@ -103,3 +104,20 @@ def build_optimizer(name: str, **hyperparameters: Any) -> BatchedOptimizer:
         return cls(**values)
     except TypeError as error:  # e.g. a string where a number belongs
         raise ValueError(f"bad hyperparameters for optimizer {name!r}: {error}") from error
+
+
+def describe() -> str:
+    """Every optimizer, hand-designed and learned listed apart, with its hyperparameters."""
+    from l2l.config_store import optimizer_defaults
+
+    lines = []
+    for title, names in (("hand-designed", baseline_names()), ("learned", learned_names())):
+        lines.append(f"{title}:")
+        for name in names:
+            cls = optimizer_class(name)
+            module_doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+            summary = getattr(cls, "summary", "") or module_doc.splitlines()[0]
+            hyper = ", ".join(f"{k}={v}" for k, v in
+                              optimizer_defaults(name)["hyperparameters"].items())
+            lines.append(f"  {name:<19} {summary}\n  {'':<19} {hyper}")
+    return "\n".join(lines)

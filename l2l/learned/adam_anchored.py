@@ -134,4 +134,4 @@ class AdamAnchored(LearnedOptimizer):
     @property
     def learning_rate(self) -> float:
         """The current learned ``eta``."""
-        return self.config["lr"] * math.exp(float(self.log_lr_delta))
+        return self.config["lr"] * math.exp(float(self.log_lr_delta.detach()))

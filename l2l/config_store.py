@@ -1,0 +1,38 @@
+"""Every optimizer's defaults as a Hydra config, built from its class: defined once, in code.
+
+``conf/optimizer/<name>.yaml`` only documents the optimizer and states what differs from its
+class defaults; its defaults list pulls ``/optimizer_defaults/<name>`` -- registered here from the
+constructor's signature -- so a dataclass default is never repeated in a yaml (and a yaml cannot
+drift from the code), while every hyperparameter stays overridable on the command line
+(``optimizer.hyperparameters.lr=0.1``) without Hydra's ``+``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+def optimizer_defaults(name: str) -> dict[str, Any]:
+    """``{"name": name, "hyperparameters": {...}}`` from the class's constructor defaults."""
+    from l2l.registry import optimizer_class
+
+    cls = optimizer_class(name)
+    hyper = {}
+    for key, parameter in inspect.signature(cls).parameters.items():
+        value = parameter.default
+        if value is inspect.Parameter.empty:
+            continue
+        hyper[key] = list(value) if isinstance(value, tuple) else value
+    return {"name": name, "hyperparameters": hyper}
+
+
+def register_configs() -> None:
+    """Register ``optimizer_defaults/<name>`` for every optimizer (idempotent)."""
+    from l2l.registry import optimizers
+
+    store = ConfigStore.instance()
+    for name in optimizers():
+        store.store(group="optimizer_defaults", name=name, node=optimizer_defaults(name))

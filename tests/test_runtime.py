@@ -1,0 +1,55 @@
+"""Runtime choices: threads for the machine, optimizer defaults defined once, a useful --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from l2l.config_store import optimizer_defaults
+from l2l.registry import build_optimizer, optimizers
+from l2l.runtime import available_cpus, resolve_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_auto_threads_use_one_for_small_problems_and_share_cores_among_jobs():
+    assert resolve_threads("auto", problem_size=10)[0] == 1
+    threads, why = resolve_threads("auto", problem_size=1_000_000)
+    assert 1 <= threads <= available_cpus() and why.startswith("auto")
+    assert resolve_threads("auto", problem_size=1_000_000, parallel_jobs=10**6)[0] == 1
+    assert resolve_threads(3) == (3, "as given")
+    assert resolve_threads(None)[0] is None
+    for bad in (-1, 0, 2.5, "many", True):
+        with pytest.raises(ValueError, match="must be a positive integer, auto, or null"):
+            resolve_threads(bad)
+
+
+def test_optimizer_yamls_take_their_defaults_from_the_classes():
+    """No default is written twice: each yaml composes to its class's signature defaults (the
+    LSTM's per-task settings aside), and building from the config gives the default object."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for name in optimizers():
+            cfg = compose("config", overrides=[f"optimizer={name}", "task=mnist"])
+            hyper = OmegaConf.to_container(cfg.optimizer.hyperparameters, resolve=True)
+            assert cfg.optimizer.name == name
+            assert hyper == optimizer_defaults(name)["hyperparameters"], name
+            assert build_optimizer(name, **hyper).hyperparameters() == \
+                build_optimizer(name).hyperparameters()
+        quad = compose("config", overrides=["optimizer=lstm", "task=quadratic"])
+        assert quad.optimizer.hyperparameters.preprocessing == "none"
+        assert quad.optimizer.hyperparameters.output_scale == 1.0
+    for path in (ROOT / "conf" / "optimizer").glob("*.yaml"):
+        assert "lr: " not in path.read_text() or path.stem == "lstm", path
+
+
+def test_help_lists_modes_groups_and_presets():
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True,
+                         text=True, timeout=60).stdout
+    for word in ("meta_train", "compare", "evaluate", "tune", "experiment:", "paper_mnist",
+                 "optimizer:", "rnnprop", "task:", "mnist_cnn", "python -m l2l"):
+        assert word in out, word
