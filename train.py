@@ -1,6 +1,6 @@
 """Meta-train, tune, evaluate and compare optimizers: every experiment of l2l is one command.
 
-    python train.py                                   # the demo: compare on quadratics (~3 min)
+    python train.py                                   # the demo: compare on quadratics (README)
     python train.py experiment=paper_mnist run_name=mnist1   # the paper's MNIST setup
     python train.py mode=evaluate optimizer=adam optimizer.hyperparameters.lr=0.03 task=mnist
     python train.py -m optimizer=sgd,adam seed=0,1,2 mode=tune    # a sweep
