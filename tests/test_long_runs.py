@@ -198,3 +198,15 @@ def test_checkpoint_with_unknown_fields_is_one_line(tmp_path):
     proc = _train(["mode=evaluate", f"checkpoint={path}", "logger=none"], tmp_path, timeout=60)
     assert proc.returncode == 1 and "unknown field(s) ['wings']" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_mnist_file_is_one_line(tmp_path):
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (data / name).write_bytes(b"not mnist")
+    proc = _train(["task=mnist", f"data_dir={data}", "task.kwargs.download=false",
+                   "logger=none", "progress=false"], tmp_path, timeout=60)
+    assert proc.returncode == 1
+    assert "MNIST" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
