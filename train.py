@@ -38,7 +38,7 @@ log = logging.getLogger("l2l")
 MODES = ("meta_train", "evaluate", "tune", "compare")
 #: errors that are the user's input or environment, not a bug in l2l: one line, no traceback
 #: (``debug=true`` shows the traceback anyway)
-USER_ERRORS = (ValueError, TypeError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
+USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
                MNISTDownloadError, MetaTrainingDiverged, MetaTrainingFailed, RunDirInUse,
                FileExistsError, OSError)
 
