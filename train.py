@@ -4,6 +4,7 @@
     python train.py experiment=paper_mnist run_name=mnist1   # the paper's MNIST setup
     python train.py mode=evaluate optimizer=adam optimizer.hyperparameters.lr=0.03 task=mnist
     python train.py -m optimizer=sgd,adam seed=0,1,2 mode=tune    # a sweep
+    python train.py experiment=generalization checkpoints=[a.pt,b.pt]   # the generalization study
 
 Configs live in conf/ (see conf/config.yaml for every option); outputs in runs/ (see
 runs/README.md). A named run (run_name=...) that was killed resumes when the same command runs
