@@ -150,3 +150,13 @@ def test_train_zoo_script_writes_an_index_entry_from_a_run(seeds):
     assert record["command"].startswith("python train.py ") and "seed=1" in record["command"]
     assert record["meta_training_tasks"] == record["iteration"] * 2
     assert math.isfinite(record["val_loss"])
+
+
+def test_a_finished_study_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "generalization.json").write_text("{}")
+    proc = _train(["mode=generalization", "logger=none", "checkpoints=[lstm-quadratic]",
+                   f"hydra.run.dir={run_dir}"], tmp_path, timeout=120)
+    assert proc.returncode == 1 and "already holds results" in proc.stderr
+    assert (run_dir / "generalization.json").read_text() == "{}"
