@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from l2l.checkpoint import CheckpointError, load_learned_optimizer
+
+if TYPE_CHECKING:
+    from l2l.learned.base import LearnedOptimizer
 
 ZOO_DIR = Path(__file__).resolve().parent
 INDEX = ZOO_DIR / "index.json"
@@ -78,7 +81,7 @@ def is_zoo_name(checkpoint: str | Path) -> bool:
     return not Path(checkpoint).is_file() and str(checkpoint) in index()
 
 
-def load(name: str, device: str | torch.device = "cpu"):
+def load(name: str, device: str | torch.device = "cpu") -> LearnedOptimizer:
     """The learned optimizer of zoo entry ``name`` (or of a checkpoint path), on ``device``."""
     optimizer = load_learned_optimizer(resolve(name), device)
     record = index().get(str(name))
