@@ -4,6 +4,7 @@
     python train.py experiment=paper_mnist run_name=mnist1   # the paper's MNIST setup
     python train.py mode=evaluate optimizer=adam optimizer.hyperparameters.lr=0.03 task=mnist
     python train.py -m optimizer=sgd,adam seed=0,1,2 mode=tune    # a sweep
+    python train.py experiment=generalization checkpoints=[a.pt,b.pt]   # the generalization study
 
 Configs live in conf/ (see conf/config.yaml for every option); outputs in runs/ (see
 runs/README.md). A named run (run_name=...) that was killed resumes when the same command runs
@@ -22,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import experiments
+from l2l import experiments, generalization, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
@@ -35,7 +36,7 @@ from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError
 from l2l.tracking import RunLogger
 
 log = logging.getLogger("l2l")
-MODES = ("meta_train", "evaluate", "tune", "compare")
+MODES = ("meta_train", "evaluate", "tune", "compare", "generalization")
 #: errors that are the user's input or environment, not a bug in l2l: one line, no traceback
 #: (``debug=true`` shows the traceback anyway)
 USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
@@ -94,14 +95,15 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.checkpoint is not None and not learned:
         raise ValueError(f"checkpoint= was given but optimizer={study} is hand-designed: "
                          "pass the learned optimizer's name (optimizer=lstm, ...)")
-    if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
-        raise CheckpointError(f"checkpoint={cfg.checkpoint} does not exist")
+    if cfg.checkpoint is not None:
+        pretrained.resolve(cfg.checkpoint)  # a file or a zoo name, else a CheckpointError
     if cfg.mode == "evaluate" and learned and cfg.checkpoint is None:
         raise ValueError(f"mode=evaluate with optimizer={study} needs checkpoint=<path to "
                          "best.pt>")
     if cfg.mode != "meta_train":
         refuse_existing_results(run_dir)
     experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
+    study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 
@@ -114,6 +116,9 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
                    init_timeout=cfg.logger.init_timeout) as logger:
         if cfg.mode == "meta_train":
             experiments.meta_train(cfg, task, device, run_dir, logger)
+            return None
+        if study_plan is not None:
+            generalization.run_study(cfg, study_plan, device, run_dir, logger)
             return None
         if cfg.mode == "tune":
             hyper = plain(cfg.optimizer.hyperparameters)

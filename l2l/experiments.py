@@ -167,15 +167,26 @@ def draw_meta_training(trainer: MetaTrainer, run_dir: Path) -> Path | None:
 
 
 def learned_from_checkpoint(cfg: DictConfig, device: torch.device) -> LearnedOptimizer:
-    """The learned optimizer stored in ``checkpoint=``."""
+    """The learned optimizer stored in ``checkpoint=``: a checkpoint file, or the name of a
+    pretrained optimizer shipped in :mod:`l2l.pretrained` (``checkpoint=lstm-quadratic``)."""
     if cfg.checkpoint is None:
         raise ValueError("no checkpoint given: pass checkpoint=<run>/checkpoints/best.pt")
-    learned = load_learned_optimizer(cfg.checkpoint, device)
-    learned.meta_trained_iterations = checkpoint_iteration(cfg.checkpoint)
-    if learned.name != cfg.optimizer.name:
-        log.info("checkpoint %s holds a %s optimizer (optimizer=%s ignored)", cfg.checkpoint,
-                 learned.name, cfg.optimizer.name)
-    log.info("loaded the learned optimizer from %s (%s: %s)", cfg.checkpoint, learned.name,
+    return load_checkpoint(cfg.checkpoint, device, expected=cfg.optimizer.name)
+
+
+def load_checkpoint(checkpoint: str | Path, device: torch.device,
+                    expected: str | None = None) -> LearnedOptimizer:
+    """The learned optimizer of a checkpoint file or zoo name, with the meta-training iteration
+    its weights come from (so that an untrained one is flagged in reports)."""
+    from l2l.pretrained import resolve
+
+    path = resolve(checkpoint)
+    learned = load_learned_optimizer(path, device)
+    learned.meta_trained_iterations = checkpoint_iteration(path)
+    if expected is not None and learned.name != expected:
+        log.info("checkpoint %s holds a %s optimizer (optimizer=%s ignored)", checkpoint,
+                 learned.name, expected)
+    log.info("loaded the learned optimizer from %s (%s: %s)", path, learned.name,
              learned.extra_repr())
     return learned
 

@@ -69,7 +69,7 @@ class RunDirLock:
         self.release()
 
 
-RESULT_FILES = ("summary.json", "report.md")
+RESULT_FILES = ("summary.json", "report.md", "generalization.json")
 
 
 def refuse_existing_results(run_dir: str | Path) -> None:
