@@ -137,7 +137,9 @@ def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
            logger: RunLogger) -> float:
     """Write summary.json, report.md and curves.png; log them; return the best final loss."""
     entries = [record.as_dict() for record in records]
-    paths = write_report(run_dir, entries, task=cfg.task.name, steps=cfg.eval.steps)
+    paths = write_report(run_dir, entries, task=cfg.task.name, steps=cfg.eval.steps,
+                         run={"mode": cfg.mode, "seed": cfg.seed, "eval_seed": cfg.eval.seed,
+                              "eval_instances": cfg.eval.instances})
     logger.log_curves(entries)
     logger.log_tuning_curves(entries)
     for record in records:

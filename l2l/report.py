@@ -427,9 +427,10 @@ def _palette():
 
 
 def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: int,
-                 title: str | None = None) -> dict[str, Path]:
+                 title: str | None = None, run: dict | None = None) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md`` and ``curves.png`` into ``run_dir``.
 
+    ``run``: facts about the run stored in summary.json beside the results (e.g. the seeds).
     Returns their paths under the keys ``"summary"``, ``"report"`` and ``"curves"`` (and
     ``"tuning"`` when an entry kept its learning-rate grid: ``tuning.png``). A
     ``meta_training.png`` already in ``run_dir`` (drawn by meta-training) is embedded too.
@@ -439,7 +440,8 @@ def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: 
     title = title or f"Optimizer comparison on {task} ({steps} steps)"
     paths = {"summary": run_dir / "summary.json", "report": run_dir / "report.md",
              "curves": run_dir / "curves.png"}
-    summary = {"task": task, "steps": steps, "title": title, "optimizers": list(entries)}
+    summary = {"task": task, "steps": steps, "title": title, **(run or {}),
+               "optimizers": list(entries)}
     paths["summary"].write_text(dumps(summary, indent=2) + "\n", encoding="utf-8")
     tuned = any(entry.get("tuning") for entry in entries)
     meta_figure = (run_dir / "meta_training.png").is_file()

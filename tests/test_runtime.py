@@ -53,3 +53,26 @@ def test_help_lists_modes_groups_and_presets():
     for word in ("meta_train", "compare", "evaluate", "tune", "experiment:", "paper_mnist",
                  "optimizer:", "rnnprop", "task:", "mnist_cnn", "python -m l2l"):
         assert word in out, word
+
+
+def test_seed_sweeps_keep_the_test_problems_unless_eval_seed_changes(tmp_path):
+    """`seed` is the meta-training seed; `eval.seed` alone picks validation and test problems."""
+    import json
+    import os
+
+    def tuned(*overrides: str) -> dict:
+        run = tmp_path / "_".join(o.replace("=", "") for o in overrides)
+        env = {**os.environ, "WANDB_SILENT": "true"}
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), "mode=tune", "optimizer=sgd",
+             "eval.instances=4", "eval.steps=10", "tune.instances=3", "tune.per_decade=1",
+             "logger=none", "progress=false", f"hydra.run.dir={run}", *overrides],
+            capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        summary = json.loads((run / "summary.json").read_text())
+        assert {"seed", "eval_seed"} <= set(summary)  # both recorded in every summary
+        return summary["optimizers"][0]
+
+    a, b, c = tuned("seed=0"), tuned("seed=1"), tuned("seed=0", "eval.seed=1")
+    assert a["mean_curve"] == b["mean_curve"] and a["tuned_lr"] == b["tuned_lr"]
+    assert a["mean_curve"] != c["mean_curve"]
