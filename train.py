@@ -23,14 +23,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import experiments, generalization, pretrained
+from l2l import distributed, experiments, generalization, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
 from l2l.registry import build_optimizer, is_learned
 from l2l.report import markdown_table, write_report
-from l2l.run_dir import RunDirInUse, RunDirLock, refuse_existing_results, save_run_config
+from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
 from l2l.runtime import available_cpus, resolve_device, resolve_threads
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
@@ -50,6 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         return run(cfg)
     except MetaTrainingInterrupted as stop:
         log.warning("%s. Rerun the same command to resume.", stop)
+        distributed.pass_on_signal(stop.signal_number)  # submitit: requeue the job
         sys.exit(128 + (stop.signal_number or 15))
     except USER_ERRORS as error:
         if cfg.get("debug"):
@@ -61,8 +62,10 @@ def main(cfg: DictConfig) -> float | None:
 def run(cfg: DictConfig) -> float | None:
     # ---- check everything before any work starts -------------------------------------------
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with RunDirLock(run_dir):  # one process per run directory (released even by kill -9)
-        save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
+    distributed.setup(cfg)  # several processes (torchrun, srun): join them; rank 0 writes
+    with distributed.run_dir_lock(run_dir):  # RunDirLock on rank 0 (released even by kill -9)
+        if distributed.is_writer():
+            save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
         return checked_run(cfg, run_dir)
 
 
@@ -110,7 +113,8 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     # ---- the run -------------------------------------------------------------------------------
     tags = [cfg.mode, cfg.task.name, study, *cfg.logger.tags]
     group = cfg.logger.group or sweep_group()
-    with RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), backend=cfg.logger.backend,
+    tracker = RunLogger if distributed.is_writer() else distributed.SilentLogger
+    with tracker(run_dir, OmegaConf.to_container(cfg, resolve=True), backend=cfg.logger.backend,
                    mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
                    group=group, tags=tags, job_type=cfg.mode, name=str(cfg.run_name),
                    init_timeout=cfg.logger.init_timeout) as logger:
@@ -197,5 +201,6 @@ def preflight(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = distributed.agree_on_argv(sys.argv[1:])  # one run_name for all processes
     preflight(sys.argv[1:])
     main()

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from l2l import distributed
 from l2l.checkpoint import load_learned_optimizer
 from l2l.evaluation import (
     EvaluationRecord,
@@ -106,7 +107,7 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     stop = GracefulStop()
     trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device,
                           callbacks=[LoggingCallback(logger, bar), stop],
-                          identity=run_identity(cfg))
+                          identity=run_identity(cfg), sync=distributed.current())
     trainer.validator.show_progress = cfg.progress
     if trainer.resumed_from is not None:
         dropped = logger.drop_steps_after(trainer.iteration)
@@ -129,7 +130,8 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
                     "meta/best_iteration": result["best_iteration"],
                     "meta/skipped": result["skipped"]})
     logger.log_artifact(trainer.best_path, name=f"{learned.name}-{cfg.task.name}", type="model")
-    draw_meta_training(trainer, run_dir)
+    if trainer.sync.is_writer:
+        draw_meta_training(trainer, run_dir)
     learned.load_state_dict(trainer.best_weights)
     learned.meta_trained_iterations = result["best_iteration"] or 0
     untrained = result["untrained_val_loss"]

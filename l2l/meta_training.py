@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from l2l import checkpoint
+from l2l.distributed import Synchronizer
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
@@ -144,9 +145,11 @@ class MetaTrainer:
         device: str | torch.device = "cpu",
         callbacks: Sequence[Callback] = (),
         identity: dict[str, Any] | None = None,
+        sync: Synchronizer | None = None,
     ) -> None:
         """``identity``: plain facts about the run that a resume must not change (e.g. the
-        task's config); stored in every checkpoint and compared on resume."""
+        task's config); stored in every checkpoint and compared on resume. ``sync``: how the
+        processes of a data-parallel run agree (``l2l.distributed``); default: one process."""
         if not isinstance(optimizer, LearnedOptimizer) or not list(optimizer.parameters()):
             raise ValueError(
                 f"{type(optimizer).__name__} has no learnable parameters to meta-train; "
@@ -158,6 +161,7 @@ class MetaTrainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
         self.identity = dict(identity or {})
+        self.sync = sync if sync is not None else Synchronizer()
         self.untrained_val: float | None = None  #: the first validation (iteration 0)
         self.meta_optimizer = torch.optim.Adam(self.optimizer.parameters(), lr=config.meta_lr)
         self.iteration = 0
@@ -175,6 +179,7 @@ class MetaTrainer:
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
             self._resume_or_start()
+        self.sync.check_same(self.iteration, self.optimizer.parameters())
 
     # -- compatibility views --------------------------------------------------------------------
 
@@ -215,8 +220,9 @@ class MetaTrainer:
     def sample_task(self, iteration: int) -> Instances:
         """The instances of meta-iteration ``iteration`` (a function of seed and iteration)."""
         cfg = self.config
-        offset = iteration * cfg.batch_size
-        instances = self.task.sample(cfg.batch_size, cfg.seed, "train", offset=offset,
+        start, count = self.sync.shard(cfg.batch_size)  # this process's share of the batch
+        offset = iteration * cfg.batch_size + start
+        instances = self.task.sample(count, cfg.seed, "train", offset=offset,
                                      device=self.device)
         return random_scale(instances, cfg.scale_range, cfg.seed, "train", offset)
 
@@ -236,6 +242,8 @@ class MetaTrainer:
             self.meta_optimizer.zero_grad(set_to_none=True)
             out = self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
                                                  initial_loss, cfg.horizon))
+            out.finite, out.meta_loss = self.sync.reduce_gradients(
+                self.optimizer.parameters(), out.finite, out.meta_loss)
             if out.finite:
                 out.finite = self._finish_gradient()
             if not out.finite:
@@ -282,7 +290,7 @@ class MetaTrainer:
 
     def validate(self) -> float:
         """The frozen optimizer's validation score (mean final loss on fixed problems)."""
-        return self.validator.score(self.optimizer)
+        return self.sync.from_writer(lambda: self.validator.score(self.optimizer))
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -306,7 +314,8 @@ class MetaTrainer:
             if self.iteration % cfg.checkpoint_every == 0 or self.iteration == end:
                 self.save_latest()
             reasons = [r for c in self.callbacks if (r := c.stop_requested(self))]
-            if reasons and self.iteration < end:
+            if self.sync.any(bool(reasons)) and self.iteration < end:
+                reasons = reasons or ["another process was asked to stop"]
                 self.save_latest()
                 raise MetaTrainingInterrupted(
                     f"{reasons[0]}: meta-training stopped after iteration {self.iteration} of "
@@ -324,7 +333,7 @@ class MetaTrainer:
         self.history["val_loss"].append(val)
         self.history["val_iteration"].append(self.iteration)
         improved = self.validator.offer(val, self.optimizer.state_dict(), self.iteration)
-        if improved and self.run_dir is not None:
+        if improved and self.run_dir is not None and self.sync.is_writer:
             checkpoint.save_atomic(
                 {"optimizer": self.optimizer.payload(self.validator.best_weights),
                  "iteration": self.iteration, "val_loss": val,
@@ -340,7 +349,7 @@ class MetaTrainer:
 
     def save_latest(self) -> None:
         """Write ``latest.pt`` atomically, keeping the one before as ``previous.pt``."""
-        if self.run_dir is None:
+        if self.run_dir is None or not self.sync.is_writer:
             return
         checkpoint.save_atomic(
             {

@@ -1,0 +1,315 @@
+"""Data-parallel meta-training with ``torch.distributed``: several processes, one meta-batch.
+
+Every process (rank) builds the same learned optimizer from the same seed. Per meta-iteration
+rank ``r`` of ``W`` optimizes instances ``[offset + r*b, offset + (r+1)*b)`` of the meta-batch,
+``b = batch_size / W``, so the ranks together cover exactly the single-process meta-batch. After
+each unroll the meta-gradients (and meta-losses) are averaged over ranks: the estimators'
+meta-loss is a mean over instances and the shards are equal, so the plain mean *is* the
+single-process meta-gradient of the whole batch. Every rank then takes the same Adam step, so
+the weights stay identical without ever being broadcast (checked once at the start).
+
+What the ranks agree on, and how:
+
+* a non-finite meta-gradient or meta-loss on any rank skips the step on all ranks (a flag rides
+  along with the gradient all-reduce);
+* a stop signal on any rank stops all ranks after the same task (a flag all-reduced per task);
+* validation runs on rank 0 alone, its score is broadcast (the other ranks wait; they would
+  only repeat the same computation on the same weights);
+* rank 0 alone holds the run directory's lock and writes checkpoints, ``metrics.jsonl``,
+  ``.hydra/``, reports and wandb; the others read the same ``latest.pt`` on resume;
+* the run directory: a timestamped default ``run_name`` is rank 0's, broadcast before Hydra
+  composes the config (:func:`agree_on_argv`); sweeps get one directory per job from Hydra.
+
+Launchers supported: ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``) and SLURM's ``srun`` without torchrun, one task per GPU (``SLURM_PROCID``,
+``SLURM_STEP_NUM_TASKS`` or ``SLURM_NTASKS``, ``SLURM_LOCALID``; the master address is the
+job's first node, the port derived from the job id), and submitit's local executor (what
+``hydra/launcher=submitit_local`` runs, ``SUBMITIT_LOCAL_*``; on this machine). Backend:
+``gloo`` on CPU, plus ``nccl`` for CUDA tensors when CUDA is available. A single process
+changes nothing: the no-op
+:class:`Synchronizer` is what :class:`~l2l.meta_training.MetaTrainer` uses by default.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from l2l.run_dir import RunDirInUse, RunDirLock
+
+log = logging.getLogger("l2l")
+
+
+class Synchronizer:
+    """One process: every agreement is trivial. The hook :class:`MetaTrainer` calls."""
+
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes files (checkpoints, metrics, reports): rank 0."""
+        return self.rank == 0
+
+    def shard(self, batch_size: int) -> tuple[int, int]:
+        """``(start, count)``: this rank's slice of a meta-batch of ``batch_size`` instances."""
+        if batch_size % self.world_size:
+            raise ValueError(f"meta.batch_size={batch_size} is not divisible by the "
+                             f"{self.world_size} processes: choose a multiple of "
+                             f"{self.world_size}")
+        count = batch_size // self.world_size
+        return self.rank * count, count
+
+    def reduce_gradients(self, params: Iterable[nn.Parameter], finite: bool,
+                         meta_loss: float) -> tuple[bool, float]:
+        """Average the meta-gradients in ``.grad`` and the meta-loss over ranks; finite only if
+        finite on every rank (so all ranks skip a step together)."""
+        return finite, meta_loss
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any rank."""
+        return flag
+
+    def from_writer(self, compute: Callable[[], float]) -> float:
+        """``compute()`` on rank 0, its result on every rank (validation scores)."""
+        return compute()
+
+    def check_same(self, iteration: int, params: Iterable[nn.Parameter]) -> None:
+        """Refuse to go on if the ranks do not hold the same iteration and weights."""
+
+
+class TorchDistributed(Synchronizer):
+    """The agreements over an initialized default ``torch.distributed`` process group."""
+
+    def __init__(self) -> None:
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+
+    def reduce_gradients(self, params: Iterable[nn.Parameter], finite: bool,
+                         meta_loss: float) -> tuple[bool, float]:
+        params = list(params)
+        # float64 so that the mean over ranks loses nothing; one all-reduce carries it all
+        parts = [p.grad.detach().reshape(-1).double() if p.grad is not None
+                 else torch.zeros(0, dtype=torch.float64, device=p.device) for p in params]
+        device = params[0].device
+        tail = torch.tensor([meta_loss, 0.0 if finite else 1.0], dtype=torch.float64,
+                            device=device)
+        flat = torch.cat([*parts, tail])
+        dist.all_reduce(flat)
+        if flat[-1].item() > 0:
+            return False, float(flat[-2].item()) / self.world_size
+        flat /= self.world_size
+        start = 0
+        for p, part in zip(params, parts):
+            if p.grad is not None:
+                p.grad.copy_(flat[start:start + part.numel()].view_as(p.grad))
+            start += part.numel()
+        return True, float(flat[-2].item())
+
+    def any(self, flag: bool) -> bool:
+        value = torch.tensor([1 if flag else 0], dtype=torch.int64)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def from_writer(self, compute: Callable[[], float]) -> float:
+        value = torch.tensor([compute() if self.rank == 0 else 0.0], dtype=torch.float64)
+        dist.broadcast(value, src=0)
+        return float(value.item())
+
+    def check_same(self, iteration: int, params: Iterable[nn.Parameter]) -> None:
+        params = list(params)
+        summary = torch.tensor([float(iteration),
+                                sum(float(p.detach().double().sum()) for p in params),
+                                sum(float(p.detach().double().square().sum()) for p in params)],
+                               dtype=torch.float64)
+        low, high = summary.clone(), summary.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise RuntimeError(
+                f"the {self.world_size} processes do not start from the same state (iteration "
+                f"and weight checksums range {low.tolist()} .. {high.tolist()}): were they "
+                "given different configs, or different run directories?")
+
+
+_current: Synchronizer = Synchronizer()
+
+
+def current() -> Synchronizer:
+    """The synchronizer of this process (the no-op one unless :func:`setup` started a group)."""
+    return _current
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files: rank 0 (also before :func:`setup`)."""
+    found = launch_env()
+    return found is None or found[0] == 0
+
+
+def launch_env() -> tuple[int, int, int] | None:
+    """``(rank, world_size, local_rank)`` when launched as one of several processes by torchrun
+    or srun, else None. torchrun's variables win over SLURM's (torchrun inside a SLURM job)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    elif "SLURM_PROCID" in os.environ and ("SLURM_STEP_NUM_TASKS" in os.environ
+                                          or "SLURM_NTASKS" in os.environ):
+        rank = int(os.environ["SLURM_PROCID"])
+        world = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ["SLURM_NTASKS"])
+        local = int(os.environ.get("SLURM_LOCALID", 0))
+    elif "SUBMITIT_LOCAL_GLOBALID" in os.environ:  # submitit's local executor (tests, laptops)
+        rank = int(os.environ["SUBMITIT_LOCAL_GLOBALID"])
+        world = int(os.environ.get("SUBMITIT_LOCAL_NTASKS", 1))
+        local = int(os.environ.get("SUBMITIT_LOCAL_LOCALID", rank))
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get(
+            "SUBMITIT_LOCAL_JOB_ID", 0)) % 20000))
+    else:
+        return None
+    return (rank, world, local) if world > 1 else None
+
+
+def _slurm_master() -> None:
+    """MASTER_ADDR/MASTER_PORT for srun without torchrun: the first node, a port from the job."""
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST", "")
+        try:
+            first = subprocess.run(["scontrol", "show", "hostnames", nodes], check=True,
+                                   capture_output=True, text=True).stdout.split()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            first = nodes.split(",")[0].split("[")[0] or "127.0.0.1"
+        os.environ["MASTER_ADDR"] = first
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", 0))
+                                             % 20000))
+
+
+def init_group() -> Synchronizer:
+    """Join the process group (once) if launched as several processes; the synchronizer."""
+    global _current
+    found = launch_env()
+    if found is None or isinstance(_current, TorchDistributed):
+        return _current
+    rank, world, _ = found
+    if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+        _slurm_master()
+    # gloo for CPU tensors (flags, scores, CPU gradients), nccl for CUDA gradients
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
+    atexit.register(_shutdown)
+    _current = TorchDistributed()
+    return _current
+
+
+def _shutdown() -> None:
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
+
+
+def setup(cfg: Any) -> Synchronizer:
+    """Prepare this process of a (possibly) distributed run of ``train.py``: check the config,
+    join the group, give rank ``r`` the GPU ``cuda:<local rank>``, and keep the other ranks
+    from writing: no progress bars, no log file (rank 0 writes ``train.log``)."""
+    found = launch_env()
+    if found is None:
+        return current()
+    rank, world, local = found
+    if cfg.mode != "meta_train":
+        raise ValueError(f"mode={cfg.mode} runs in one process; only mode=meta_train is split "
+                         f"over the {world} processes: launch it without torchrun/srun")
+    if cfg.meta.batch_size % world:
+        raise ValueError(f"meta.batch_size={cfg.meta.batch_size} is not divisible by the {world} "
+                         f"processes: choose a multiple of {world}")
+    if str(cfg.device).startswith("cuda"):
+        cfg.device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    sync = init_group()
+    if rank != 0:
+        cfg.progress = False
+        for handler in list(logging.getLogger().handlers):
+            if isinstance(handler, logging.FileHandler):
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+        log.setLevel(logging.WARNING)
+    else:
+        log.info("data-parallel meta-training over %d processes (%s), %d instances each",
+                 world, dist.get_backend(), cfg.meta.batch_size // world)
+    return sync
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
+    """:class:`~l2l.run_dir.RunDirLock` taken by rank 0 alone; the others learn whether it
+    succeeded, so a directory in use stops every rank with the same error, none hangs."""
+    sync = current()
+    lock = RunDirLock(run_dir) if sync.is_writer else None
+    error: RunDirInUse | None = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except RunDirInUse as refused:
+            error = refused
+    if sync.any(error is not None):
+        raise error or RunDirInUse(f"run directory {run_dir} is in use (rank 0 could not lock "
+                                   "it): wait for the other run, or choose another run_name")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+class SilentLogger:
+    """Stands in for :class:`~l2l.tracking.RunLogger` on ranks other than 0: logs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> SilentLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def agree_on_argv(argv: list[str]) -> list[str]:
+    """Command-line arguments with ``run_name=<rank 0's timestamp>`` added when several
+    processes would otherwise each resolve the default ``${now:...}`` run name (and could land
+    in different directories). Named runs, explicit ``hydra.run.dir`` and sweeps (whose
+    directory Hydra resolves once, in the launching process) are left alone."""
+    if launch_env() is None or any(a in ("-m", "--multirun") for a in argv):
+        return argv
+    if any(a.split("=")[0].lstrip("+") in ("run_name", "hydra.run.dir") for a in argv):
+        return argv
+    init_group()
+    stamp = torch.tensor([int(datetime.datetime.now().timestamp())], dtype=torch.int64)
+    dist.broadcast(stamp, src=0)
+    name = datetime.datetime.fromtimestamp(int(stamp.item())).strftime("%Y-%m-%d_%H-%M-%S")
+    return [*argv, f"run_name={name}"]
+
+
+def pass_on_signal(signum: int | None) -> None:
+    """After a stop signal was turned into a saved checkpoint, give it to the handler that was
+    installed before ours, if that is Python code: under submitit (SLURM via
+    hydra-submitit-launcher) that handler requeues the job, which then resumes from
+    ``latest.pt``. A plain run has no such handler: nothing happens."""
+    if signum is None:
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signum, None)
