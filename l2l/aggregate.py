@@ -99,7 +99,8 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
             groups[setting][name].append({"seed": seed, "job": job["dir"].name,
                                           "final_loss": entry.get("final_loss_mean"),
                                           "tuned_lr": entry.get("tuned_lr"),
-                                          "learned": bool(entry.get("learned"))})
+                                          "learned": bool(entry.get("learned")),
+                                          "untrained": entry.get("status") == "untrained"})
     rows = []
     for setting, optimizers in groups.items():
         for name, runs in optimizers.items():
@@ -108,6 +109,7 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
             rows.append({"settings": dict(setting), "optimizer": name, "n": len(losses),
                          "jobs": len(runs), "final_loss_mean": mean, "final_loss_ci95": ci,
                          "learned": any(r["learned"] for r in runs),
+                         "untrained": sum(r["untrained"] for r in runs),
                          "seeds": [r["seed"] for r in runs],
                          "tuned_lrs": [r["tuned_lr"] for r in runs],
                          "job_dirs": [r["job"] for r in runs]})
@@ -117,6 +119,24 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
     (sweep_dir / "aggregate.md").write_text(markdown(result), encoding="utf-8")
     plot(sweep_dir / "aggregate.png", result)
     return result
+
+
+def _merge_shared(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict]:
+    """Rows as shown: a hand-designed optimizer whose result is the same in every group (the
+    swept setting did not touch it, e.g. ``optimizer=`` swept over learned ones) appears once,
+    for "all" groups, instead of once per group."""
+    groups = {_label(r["settings"]) for r in rows}
+    by_name: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_name[row["optimizer"]].append(row)
+    shown: list[dict] = []
+    for name, same in by_name.items():
+        values = {(repr(r["final_loss_mean"]), repr(r["final_loss_ci95"])) for r in same}
+        if not same[0]["learned"] and len(same) == len(groups) > 1 and len(values) == 1:
+            shown.append({**same[0], "settings": {}})
+        else:
+            shown.extend(dict(r) for r in same)
+    return shown
 
 
 def _label(settings: Mapping[str, Any]) -> str:
@@ -137,16 +157,19 @@ def markdown(result: Mapping[str, Any]) -> str:
 
     def order(row: Mapping) -> tuple:
         loss = _finite(row["final_loss_mean"])
-        return (_label(row["settings"]), loss is None, loss if loss is not None else 0.0)
+        group = _label({k: row["settings"].get(k, "all") for k in keys})
+        return (group, not row["learned"], loss is None, loss if loss is not None else 0.0)
 
-    for row in sorted(result["rows"], key=order):
+    for row in sorted(_merge_shared(result["rows"], keys), key=order):
         loss = _finite(row["final_loss_mean"])
         ci = _finite(row["final_loss_ci95"])
         cell = DASH if loss is None else fmt(loss) + ("" if ci is None else f" ± {fmt(ci)}")
+        if row.get("untrained"):
+            cell += f" (untrained in {row['untrained']}/{row['jobs']} seeds)"
         lrs = sorted({fmt(lr, 3) for lr in row["tuned_lrs"] if lr is not None})
         name = _cell(str(row["optimizer"]))
         lines.append("| " + " | ".join(
-            [*(_cell(str(row["settings"].get(k))) for k in keys),
+            [*(_cell(str(row["settings"].get(k, "all"))) for k in keys),
              f"**{name}**" if row["learned"] else name, cell,
              f"{row['n']}/{row['jobs']}", ", ".join(lrs) or DASH]) + " |")
     if result["missing"]:
