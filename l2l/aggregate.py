@@ -130,7 +130,7 @@ def _merge_shared(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> lis
     for row in rows:
         by_name[row["optimizer"]].append(row)
     shown: list[dict] = []
-    for name, same in by_name.items():
+    for same in by_name.values():
         values = {(repr(r["final_loss_mean"]), repr(r["final_loss_ci95"])) for r in same}
         if not same[0]["learned"] and len(same) == len(groups) > 1 and len(values) == 1:
             shown.append({**same[0], "settings": {}})
