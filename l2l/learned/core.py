@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from l2l.interface import State
+from l2l.learned.fused_lstm import lstm_sequence
 
 
 class CoordinatewiseLSTM(nn.Module):
@@ -72,6 +73,21 @@ class CoordinatewiseLSTM(nn.Module):
             new_state[f"c{layer}"] = c.view(B, n, H)
             x = h
         return x, new_state
+
+    def sequence(self, x: Tensor, states: list[State]) -> Tensor:
+        """Top-layer outputs ``(K, N, output_size)`` over ``x (K, N, input_size)``, where
+        ``states`` are the ``K + 1`` states a rollout through :meth:`forward` went through; the
+        backward is :mod:`l2l.learned.fused_lstm`'s (one matmul per weight over all steps)."""
+        L = self.num_layers
+        if not L:
+            return x
+        K, N, _ = x.shape
+        H = self.hidden_size
+        hs = torch.stack([torch.stack([s[f"h{layer}"].reshape(N, H) for s in states])
+                          for layer in range(L)])
+        cs = torch.stack([torch.stack([s[f"c{layer}"].reshape(N, H) for s in states])
+                          for layer in range(L)])
+        return lstm_sequence(x, hs[:, 0], cs[:, 0], self._flat_weights(), (hs, cs))
 
     def _flat_weights(self) -> list[Tensor]:
         """The cells' weights in ``torch.lstm``'s order (as ``nn.LSTM`` keeps them)."""

@@ -28,6 +28,7 @@ class LSTMOptimizer(LearnedOptimizer):
     name = "lstm"
     reads_params = False
     summary = "the paper's coordinatewise 2x20 LSTM on log/sign-preprocessed gradients"
+    sequence_form = True
 
     def __init__(
         self,
@@ -57,9 +58,21 @@ class LSTMOptimizer(LearnedOptimizer):
         return self.core.init_state(B, n, params, self.head.weight.dtype)
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
-        B, n = grads.shape
-        cfg = self.config
-        x = preprocess(grads.reshape(B * n), cfg["preprocessing"], cfg["preprocess_p"])
-        x, new_state = self.core(x.to(self.head.weight.dtype), state, B, n)
-        update = self.head(x).view(B, n) * cfg["output_scale"]
+        x, state = self.features(grads, state)
+        update, new_state = self.from_features(x, state)
         return update.to(grads.dtype), new_state
+
+    def features(self, grads: Tensor, state: State) -> tuple[Tensor, State]:
+        cfg = self.config
+        x = preprocess(grads, cfg["preprocessing"], cfg["preprocess_p"])
+        return x.to(self.head.weight.dtype), state
+
+    def from_features(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        B, n, F = x.shape
+        h, new_state = self.core(x.reshape(B * n, F), state, B, n)
+        return self.head(h).view(B, n) * self.config["output_scale"], new_state
+
+    def sequence_updates(self, xs: Tensor, states: list[State]) -> Tensor:
+        K, B, n, F = xs.shape
+        h = self.core.sequence(xs.reshape(K, B * n, F), states)
+        return self.head(h).view(K, B, n) * self.config["output_scale"]

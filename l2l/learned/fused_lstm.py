@@ -1,0 +1,150 @@
+"""A multi-layer LSTM over a whole sequence with a hand-written backward, for meta-training.
+
+In the first-order setting the coordinatewise optimizer's inputs ``x_t`` are constants w.r.t.
+its weights, so the K steps of an unroll are one sequence-model evaluation over stored inputs
+``(K, N, F)``. The rollout runs the frozen ``torch.lstm`` kernel step by step and keeps every
+``h``/``c`` (they are the state anyway); the meta-gradient then needs no second forward pass:
+
+* the gate pre-activations of all K steps come from the stored ``h``: one matmul per layer over
+  ``K*N`` rows, instead of K small ones;
+* back-propagation through time only runs the recurrence ``dh_{t-1} = dgates_t W_hh``, with the
+  gate derivatives (activation recomputed) fused into one pointwise function per step, which is
+  ``torch.compile``-d when a C++ compiler is available (eager otherwise, same numbers);
+* each weight gradient is one matmul over all steps: ``dW_ih = dG^T X``, ``dW_hh = dG^T H``.
+
+Gate order is PyTorch's ``(input, forget, cell, output)``; weights are ``nn.LSTM``'s flat list
+``[W_ih, W_hh, b_ih, b_hh] * num_layers``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+#: "auto" (compile the pointwise step if possible, else eager), "1" (same) or "0" (eager)
+COMPILE_ENV = "L2L_FUSED_COMPILE"
+
+
+def _cell_backward(pre: Tensor, c_prev: Tensor, c: Tensor, dout: Tensor, dh_rec: Tensor,
+                   dc: Tensor) -> tuple[Tensor, Tensor]:
+    """Gate-preactivation gradient of one step and ``dc_{t-1}``, activations recomputed from
+    ``pre (N, 4H)``; ``dh = dout + dh_rec`` is the gradient reaching ``h_t``."""
+    H = c.shape[-1]
+    i = torch.sigmoid(pre[:, :H])
+    f = torch.sigmoid(pre[:, H:2 * H])
+    g = torch.tanh(pre[:, 2 * H:3 * H])
+    o = torch.sigmoid(pre[:, 3 * H:])
+    tc = torch.tanh(c)
+    dh = dout + dh_rec
+    dcc = dc + dh * o * (1 - tc * tc)
+    dgates = torch.cat([dcc * g * i * (1 - i), dcc * c_prev * f * (1 - f),
+                        dcc * i * (1 - g * g), dh * tc * o * (1 - o)], dim=1)
+    return dgates, dcc * f
+
+
+class _Kernel:
+    """``_cell_backward``, compiled on first use if allowed; falls back to eager (one warning)
+    where compiling fails, e.g. without a C++ compiler."""
+
+    def __init__(self) -> None:
+        self.compiled: Callable | None = None
+        self.failed = False
+
+    def enabled(self) -> bool:
+        return os.environ.get(COMPILE_ENV, "auto").lower() not in ("0", "false", "no", "off")
+
+    def __call__(self, *args: Tensor) -> tuple[Tensor, Tensor]:
+        if self.failed or not self.enabled() or args[0].requires_grad:
+            return _cell_backward(*args)
+        if self.compiled is None:
+            from l2l.runtime_cache import enable_compile_cache
+
+            enable_compile_cache()
+            self.compiled = torch.compile(_cell_backward, dynamic=False)
+        try:
+            return self.compiled(*args)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
+            warnings.warn(f"torch.compile of the fused LSTM backward failed "
+                          f"({type(error).__name__}: {str(error)[:200]}); running it eagerly",
+                          RuntimeWarning, stacklevel=2)
+            self.failed = True
+            return _cell_backward(*args)
+
+
+cell_backward = _Kernel()
+
+
+def lstm_trajectory(x: Tensor, h0: Tensor, c0: Tensor,
+                    weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Every layer's ``h`` and ``c`` at every step, ``(L, K+1, N, H)`` each (index 0: the
+    initial state), by the frozen ``torch.lstm`` kernel one step at a time (as the rollout)."""
+    L = h0.shape[0]
+    hs, cs = [h0], [c0]
+    h, c = h0, c0
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            _, h, c = torch.lstm(x[t:t + 1], (h, c), list(weights), True, L, 0.0, False,
+                                 False, False)
+            hs.append(h)
+            cs.append(c)
+    return torch.stack(hs, 1), torch.stack(cs, 1)
+
+
+class LSTMSequence(torch.autograd.Function):
+    """Top-layer outputs ``(K, N, H)`` of an ``L``-layer LSTM over ``x (K, N, F)``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, h0: Tensor, c0: Tensor, hs: Tensor | None, cs: Tensor | None,
+                *weights: Tensor) -> Tensor:
+        if hs is None or cs is None:
+            hs, cs = lstm_trajectory(x.detach(), h0.detach(), c0.detach(),
+                                     [w.detach() for w in weights])
+        ctx.save_for_backward(x, hs, cs, *weights)
+        return hs[-1, 1:].clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, hs, cs, *weights = ctx.saved_tensors
+        L, K1, N, H = hs.shape
+        K = K1 - 1
+        grads: list[Tensor | None] = [None] * (4 * L)
+        dh0, dc0 = torch.empty_like(hs[:, 0]), torch.empty_like(cs[:, 0])
+        dout = grad_out
+        for layer in reversed(range(L)):
+            w_ih, w_hh, b_ih, b_hh = weights[4 * layer: 4 * layer + 4]
+            inp = (x if layer == 0 else hs[layer - 1, 1:]).reshape(K * N, -1)
+            h_prev = hs[layer, :-1].reshape(K * N, H)
+            # all K steps' gate pre-activations at once, from the stored hidden states
+            pre = torch.addmm(b_ih + b_hh, inp, w_ih.t()).addmm_(h_prev, w_hh.t()).view(K, N, -1)
+            c = cs[layer]
+            dh_rec = torch.zeros_like(c[0])
+            dc = torch.zeros_like(c[0])
+            dgates = []
+            for t in reversed(range(K)):
+                dg, dc = cell_backward(pre[t], c[t], c[t + 1], dout[t], dh_rec, dc)
+                dh_rec = dg @ w_hh
+                dgates.append(dg)
+            dh0[layer], dc0[layer] = dh_rec, dc
+            dG = torch.stack(dgates[::-1]).view(K * N, 4 * H)
+            # each weight gradient: one matmul over all K steps
+            grads[4 * layer] = dG.t() @ inp
+            grads[4 * layer + 1] = dG.t() @ h_prev
+            db = dG.sum(0)
+            grads[4 * layer + 2], grads[4 * layer + 3] = db, db.clone()
+            dout = (dG @ w_ih).view(K, N, -1)
+        return (dout if ctx.needs_input_grad[0] else None, dh0, dc0, None, None, *grads)
+
+
+def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[Tensor],
+                  trajectory: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Top-layer ``h`` of every step, ``(K, N, H)``, differentiable in ``x``, the initial state
+    and ``weights`` through :class:`LSTMSequence`'s hand-written backward.
+
+    ``trajectory``: the ``(hs, cs)`` of :func:`lstm_trajectory` if the caller already ran the
+    sequence (the meta-training rollout did): then nothing is recomputed forward."""
+    hs, cs = trajectory if trajectory is not None else (None, None)
+    return LSTMSequence.apply(x, h0, c0, hs, cs, *weights)
