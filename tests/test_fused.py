@@ -90,3 +90,22 @@ def test_meta_training_with_the_sequence_estimator_lowers_validation_loss():
     before = trainer.validate()
     trainer.train()
     assert trainer.validate() < before
+
+
+def test_frozen_step_equals_torch_lstm_over_chunks(monkeypatch):
+    """The chunked addmm + compiled-cell frozen step (forced on for a small problem)."""
+    from l2l.learned import fused_lstm
+
+    monkeypatch.setenv("L2L_FUSED_COMPILE", "1")
+    monkeypatch.setattr(fused_lstm, "COMPILE_MIN_COORDS", 1)
+    monkeypatch.setattr(fused_lstm, "FROZEN_CHUNK", 300)
+    torch.manual_seed(0)
+    N, L = 1000, 2
+    lstm = torch.nn.LSTM(2, 20, L)
+    weights = [w.detach() for w in lstm._flat_weights]
+    x, h0, c0 = torch.randn(N, 2), torch.randn(L, N, 20), torch.randn(L, N, 20)
+    out, h, c = fused_lstm.frozen_lstm_step(x, h0, c0, weights)
+    _, h_ref, c_ref = torch.lstm(x[None], (h0, c0), weights, True, L, 0.0, False, False, False)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(c, c_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, h_ref[-1], rtol=1e-5, atol=1e-6)

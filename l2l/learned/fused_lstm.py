@@ -25,8 +25,26 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-#: "auto" (compile the pointwise step if possible, else eager), "1" (same) or "0" (eager)
+#: "auto" (compile the pointwise steps if possible, else eager), "1" (same) or "0" (eager)
 COMPILE_ENV = "L2L_FUSED_COMPILE"
+#: fewer coordinates than this run eagerly: compiling (seconds, once per machine thanks to the
+#: cache) pays off only on problems of MNIST size and up, not on tests' small quadratics
+COMPILE_MIN_COORDS = 4096
+#: coordinates per chunk in the frozen step: the gate buffer ``(chunk, 4H)`` then stays a few MB
+#: (cache- and allocator-friendly) instead of ``4H`` floats per coordinate of a million-parameter
+#: model, freshly page-faulted at every step; memory stays proportional to the state
+FROZEN_CHUNK = 65536
+
+
+def _cell_forward(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """One LSTM cell's pointwise part: pre-activations ``(N, 4H)`` and ``c`` -> ``(h, c')``."""
+    H = c.shape[-1]
+    i = torch.sigmoid(gates[:, :H])
+    f = torch.sigmoid(gates[:, H:2 * H])
+    g = torch.tanh(gates[:, 2 * H:3 * H])
+    o = torch.sigmoid(gates[:, 3 * H:])
+    c_new = f * c + i * g
+    return o * torch.tanh(c_new), c_new
 
 
 def _cell_backward(pre: Tensor, c_prev: Tensor, c: Tensor, dout: Tensor, dh_rec: Tensor,
@@ -47,36 +65,76 @@ def _cell_backward(pre: Tensor, c_prev: Tensor, c: Tensor, dout: Tensor, dh_rec:
     return dcc * f
 
 
+def compile_enabled() -> bool:
+    """Whether the fused kernels may be compiled (``$L2L_FUSED_COMPILE``, default on)."""
+    return os.environ.get(COMPILE_ENV, "auto").lower() not in ("0", "false", "no", "off")
+
+
 class _Kernel:
-    """``_cell_backward``, compiled on first use if allowed; falls back to eager (one warning)
-    where compiling fails, e.g. without a C++ compiler."""
+    """A pointwise function, ``torch.compile``-d on first use for large inputs (one fused loop
+    instead of ~15 passes over memory); eager for small ones, under autograd, when disabled,
+    and after a compile failure (e.g. no C++ compiler: one warning, then eager for good)."""
 
-    def __init__(self) -> None:
+    failed = False  #: shared: one failure (no compiler) switches every kernel to eager
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
         self.compiled: Callable | None = None
-        self.failed = False
 
-    def enabled(self) -> bool:
-        return os.environ.get(COMPILE_ENV, "auto").lower() not in ("0", "false", "no", "off")
+    def available(self, coords: int) -> bool:
+        return not _Kernel.failed and coords >= COMPILE_MIN_COORDS and compile_enabled()
 
-    def __call__(self, *args: Tensor) -> Tensor:
-        if self.failed or not self.enabled() or args[0].requires_grad:
-            return _cell_backward(*args)
+    def __call__(self, *args: Tensor):
+        if not self.available(args[0].shape[0]) or torch.is_grad_enabled() and any(
+                a.requires_grad for a in args):
+            return self.fn(*args)
         if self.compiled is None:
             from l2l.runtime_cache import enable_compile_cache
 
             enable_compile_cache()
-            self.compiled = torch.compile(_cell_backward, dynamic=False)
+            self.compiled = torch.compile(self.fn)  # static, then dynamic on a new shape
         try:
             return self.compiled(*args)
         except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
-            warnings.warn(f"torch.compile of the fused LSTM backward failed "
-                          f"({type(error).__name__}: {str(error)[:200]}); running it eagerly",
+            warnings.warn(f"torch.compile of l2l's fused LSTM kernels failed "
+                          f"({type(error).__name__}: {str(error)[:200]}); running them eagerly",
                           RuntimeWarning, stacklevel=2)
-            self.failed = True
-            return _cell_backward(*args)
+            _Kernel.failed = True
+            return self.fn(*args)
 
 
-cell_backward = _Kernel()
+cell_backward = _Kernel(_cell_backward)
+cell_forward = _Kernel(_cell_forward)
+
+
+def frozen_lstm_step(x: Tensor, h0: Tensor, c0: Tensor,
+                     weights: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of the multi-layer LSTM without autograd: ``x (N, F)``, ``h0, c0 (L, N, H)`` ->
+    top output ``(N, H)`` and the new ``h, c (L, N, H)`` (the output is a view of ``h``).
+
+    With the compiled cell (large N): per chunk of :data:`FROZEN_CHUNK` coordinates and layer,
+    one ``addmm`` for the gates and one fused pointwise kernel, about 2x faster than
+    ``torch.lstm``'s CPU kernel; otherwise ``torch.lstm`` itself, same numbers to rounding."""
+    L, N, H = h0.shape
+    if not cell_forward.available(min(N, FROZEN_CHUNK)):
+        _, h, c = torch.lstm(x[None], (h0, c0), list(weights), True, L, 0.0, False, False,
+                             False)
+        return h[-1], h, c
+    h, c = torch.empty_like(h0), torch.empty_like(c0)
+    gates = x.new_empty(min(N, FROZEN_CHUNK), 4 * H)
+    biases = [weights[4 * layer + 2] + weights[4 * layer + 3] for layer in range(L)]
+    for lo in range(0, N, FROZEN_CHUNK):
+        hi = min(N, lo + FROZEN_CHUNK)
+        inp = x[lo:hi]
+        for layer in range(L):
+            w_ih, w_hh = weights[4 * layer], weights[4 * layer + 1]
+            g = torch.addmm(biases[layer], inp, w_ih.t(), out=gates[:hi - lo])
+            g.addmm_(h0[layer, lo:hi], w_hh.t())
+            h_new, c_new = cell_forward(g, c0[layer, lo:hi])
+            h[layer, lo:hi] = h_new
+            c[layer, lo:hi] = c_new
+            inp = h_new
+    return h[-1], h, c
 
 
 _WORKSPACE: dict[tuple, Tensor] = {}

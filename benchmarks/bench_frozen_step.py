@@ -1,0 +1,101 @@
+"""Frozen learned-optimizer steps against Adam: the ``torch.optim`` drop-in and a batched eval.
+
+* drop-in: a 1M-parameter ``nn.Linear(1000, 1000)`` stepped by ``l2l.TorchOptimizer`` with the
+  paper's 2x20 LSTM, against ``torch.optim.Adam`` on the same module;
+* eval batch: 100 MNIST-MLP problems at once (``(100, 15910)``), the LSTM's in-place ``step_``
+  against the batched Adam baseline's.
+
+The LSTM step is timed with coordinate chunking (``l2l.learned.core.FROZEN_CHUNK``, the default)
+and with one ``torch.lstm`` call over all coordinates (the previous behaviour), interleaved with
+Adam in the same loop, and reported as ratios to Adam's step with the load average beside them.
+The arithmetic bound of the LSTM step is ~20x Adam's (2 layers of 80 gates over 22/40 inputs per
+coordinate against Adam's ~10 elementwise operations).
+
+Usage: ``python benchmarks/bench_frozen_step.py [--repeats 10] [--threads 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+try:
+    import l2l  # noqa: F401
+except ImportError:  # not installed: run from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from l2l import TorchOptimizer  # noqa: E402
+from l2l.learned import core  # noqa: E402
+from l2l.registry import build_optimizer  # noqa: E402
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, called in turn (one warm-up each)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            if name.startswith("lstm one call"):
+                core.FROZEN_CHUNK = 1 << 62
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            core.FROZEN_CHUNK = 65536
+            if r:
+                times[name].append(elapsed)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def drop_in(repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    models = {k: torch.nn.Linear(1000, 1000) for k in ("adam", "lstm", "lstm one call")}
+    for m in models.values():
+        for p in m.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+    opts = {"adam": torch.optim.Adam(models["adam"].parameters(), lr=1e-3)}
+    for k in ("lstm", "lstm one call"):
+        opts[k] = TorchOptimizer(models[k].parameters(), build_optimizer("lstm"))
+    return interleaved({k: (lambda o=o: o.step()) for k, o in opts.items()}, repeats)
+
+
+def eval_batch(repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    B, n = 100, 15910
+    grads = torch.randn(B, n) * 1e-3
+    rules = {"adam": build_optimizer("adam"), "lstm": build_optimizer("lstm"),
+             "lstm one call": build_optimizer("lstm")}
+    params = {k: torch.zeros(B, n) for k in rules}
+    states = {k: r.init(params[k]) for k, r in rules.items()}
+
+    def step(k: str) -> None:
+        with torch.no_grad():
+            rules[k].step_(grads, states[k], params[k])
+
+    return interleaved({k: (lambda k=k: step(k)) for k in rules}, repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for label, bench in (("drop-in, 1M-param nn.Linear", drop_in),
+                         ("eval batch, 100 MNIST MLPs (1.59M coords)", eval_batch)):
+        load = os.getloadavg()[0]
+        t = bench(args.repeats)
+        print(f"\n{label}  (load {load:.1f} -> {os.getloadavg()[0]:.1f})")
+        for k, v in t.items():
+            print(f"  {k:<16}{v * 1e3:>10.1f} ms   {v / t['adam']:>7.1f}x Adam")
+
+
+if __name__ == "__main__":
+    main()
