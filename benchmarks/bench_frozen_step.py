@@ -5,11 +5,11 @@
 * eval batch: 100 MNIST-MLP problems at once (``(100, 15910)``), the LSTM's in-place ``step_``
   against the batched Adam baseline's.
 
-The LSTM step is timed with coordinate chunking (``l2l.learned.core.FROZEN_CHUNK``, the default)
-and with one ``torch.lstm`` call over all coordinates (the previous behaviour), interleaved with
-Adam in the same loop, and reported as ratios to Adam's step with the load average beside them.
-The arithmetic bound of the LSTM step is ~20x Adam's (2 layers of 80 gates over 22/40 inputs per
-coordinate against Adam's ~10 elementwise operations).
+The LSTM step is timed on the new frozen path (``l2l.learned.fused_lstm.frozen_lstm_step``:
+coordinate chunks, ``addmm`` + compiled fused cell) and on the previous one (one ``torch.lstm``
+call), interleaved with Adam in the same loop, and reported as ratios to Adam's step with the
+load average beside them. The bound: the step's matmul FLOPs (``2 * (22 + 40) * 80`` per
+coordinate) at this machine's sgemm rate, measured in the same run, also as a ratio to Adam.
 
 Usage: ``python benchmarks/bench_frozen_step.py [--repeats 10] [--threads 1]``.
 """
@@ -32,21 +32,22 @@ except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l2l import TorchOptimizer  # noqa: E402
-from l2l.learned import core  # noqa: E402
+from l2l.learned import fused_lstm  # noqa: E402
 from l2l.registry import build_optimizer  # noqa: E402
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     """Median seconds of each function, called in turn (one warm-up each)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    default = fused_lstm.COMPILE_MIN_COORDS
     for r in range(repeats + 1):
         for name, fn in fns.items():
-            if name.startswith("lstm one call"):
-                core.FROZEN_CHUNK = 1 << 62
+            if name == "lstm torch.lstm":
+                fused_lstm.COMPILE_MIN_COORDS = 1 << 62  # the previous path
             start = time.perf_counter()
             fn()
             elapsed = time.perf_counter() - start
-            core.FROZEN_CHUNK = 65536
+            fused_lstm.COMPILE_MIN_COORDS = default
             if r:
                 times[name].append(elapsed)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -54,12 +55,12 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
 
 def drop_in(repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    models = {k: torch.nn.Linear(1000, 1000) for k in ("adam", "lstm", "lstm one call")}
+    models = {k: torch.nn.Linear(1000, 1000) for k in ("adam", "lstm", "lstm torch.lstm")}
     for m in models.values():
         for p in m.parameters():
             p.grad = torch.randn_like(p) * 1e-3
     opts = {"adam": torch.optim.Adam(models["adam"].parameters(), lr=1e-3)}
-    for k in ("lstm", "lstm one call"):
+    for k in ("lstm", "lstm torch.lstm"):
         opts[k] = TorchOptimizer(models[k].parameters(), build_optimizer("lstm"))
     return interleaved({k: (lambda o=o: o.step()) for k, o in opts.items()}, repeats)
 
@@ -69,7 +70,7 @@ def eval_batch(repeats: int) -> dict[str, float]:
     B, n = 100, 15910
     grads = torch.randn(B, n) * 1e-3
     rules = {"adam": build_optimizer("adam"), "lstm": build_optimizer("lstm"),
-             "lstm one call": build_optimizer("lstm")}
+             "lstm torch.lstm": build_optimizer("lstm")}
     params = {k: torch.zeros(B, n) for k in rules}
     states = {k: r.init(params[k]) for k, r in rules.items()}
 
@@ -78,6 +79,21 @@ def eval_batch(repeats: int) -> dict[str, float]:
             rules[k].step_(grads, states[k], params[k])
 
     return interleaved({k: (lambda k=k: step(k)) for k in rules}, repeats)
+
+
+COORDS = {"drop_in": 1_001_000, "eval_batch": 1_591_000}
+
+
+def sgemm_rate() -> float:
+    """FLOP/s of a ``(65536, 40) x (40, 80)`` float32 product (the chunked gate matmul)."""
+    a, b = torch.randn(65536, 40), torch.randn(40, 80)
+    out = torch.empty(65536, 80)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * 65536 * 40 * 80 / min(times[1:])
 
 
 def main() -> None:
@@ -95,6 +111,8 @@ def main() -> None:
         print(f"\n{label}  (load {load:.1f} -> {os.getloadavg()[0]:.1f})")
         for k, v in t.items():
             print(f"  {k:<16}{v * 1e3:>10.1f} ms   {v / t['adam']:>7.1f}x Adam")
+        bound = 2 * (22 + 40) * 80 * COORDS[bench.__name__] / sgemm_rate()
+        print(f"  {'matmul bound':<16}{bound * 1e3:>10.1f} ms   {bound / t['adam']:>7.1f}x Adam")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from l2l.interface import State
-from l2l.learned.fused_lstm import frozen_lstm_step, lstm_sequence
+from l2l.learned.fused_lstm import frozen_lstm_step, lstm_sequence, stack_trajectory
 
 
 class CoordinatewiseLSTM(nn.Module):
@@ -83,10 +83,9 @@ class CoordinatewiseLSTM(nn.Module):
             return x
         K, N, _ = x.shape
         H = self.hidden_size
-        hs = torch.stack([torch.stack([s[f"h{layer}"].reshape(N, H) for s in states])
-                          for layer in range(L)])
-        cs = torch.stack([torch.stack([s[f"c{layer}"].reshape(N, H) for s in states])
-                          for layer in range(L)])
+        hs, cs = stack_trajectory(
+            [[s[f"h{layer}"].reshape(N, H) for s in states] for layer in range(L)],
+            [[s[f"c{layer}"].reshape(N, H) for s in states] for layer in range(L)])
         return lstm_sequence(x, hs[:, 0], cs[:, 0], self._flat_weights(), (hs, cs))
 
     def _flat_weights(self) -> list[Tensor]:

@@ -141,14 +141,38 @@ _WORKSPACE: dict[tuple, Tensor] = {}
 
 
 def _workspace(name: str, rows: int, cols: int, like: Tensor) -> Tensor:
+    return _buffer(name, (rows, cols), like)
+
+
+def _buffer(name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
     """A reused ``(rows, cols)`` scratch buffer (one per shape): meta-training asks for the same
     shape every unroll, and a fresh 100 MB tensor costs more in page faults than its matmul.
     Not thread-safe, like the rest of meta-training; its contents never outlive one backward."""
     buffer = _WORKSPACE.get(name)
-    if buffer is None or buffer.shape != (rows, cols) or buffer.dtype != like.dtype \
+    if buffer is None or buffer.shape != shape or buffer.dtype != like.dtype \
             or buffer.device != like.device:
-        buffer = _WORKSPACE[name] = like.new_empty(rows, cols)
+        buffer = _WORKSPACE[name] = like.new_empty(shape)
     return buffer
+
+
+_TRAJECTORY_FILLS = [0]  #: how often the shared trajectory buffers were refilled
+
+
+def stack_trajectory(hs: Sequence[Sequence[Tensor]],
+                     cs: Sequence[Sequence[Tensor]]) -> tuple[Tensor, Tensor]:
+    """``hs[layer][t]`` (each ``(N, H)``) stacked into ``(L, T, N, H)`` (and ``cs`` alike) in
+    reused buffers: two ~50 MB fresh stacks per unroll cost more in page faults than the
+    matmuls that read them. A backward whose buffers were refilled since its forward (a second
+    ``lstm_sequence`` over a rollout before the first one's backward) raises instead of using
+    them."""
+    like = hs[0][0]
+    shape = (len(hs), len(hs[0]), *like.shape)
+    h_buf, c_buf = _buffer("traj_h", shape, like), _buffer("traj_c", shape, like)
+    for layer in range(len(hs)):
+        torch.stack(list(hs[layer]), out=h_buf[layer])
+        torch.stack(list(cs[layer]), out=c_buf[layer])
+    _TRAJECTORY_FILLS[0] += 1
+    return h_buf, c_buf
 
 
 def lstm_trajectory(x: Tensor, h0: Tensor, c0: Tensor,
@@ -176,11 +200,17 @@ class LSTMSequence(torch.autograd.Function):
         if hs is None or cs is None:
             hs, cs = lstm_trajectory(x.detach(), h0.detach(), c0.detach(),
                                      [w.detach() for w in weights])
+        shared = hs.data_ptr() == getattr(_WORKSPACE.get("traj_h"), "data_ptr", lambda: -1)()
+        ctx.fills = _TRAJECTORY_FILLS[0] if shared else None
         ctx.save_for_backward(x, hs, cs, *weights)
         return hs[-1, 1:].clone()
 
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.fills is not None and ctx.fills != _TRAJECTORY_FILLS[0]:
+            raise RuntimeError("the LSTM trajectory buffers were refilled by a later "
+                               "sequence_updates before this one's backward; run the backward "
+                               "of each unroll before replaying the next")
         x, hs, cs, *weights = ctx.saved_tensors
         L, K1, N, H = hs.shape
         K = K1 - 1
