@@ -71,13 +71,15 @@ def test_fused_lstm_passes_gradcheck():
     assert torch.autograd.gradcheck(fused, (x, h0, c0, *weights))
 
 
-def test_auto_prefers_the_sequence_estimator_for_lstm_cores():
+def test_sequence_applies_to_lstm_cores_only_and_first_order_only():
+    cls = estimator_classes()["sequence"]
     for name in ("lstm", "rnnprop"):
         opt = build_optimizer(name)
-        assert choose_estimator("auto", opt, second_order=False).name == "sequence"
-        assert choose_estimator("auto", opt, second_order=True).name == "autograd"
-    assert choose_estimator("auto", build_optimizer("learnable_adam"),
-                            second_order=False).name == "surrogate"
+        assert cls.unsupported(opt, second_order=False) is None
+        assert "first-order" in cls.unsupported(opt, second_order=True)
+        assert choose_estimator("sequence", opt, second_order=False) is cls
+    assert "no sequence form" in cls.unsupported(build_optimizer("learnable_adam"),
+                                                 second_order=False)
 
 
 def test_meta_training_with_the_sequence_estimator_lowers_validation_loss():
@@ -109,3 +111,20 @@ def test_frozen_step_equals_torch_lstm_over_chunks(monkeypatch):
     torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(c, c_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, h_ref[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_second_replay_before_backward_is_refused_not_wrong():
+    torch.manual_seed(0)
+    opt = build_optimizer("lstm")
+    params = torch.zeros(2, 6)
+    states = [opt.init(params)]
+    xs = []
+    with torch.no_grad():
+        for _ in range(3):
+            x, state = opt.features(torch.randn(2, 6), states[-1])
+            states.append(opt.from_features(x, state)[1])
+            xs.append(x)
+    first = opt.sequence_updates(torch.stack(xs), states)
+    opt.sequence_updates(torch.stack(xs), states).sum().backward()
+    with pytest.raises(RuntimeError, match="refilled"):
+        first.sum().backward()

@@ -49,7 +49,7 @@ def test_surrogate_equals_autograd_for_every_learned_optimizer(name, objective):
 
 def test_auto_picks_the_fast_exact_estimator_when_it_applies():
     lstm = build_optimizer("lstm")
-    assert choose_estimator("auto", lstm, second_order=False).name == "sequence"
+    assert choose_estimator("auto", lstm, second_order=False).name == "surrogate"
     assert choose_estimator("auto", lstm, second_order=True).name == "autograd"
 
 

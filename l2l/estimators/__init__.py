@@ -18,14 +18,14 @@ def estimator_classes() -> dict[str, type[MetaGradientEstimator]]:
 def choose_estimator(name: str, optimizer: LearnedOptimizer, *,
                      second_order: bool) -> type[MetaGradientEstimator]:
     """The estimator called ``name``, or for ``"auto"`` the fastest exact one that applies:
-    ``sequence`` for first-order meta-training of an optimizer with a sequence form (the LSTM
-    cores), else ``surrogate`` unless the optimizer reads its parameters or second order is
-    asked for, else ``autograd``."""
+    ``surrogate`` unless the optimizer reads its parameters or second order is asked for.
+    (``sequence``, the fused whole-unroll path, is exact too but measured no faster than
+    ``surrogate`` with ``meta.compile=true`` on 2-core CPUs; see the README's "4. Speed".)"""
     classes = estimator_classes()
     if name == "auto":
-        for fast in ("sequence", "surrogate"):
-            if classes[fast].unsupported(optimizer, second_order=second_order) is None:
-                return classes[fast]
+        fast = classes["surrogate"]
+        if fast.unsupported(optimizer, second_order=second_order) is None:
+            return fast
         return classes["autograd"]
     if name not in classes:
         raise ValueError(f"unknown meta.estimator {name!r}: choose auto or one of "
