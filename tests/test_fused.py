@@ -128,3 +128,22 @@ def test_a_second_replay_before_backward_is_refused_not_wrong():
     opt.sequence_updates(torch.stack(xs), states).sum().backward()
     with pytest.raises(RuntimeError, match="refilled"):
         first.sum().backward()
+
+
+@pytest.mark.parametrize("chunk", [7, 65536])
+def test_in_place_lstm_step_equals_update(monkeypatch, chunk):
+    from l2l.learned import lstm as lstm_module
+
+    monkeypatch.setattr(lstm_module, "FROZEN_CHUNK", chunk)
+    torch.manual_seed(0)
+    opt = build_optimizer("lstm", zero_head=False)
+    params, grads = torch.randn(3, 10), torch.randn(3, 10)
+    state = opt.init(params)
+    with torch.no_grad():
+        state = opt.update(grads, state, params)[1]  # a non-zero state
+        update, expected = opt.update(grads, state, params)
+    inplace_params, inplace_state = params.clone(), {k: v.clone() for k, v in state.items()}
+    opt.step_(grads, inplace_state, inplace_params)
+    torch.testing.assert_close(inplace_params, params + update)
+    for k, v in expected.items():
+        torch.testing.assert_close(inplace_state[k], v)

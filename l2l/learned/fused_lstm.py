@@ -191,6 +191,20 @@ def lstm_trajectory(x: Tensor, h0: Tensor, c0: Tensor,
     return torch.stack(hs, 1), torch.stack(cs, 1)
 
 
+def frozen_lstm_step_(x: Tensor, hs: Sequence[Tensor], cs: Sequence[Tensor],
+                      weights: Sequence[Tensor]) -> Tensor:
+    """:func:`frozen_lstm_step` *in place* on one chunk: ``hs[layer], cs[layer] (N, H)`` are
+    overwritten by the new state; returns the top layer's new ``h`` (a view of ``hs[-1]``).
+    Used by the in-place ``step_`` (the ``torch.optim`` drop-in, evaluation): no state-sized
+    allocation per step, so memory stays that of the state and nothing is page-faulted anew."""
+    L = len(hs)
+    _, h, c = frozen_lstm_step(x, torch.stack(list(hs)), torch.stack(list(cs)), weights)
+    for layer in range(L):
+        hs[layer].copy_(h[layer])
+        cs[layer].copy_(c[layer])
+    return hs[-1]
+
+
 class LSTMSequence(torch.autograd.Function):
     """Top-layer outputs ``(K, N, H)`` of an ``L``-layer LSTM over ``x (K, N, F)``."""
 
