@@ -5,9 +5,10 @@
 * eval batch: 100 MNIST-MLP problems at once (``(100, 15910)``), the LSTM's in-place ``step_``
   against the batched Adam baseline's.
 
-The LSTM step is timed on the new frozen path (``l2l.learned.fused_lstm.frozen_lstm_step``:
-coordinate chunks, ``addmm`` + compiled fused cell) and on the previous one (one ``torch.lstm``
-call), interleaved with Adam in the same loop, and reported as ratios to Adam's step with the
+The LSTM step is timed on the new frozen path (``LSTMOptimizer._step_``: in place, over
+coordinate chunks, ``addmm`` + compiled fused cell per chunk and layer) and on the previous one
+(the pure ``update`` with one ``torch.lstm`` call over all coordinates, then ``add_``),
+interleaved with Adam in the same loop, and reported as ratios to Adam's step with the
 load average beside them. The bound: the step's matmul FLOPs (``2 * (22 + 40) * 80`` per
 coordinate) at this machine's sgemm rate, measured in the same run, also as a ratio to Adam.
 
@@ -21,6 +22,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +34,7 @@ except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l2l import TorchOptimizer  # noqa: E402
+from l2l.interface import BatchedOptimizer  # noqa: E402
 from l2l.learned import fused_lstm  # noqa: E402
 from l2l.registry import build_optimizer  # noqa: E402
 
@@ -42,8 +45,8 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
     default = fused_lstm.COMPILE_MIN_COORDS
     for r in range(repeats + 1):
         for name, fn in fns.items():
-            if name == "lstm torch.lstm":
-                fused_lstm.COMPILE_MIN_COORDS = 1 << 62  # the previous path
+            if name == "lstm previous":
+                fused_lstm.COMPILE_MIN_COORDS = 1 << 62  # one torch.lstm call per step
             start = time.perf_counter()
             fn()
             elapsed = time.perf_counter() - start
@@ -53,15 +56,22 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, f
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def previous(rule: BatchedOptimizer) -> BatchedOptimizer:
+    """``rule`` with the default ``_step_`` (pure ``update`` + ``add_``), as before this path."""
+    rule._step_ = types.MethodType(BatchedOptimizer._step_, rule)
+    return rule
+
+
 def drop_in(repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
-    models = {k: torch.nn.Linear(1000, 1000) for k in ("adam", "lstm", "lstm torch.lstm")}
+    models = {k: torch.nn.Linear(1000, 1000) for k in ("adam", "lstm", "lstm previous")}
     for m in models.values():
         for p in m.parameters():
             p.grad = torch.randn_like(p) * 1e-3
     opts = {"adam": torch.optim.Adam(models["adam"].parameters(), lr=1e-3)}
-    for k in ("lstm", "lstm torch.lstm"):
-        opts[k] = TorchOptimizer(models[k].parameters(), build_optimizer("lstm"))
+    opts["lstm"] = TorchOptimizer(models["lstm"].parameters(), build_optimizer("lstm"))
+    opts["lstm previous"] = TorchOptimizer(models["lstm previous"].parameters(),
+                                           previous(build_optimizer("lstm")))
     return interleaved({k: (lambda o=o: o.step()) for k, o in opts.items()}, repeats)
 
 
@@ -70,7 +80,7 @@ def eval_batch(repeats: int) -> dict[str, float]:
     B, n = 100, 15910
     grads = torch.randn(B, n) * 1e-3
     rules = {"adam": build_optimizer("adam"), "lstm": build_optimizer("lstm"),
-             "lstm torch.lstm": build_optimizer("lstm")}
+             "lstm previous": previous(build_optimizer("lstm"))}
     params = {k: torch.zeros(B, n) for k in rules}
     states = {k: r.init(params[k]) for k, r in rules.items()}
 

@@ -33,6 +33,7 @@ from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import OBJECTIVES, build_objective
+from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.validation import Validator
@@ -114,7 +115,9 @@ class Callback:
 
 def compiled(update: Callable) -> Callable:
     """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
-    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute)."""
+    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute);
+    the caches are kept per user (``l2l.runtime_cache``), so later runs load the kernels."""
+    enable_compile_cache()
     fast: Callable | None = torch.compile(update, dynamic=False)
 
     def call(*args: Any) -> Any:
