@@ -130,8 +130,9 @@ def test_a_second_replay_before_backward_is_refused_not_wrong():
         first.sum().backward()
 
 
+@pytest.mark.parametrize("fresh", [True, False])
 @pytest.mark.parametrize("chunk", [7, 65536])
-def test_in_place_lstm_step_equals_update(monkeypatch, chunk):
+def test_in_place_lstm_step_equals_update(monkeypatch, chunk, fresh):
     from l2l.learned import lstm as lstm_module
 
     monkeypatch.setattr(lstm_module, "FROZEN_CHUNK", chunk)
@@ -140,9 +141,11 @@ def test_in_place_lstm_step_equals_update(monkeypatch, chunk):
     params, grads = torch.randn(3, 10), torch.randn(3, 10)
     state = opt.init(params)
     with torch.no_grad():
-        state = opt.update(grads, state, params)[1]  # a non-zero state
+        if not fresh:  # a non-zero state (a fresh one shares one zeros tensor among its keys)
+            state = opt.update(grads, state, params)[1]
         update, expected = opt.update(grads, state, params)
-    inplace_params, inplace_state = params.clone(), {k: v.clone() for k, v in state.items()}
+    inplace_params = params.clone()
+    inplace_state = opt.init(params) if fresh else {k: v.clone() for k, v in state.items()}
     opt.step_(grads, inplace_state, inplace_params)
     torch.testing.assert_close(inplace_params, params + update)
     for k, v in expected.items():

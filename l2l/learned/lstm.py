@@ -73,6 +73,11 @@ class LSTMOptimizer(LearnedOptimizer):
         flat = params.view(N) if params.is_contiguous() else None
         if not L or flat is None or any(not state[k].is_contiguous() for k in keys):
             return super()._step_(grads, state, params)
+        seen: set[int] = set()
+        for k in keys:  # a fresh state shares one zeros tensor: give each key its own
+            if state[k].data_ptr() in seen:
+                state[k] = state[k].clone()
+            seen.add(state[k].data_ptr())
         hs = [state[f"h{layer}"].view(N, H) for layer in range(L)]
         cs = [state[f"c{layer}"].view(N, H) for layer in range(L)]
         g = grads.reshape(N)
