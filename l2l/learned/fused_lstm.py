@@ -115,9 +115,11 @@ def frozen_lstm_step(x: Tensor, h0: Tensor, c0: Tensor,
 
     With the compiled cell (large N): per chunk of :data:`FROZEN_CHUNK` coordinates and layer,
     one ``addmm`` for the gates and one fused pointwise kernel, about 2x faster than
-    ``torch.lstm``'s CPU kernel; otherwise ``torch.lstm`` itself, same numbers to rounding."""
+    ``torch.lstm``'s CPU kernel; otherwise (and on GPUs) ``torch.lstm`` itself, the same
+    numbers to rounding."""
     L, N, H = h0.shape
-    if not cell_forward.available(min(N, FROZEN_CHUNK)):
+    if x.device.type != "cpu" or not cell_forward.available(min(N, FROZEN_CHUNK)):
+        # (on GPUs cuDNN's fused LSTM is the fast path; the chunking is for CPU caches)
         _, h, c = torch.lstm(x[None], (h0, c0), list(weights), True, L, 0.0, False, False,
                              False)
         return h[-1], h, c

@@ -82,8 +82,9 @@ class LSTMOptimizer(LearnedOptimizer):
         cs = [state[f"c{layer}"].view(N, H) for layer in range(L)]
         g = grads.reshape(N)
         cfg, weights = self.config, self.core._flat_weights()
-        for lo in range(0, N, FROZEN_CHUNK):
-            hi = min(N, lo + FROZEN_CHUNK)
+        chunk = FROZEN_CHUNK if grads.device.type == "cpu" else N  # (chunks: for CPU caches)
+        for lo in range(0, N, chunk):
+            hi = min(N, lo + chunk)
             x = preprocess(g[lo:hi], cfg["preprocessing"], cfg["preprocess_p"])
             top = frozen_lstm_step_(x.to(self.head.weight.dtype), [h[lo:hi] for h in hs],
                                     [c[lo:hi] for c in cs], weights)
