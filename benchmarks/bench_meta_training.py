@@ -10,9 +10,19 @@ meta-gradient and one Adam meta-step. Throughput counts inner optimizee steps pe
 * ``l2l autograd``: the same trainer with ``estimator=autograd`` (optimizee graphs kept).
 * ``l2l compiled``: the surrogate path with ``meta.compile=true`` (``torch.compile`` of the
   LSTM update: fused elementwise gate kernels).
+* ``l2l sequence``: ``estimator=sequence`` (the ``auto`` default for LSTM cores): frozen
+  rollout, then one fused LSTM-sequence backward over the unroll (``l2l.learned.fused_lstm``);
+  ``eager`` / ``compiled`` = its pointwise gate-derivative step run eagerly or torch.compile-d
+  (``L2L_FUSED_COMPILE=0/1``).
 * ``naive``: the way public reproductions do it: parameters kept as a list of tensors, the LSTM
   applied per parameter tensor, and at every inner step ``loss.backward(retain_graph=True)``
   through the whole window so far (cost quadratic in the unroll length).
+
+The machine's sgemm rate is measured in the same run (a ``(K*N, 80) x (80, 20)`` product, the
+shape of the LSTM's matmuls), and the sequence path's matmul work (FLOPs of forward rollout plus
+backward) is divided by it: the fraction of the machine's matmul rate that path reaches. Rows are
+measured in rounds (every row once per round) with the load average printed, since shared
+machines are noisy.
 
 Usage: ``python benchmarks/bench_meta_training.py [--batch-sizes 1 8 32] [--repeats 5]``.
 """
@@ -20,6 +30,7 @@ Usage: ``python benchmarks/bench_meta_training.py [--batch-sizes 1 8 32] [--repe
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -58,10 +69,39 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.1f}"
+
+
+def sgemm_rate(rows: int, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (FLOP/s) on the LSTM's matmul shape, now."""
+    a, b = torch.randn(rows, 80), torch.randn(80, 20)
+    out = torch.empty(rows, 20)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * rows * 80 * 20 / min(times[1:])
+
+
+def sequence_flops(n: int, batch_size: int) -> float:
+    """Matmul FLOPs of one sequence-path meta-iteration of the 2x20 LSTM (F=2 inputs): rollout
+    (input + recurrent products), backward (gate recompute, recurrence, weight gradients, the
+    gradient into layer 0's inputs)."""
+    N, H = n * batch_size, 20
+    per = {0: 2 + H, 1: 2 * H}
+    forward = sum(2 * N * f * 4 * H for f in per.values())
+    backward = sum(2 * N * f * 4 * H * 2 + 2 * N * 4 * H * H for f in per.values())
+    backward += 2 * N * 4 * H * H  # layer 1 -> layer 0
+    return UNROLL * (forward + backward)
+
+
 def time_ours(task, batch_size: int, mode: str, repeats: int, device: torch.device,
-              compile: bool = False) -> float:
+              compile: bool = False, fused_compile: bool = True) -> float:
     """Median seconds per meta-iteration of MetaTrainer (one unroll + one meta-step); the
     first two iterations (compilation, warm-up) are not timed."""
+    os.environ["L2L_FUSED_COMPILE"] = "1" if fused_compile else "0"
     torch.manual_seed(0)
     net = LSTMOptimizer()
     config = MetaConfig(estimator=mode, val_instances=1, compile=compile)
@@ -143,6 +183,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-compile", action="store_true", help="no torch.compile rows")
+    ap.add_argument("--rounds", type=int, default=2, help="measure every row this many times")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,15 +199,30 @@ def main() -> None:
         naive = time_naive(task, args.repeats, device)
         print(f"{'naive per-tensor loop':<22}{1:>4}{naive:>15.3f}{UNROLL / naive:>15.1f}"
               f"{1.0:>10.2f}")
-    runs = [("surrogate", False, "l2l", args.batch_sizes),
-            ("autograd", False, "l2l autograd", args.batch_sizes[:1])]
+    runs = [("surrogate", False, True, "l2l surrogate", args.batch_sizes[:1]),
+            ("autograd", False, True, "l2l autograd", args.batch_sizes[:1]),
+            ("sequence", False, False, "l2l sequence eager", args.batch_sizes[:1])]
     if not args.skip_compile:
-        runs.append(("surrogate", True, "l2l compiled", args.batch_sizes))
-    for mode, compile, label, sizes in runs:
-        for b in sizes:
-            seconds = time_ours(task, b, mode, args.repeats, device, compile)
-            ratio = f"{naive / seconds * b:>10.1f}" if naive else f"{'—':>10}"
-            print(f"{label:<22}{b:>4}{seconds:>15.3f}{UNROLL * b / seconds:>15.1f}{ratio}")
+        runs += [("surrogate", True, True, "l2l surr. compiled", args.batch_sizes[:1]),
+                 ("sequence", False, True, "l2l sequence comp.", args.batch_sizes)]
+    best: dict[int, float] = {}
+    for round_ in range(args.rounds):
+        print(f"-- round {round_ + 1} ({load()})")
+        for mode, compile, fused, label, sizes in runs:
+            for b in sizes:
+                seconds = time_ours(task, b, mode, args.repeats, device, compile, fused)
+                ratio = f"{naive / seconds * b:>10.1f}" if naive else f"{'—':>10}"
+                print(f"{label:<22}{b:>4}{seconds:>15.3f}{UNROLL * b / seconds:>15.1f}{ratio}"
+                      f"   {load()}", flush=True)
+                if mode == "sequence" and (fused or args.skip_compile):
+                    best[b] = min(best.get(b, float("inf")), seconds)
+    rate = sgemm_rate(task.num_params * UNROLL)
+    print(f"\nsgemm on this machine now: {rate / 1e9:.1f} GFLOP/s ({load()})")
+    for b, seconds in sorted(best.items()):
+        flops = sequence_flops(task.num_params, b)
+        print(f"sequence path B={b}: {flops / 1e9:.1f} GFLOP of matmuls in {seconds:.3f} s = "
+              f"{flops / seconds / rate:.0%} of the sgemm rate "
+              f"(matmul-bound time {flops / rate:.3f} s)")
     print("\n'vs naive' compares inner steps per second (B instances per step count B times).")
 
 

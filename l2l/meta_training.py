@@ -7,8 +7,9 @@ across unrolls, gradients are not.
 
 The pieces, each in its own module:
 
-* the meta-gradient of one unroll: an estimator (``l2l/estimators/``: ``surrogate``, the exact
-  first-order fast path, or ``autograd``), chosen by ``meta.estimator``;
+* the meta-gradient of one unroll: an estimator (``l2l/estimators/``: ``sequence``, the fused
+  first-order path for the LSTM cores, ``surrogate``, the general first-order one, or
+  ``autograd``), chosen by ``meta.estimator``;
 * validation and best-model selection: ``l2l.validation.Validator``;
 * what happens on events (progress, logging, printing): :class:`Callback` objects;
 * checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``.
@@ -33,6 +34,7 @@ from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import OBJECTIVES, build_objective
+from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.validation import Validator
@@ -66,7 +68,7 @@ class MetaConfig:
     batch_size: int = 1  #: task instances per meta-iteration
     meta_lr: float = 1e-3  #: Adam learning rate of the meta-optimizer
     second_order: bool = False  #: back-propagate through the optimizee gradients too
-    estimator: str = "auto"  #: "auto", or a name in l2l/estimators ("surrogate", "autograd")
+    estimator: str = "auto"  #: "auto", or a name in l2l/estimators ("sequence", "surrogate", ...)
     objective: str = "sum"  #: meta-objective: "sum" (paper) or "log_relative"
     scale_range: float = 0.0  #: train on f(c*theta), c = exp(U[-s, s]) per coordinate (0: off)
     clip_grad_norm: float | None = None  #: clip the meta-gradient's global norm
@@ -114,7 +116,9 @@ class Callback:
 
 def compiled(update: Callable) -> Callable:
     """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
-    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute)."""
+    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute);
+    the caches are kept per user (``l2l.runtime_cache``), so later runs load the kernels."""
+    enable_compile_cache()
     fast: Callable | None = torch.compile(update, dynamic=False)
 
     def call(*args: Any) -> Any:
@@ -175,7 +179,7 @@ class MetaTrainer:
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
         self.estimator = estimator(update, build_objective(config.objective),
-                                   second_order=config.second_order)
+                                   second_order=config.second_order, optimizer=optimizer)
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
             self._resume_or_start()

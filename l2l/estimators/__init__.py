@@ -18,7 +18,9 @@ def estimator_classes() -> dict[str, type[MetaGradientEstimator]]:
 def choose_estimator(name: str, optimizer: LearnedOptimizer, *,
                      second_order: bool) -> type[MetaGradientEstimator]:
     """The estimator called ``name``, or for ``"auto"`` the fastest exact one that applies:
-    ``surrogate`` unless the optimizer reads its parameters or second order is asked for."""
+    ``surrogate`` unless the optimizer reads its parameters or second order is asked for.
+    (``sequence``, the fused whole-unroll path, is exact too but measured no faster than
+    ``surrogate`` with ``meta.compile=true`` on 2-core CPUs; see the README's "4. Speed".)"""
     classes = estimator_classes()
     if name == "auto":
         fast = classes["surrogate"]

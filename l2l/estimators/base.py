@@ -53,10 +53,12 @@ class MetaGradientEstimator(abc.ABC):
     name: ClassVar[str]
 
     def __init__(self, update: Update, objective: MetaObjective, *,
-                 second_order: bool = False) -> None:
+                 second_order: bool = False, optimizer: LearnedOptimizer | None = None) -> None:
         self.update = update  #: the optimizer's update (possibly compiled)
         self.objective = objective
         self.second_order = second_order
+        #: the optimizer itself, for estimators that need more than ``update`` (``sequence``)
+        self.optimizer = optimizer
 
     @classmethod
     def unsupported(cls, optimizer: LearnedOptimizer, *, second_order: bool) -> str | None:

@@ -9,7 +9,10 @@ declares:
 * ``config``: the plain-value architecture settings, exactly the ``__init__`` arguments, so
   ``type(opt).from_config(opt.config)`` rebuilds the same architecture;
 * ``reads_params``: whether ``update`` reads the parameters (declared, never guessed): the
-  meta-trainer's exact first-order "surrogate" estimator is valid only when it does not.
+  meta-trainer's exact first-order "surrogate" estimator is valid only when it does not;
+* ``sequence_form`` (optional): the update is ``from_features(*features(grads, state))`` with
+  inputs that are constants of the learned weights, and ``sequence_updates`` recomputes a whole
+  unroll's updates at once, differentiably: the fused "sequence" estimator uses it.
 
 Adding an architecture = one module in ``l2l/learned/`` defining a subclass with a unique
 ``name`` (the registry finds it), one ``conf/optimizer/<name>.yaml``, and its tests.
@@ -21,9 +24,9 @@ import inspect
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from l2l.interface import BatchedOptimizer
+from l2l.interface import BatchedOptimizer, State
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -43,6 +46,9 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
     reads_params: ClassVar[bool] = True
     #: One line for ``l2l.registry`` listings and the README table.
     summary: ClassVar[str] = ""
+    #: True if the optimizer implements the sequence protocol below (``features``,
+    #: ``from_features``, ``sequence_updates``); the "sequence" estimator needs it.
+    sequence_form: ClassVar[bool] = False
 
     def __init__(self, **config: Any) -> None:
         nn.Module.__init__(self)
@@ -50,6 +56,25 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
         #: the meta-training iteration these weights come from, where known (0: untrained), so
         #: that no report presents an untrained optimizer as a result without saying so
         self.meta_trained_iterations: int | None = None
+
+    # -- the optional sequence protocol (first-order meta-training of a whole unroll at once) ---
+
+    def features(self, grads: Tensor, state: State) -> tuple[Tensor, State]:
+        """The per-coordinate inputs ``(B, n, F)`` of the learned network at this step, and the
+        state with its non-learned parts (moments, step counts) advanced. They depend on the
+        gradients and the state only, never on the learned weights: that is what lets a whole
+        unroll be replayed as one sequence-model evaluation over stored inputs."""
+        raise NotImplementedError(f"{self.name} has no sequence form")
+
+    def from_features(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """One update ``(B, n)`` from ``features``' output; ``update`` is the composition."""
+        raise NotImplementedError(f"{self.name} has no sequence form")
+
+    def sequence_updates(self, xs: Tensor, states: list[State]) -> Tensor:
+        """All updates ``(K, B, n)`` of an unroll from its inputs ``xs (K, B, n, F)`` and the
+        ``K + 1`` states the (frozen) rollout went through (``states[0]``: before step 0),
+        differentiable in the learned weights; equal to the K ``from_features`` calls."""
+        raise NotImplementedError(f"{self.name} has no sequence form")
 
     # -- configs and checkpoints --------------------------------------------------------------
 

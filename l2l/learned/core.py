@@ -8,8 +8,9 @@ Two code paths compute the same function:
 
 * differentiable (meta-training): one ``nn.LSTMCell`` per layer, whose autograd graph the
   meta-gradient estimators back-propagate through;
-* frozen (evaluation, validation, the ``torch.optim`` drop-in): one multi-layer ``torch.lstm``
-  call, whose CPU kernel is ~10x faster than ``lstm_cell``'s strided gate activations.
+* frozen (evaluation, validation, the ``torch.optim`` drop-in, the "sequence" estimator's
+  rollout): :func:`l2l.learned.fused_lstm.frozen_lstm_step`, chunked ``addmm`` + one compiled
+  pointwise kernel per layer (``torch.lstm`` where compiling is off or small problems).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from l2l.interface import State
+from l2l.learned.fused_lstm import frozen_lstm_step, lstm_sequence, stack_trajectory
 
 
 class CoordinatewiseLSTM(nn.Module):
@@ -59,12 +61,11 @@ class CoordinatewiseLSTM(nn.Module):
         if frozen:
             h0 = torch.stack([state[f"h{layer}"].reshape(B * n, H) for layer in range(L)])
             c0 = torch.stack([state[f"c{layer}"].reshape(B * n, H) for layer in range(L)])
-            out, h, c = torch.lstm(x[None], (h0, c0), self._flat_weights(), True, L, 0.0,
-                                   False, False, False)
+            out, h, c = frozen_lstm_step(x, h0, c0, self._flat_weights())
             for layer in range(L):
                 new_state[f"h{layer}"] = h[layer].view(B, n, H)
                 new_state[f"c{layer}"] = c[layer].view(B, n, H)
-            return out[0], new_state
+            return out, new_state
         for layer, cell in enumerate(self.cells):
             hidden = (state[f"h{layer}"].reshape(B * n, H), state[f"c{layer}"].reshape(B * n, H))
             h, c = cell(x, hidden)
@@ -72,6 +73,20 @@ class CoordinatewiseLSTM(nn.Module):
             new_state[f"c{layer}"] = c.view(B, n, H)
             x = h
         return x, new_state
+
+    def sequence(self, x: Tensor, states: list[State]) -> Tensor:
+        """Top-layer outputs ``(K, N, output_size)`` over ``x (K, N, input_size)``, where
+        ``states`` are the ``K + 1`` states a rollout through :meth:`forward` went through; the
+        backward is :mod:`l2l.learned.fused_lstm`'s (one matmul per weight over all steps)."""
+        L = self.num_layers
+        if not L:
+            return x
+        K, N, _ = x.shape
+        H = self.hidden_size
+        hs, cs = stack_trajectory(
+            [[s[f"h{layer}"].reshape(N, H) for s in states] for layer in range(L)],
+            [[s[f"c{layer}"].reshape(N, H) for s in states] for layer in range(L)])
+        return lstm_sequence(x, hs[:, 0], cs[:, 0], self._flat_weights(), (hs, cs))
 
     def _flat_weights(self) -> list[Tensor]:
         """The cells' weights in ``torch.lstm``'s order (as ``nn.LSTM`` keeps them)."""

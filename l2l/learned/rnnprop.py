@@ -32,6 +32,7 @@ class RNNprop(LearnedOptimizer):
     name = "rnnprop"
     reads_params = False
     summary = "RNNprop: LSTM on Adam-normalised inputs m/sqrt(v), g/sqrt(v); bounded output"
+    sequence_form = True
 
     def __init__(
         self,
@@ -69,7 +70,11 @@ class RNNprop(LearnedOptimizer):
         return state
 
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
-        B, n = grads.shape
+        x, state = self.features(grads, state)
+        update, new_state = self.from_features(x, state)
+        return update.to(grads.dtype), new_state
+
+    def features(self, grads: Tensor, state: State) -> tuple[Tensor, State]:
         beta1, beta2 = self.config["betas"]
         g = grads.to(self.head.weight.dtype)
         step = state["step"] + 1
@@ -79,8 +84,18 @@ class RNNprop(LearnedOptimizer):
         # in float32 by the drop-in, torch's scalar dtype)
         m_hat = m / (1 - beta1 ** t).to(g.dtype)
         denom = safe_sqrt(v / (1 - beta2 ** t).to(g.dtype)) + self.config["eps"]
-        x = torch.stack([m_hat / denom, g / denom], dim=-1).view(B * n, 2)
-        h, new_state = self.core(F.elu(self.embed(x)), state, B, n)
+        x = torch.stack([m_hat / denom, g / denom], dim=-1)
+        return x, {**state, "step": step, "exp_avg": m, "exp_avg_sq": v}
+
+    def from_features(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        B, n, _ = x.shape
+        h, new_state = self.core(F.elu(self.embed(x.reshape(B * n, 2))), state, B, n)
         update = -self.config["alpha"] * torch.tanh(self.head(h).view(B, n))
-        new_state.update(step=step, exp_avg=m, exp_avg_sq=v)
-        return update.to(grads.dtype), new_state
+        new_state.update(step=state["step"], exp_avg=state["exp_avg"],
+                         exp_avg_sq=state["exp_avg_sq"])
+        return update, new_state
+
+    def sequence_updates(self, xs: Tensor, states: list[State]) -> Tensor:
+        K, B, n, _ = xs.shape
+        h = self.core.sequence(F.elu(self.embed(xs.reshape(K, B * n, 2))), states)
+        return -self.config["alpha"] * torch.tanh(self.head(h).view(K, B, n))
