@@ -101,6 +101,7 @@ def describe(record: dict[str, Any]) -> str:
         f"  file:    {record.get('file')}",
         f"  command: {record.get('command')}",
         f"  l2l {record.get('l2l_version')}, {record.get('date')}",
+        *([f"  note:    {record['note']}"] if record.get("note") else []),
     ])
 
 
