@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from l2l.estimators.base import MetaGradientEstimator, Unroll, UnrollOutcome, Update
+from l2l.estimators.surrogate import update_cotangents
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import MetaObjective
 
@@ -66,14 +67,9 @@ class SequenceEstimator(MetaGradientEstimator):
                 states.append(state)
                 later_grads.append(grads)
                 losses.append(loss)
-        loss_stack = torch.stack(losses)  # (K, B)
-        meta_loss = self.objective(loss_stack, unroll.initial_loss, unroll.horizon).sum(0).mean()
-        finite = bool(meta_loss.isfinite())
+        meta_loss, weights = update_cotangents(self.objective, unroll, losses, later_grads)
+        finite = weights is not None
         if finite:
-            slope = self.objective.derivative(loss_stack, unroll.initial_loss, unroll.horizon)
-            g = torch.stack(later_grads) * slope.unsqueeze(-1)  # (K, B, n)
-            # d meta-loss / d u_t = sum_{s >= t} w_s g_{s+1} / B : a reversed cumulative sum.
-            weights = g.flip(0).cumsum(0).flip(0) / params.shape[0]
             updates = opt.sequence_updates(torch.stack(xs), states)
             updates.backward(weights.to(updates.dtype))
         return UnrollOutcome(meta_loss.item(), params, grads, state, finite)

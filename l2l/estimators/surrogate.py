@@ -16,9 +16,25 @@ memory linear in the unroll, and the optimizee's backward is never differentiate
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from l2l.estimators.base import MetaGradientEstimator, Unroll, UnrollOutcome
 from l2l.learned.base import LearnedOptimizer
+from l2l.objectives import MetaObjective
+
+
+def update_cotangents(objective: MetaObjective, unroll: Unroll, losses: list[Tensor],
+                      later_grads: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """The unroll's meta-loss and ``d meta-loss / d u_t`` for every update ``u_t`` (``(K, B, n)``;
+    None when the meta-loss is not finite), from the losses and gradients after each step:
+    ``sum_{s >= t} phi'(f_{s+1}) g_{s+1} / B``, a reversed cumulative sum."""
+    loss_stack = torch.stack(losses)  # (K, B)
+    meta_loss = objective(loss_stack, unroll.initial_loss, unroll.horizon).sum(0).mean()
+    if not bool(meta_loss.isfinite()):
+        return meta_loss, None
+    slope = objective.derivative(loss_stack, unroll.initial_loss, unroll.horizon)
+    g = torch.stack(later_grads) * slope.unsqueeze(-1)  # (K, B, n)
+    return meta_loss, g.flip(0).cumsum(0).flip(0) / g.shape[1]
 
 
 class SurrogateEstimator(MetaGradientEstimator):
@@ -43,14 +59,9 @@ class SurrogateEstimator(MetaGradientEstimator):
             updates.append(update)
             later_grads.append(grads)
             losses.append(loss)
-        loss_stack = torch.stack(losses)  # (K, B)
-        meta_loss = self.objective(loss_stack, unroll.initial_loss, unroll.horizon).sum(0).mean()
-        finite = bool(meta_loss.isfinite())
+        meta_loss, weights = update_cotangents(self.objective, unroll, losses, later_grads)
+        finite = weights is not None
         if finite:
-            slope = self.objective.derivative(loss_stack, unroll.initial_loss, unroll.horizon)
-            g = torch.stack(later_grads) * slope.unsqueeze(-1)  # (K, B, n)
-            # d meta-loss / d u_t = sum_{s >= t} w_s g_{s+1} / B : a reversed cumulative sum.
-            weights = g.flip(0).cumsum(0).flip(0) / params.shape[0]
             surrogate = sum((u * w).sum() for u, w in zip(updates, weights))
             surrogate.backward()
         return UnrollOutcome(meta_loss.item(), params.detach(), grads.detach(),
