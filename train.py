@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from l2l import distributed, experiments, generalization, pretrained
 from l2l.checkpoint import CheckpointError
+from l2l.config_store import register_configs
 from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
@@ -35,6 +36,7 @@ from l2l.runtime import available_cpus, resolve_device, resolve_threads
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
 
+register_configs()  # every optimizer's defaults for conf/optimizer/*.yaml (l2l/config_store.py)
 log = logging.getLogger("l2l")
 MODES = ("meta_train", "evaluate", "tune", "compare", "generalization")
 #: errors that are the user's input or environment, not a bug in l2l: one line, no traceback

@@ -5,20 +5,40 @@ The pieces most code needs::
     from l2l import TorchOptimizer, LSTMOptimizer, build_optimizer, build_task
 """
 
-from l2l.config_store import register_configs
-from l2l.interface import BatchedOptimizer, Hyper, State
-from l2l.lstm_optimizer import LSTMOptimizer
-from l2l.meta_training import MetaConfig, MetaTrainer
-from l2l.registry import build_optimizer
-from l2l.tasks import build_task
-from l2l.torch_optimizer import TorchOptimizer
+from importlib import import_module
+from typing import Any
 
-register_configs()  # optimizer defaults for conf/optimizer/*.yaml (see l2l/config_store.py)
+#: public name -> the module defining it; imported on first use (PEP 562), so that importing
+#: ``l2l`` (which every ``baselines`` module does, for ``l2l.interface``) pulls in nothing else:
+#: the learned optimizers import ``baselines`` in turn, and an eager import here made
+#: ``import baselines`` before ``import l2l`` fail with a circular import.
+_EXPORTS = {
+    "BatchedOptimizer": "l2l.interface",
+    "Hyper": "l2l.interface",
+    "State": "l2l.interface",
+    "LSTMOptimizer": "l2l.learned.lstm",
+    "LearnedOptimizer": "l2l.learned.base",
+    "MetaConfig": "l2l.meta_training",
+    "MetaTrainer": "l2l.meta_training",
+    "TorchOptimizer": "l2l.torch_optimizer",
+    "build_optimizer": "l2l.registry",
+    "build_task": "l2l.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'l2l' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BatchedOptimizer",
     "Hyper",
     "LSTMOptimizer",
+    "LearnedOptimizer",
     "MetaConfig",
     "MetaTrainer",
     "State",

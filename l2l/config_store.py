@@ -30,7 +30,8 @@ def optimizer_defaults(name: str) -> dict[str, Any]:
 
 
 def register_configs() -> None:
-    """Register ``optimizer_defaults/<name>`` for every optimizer (idempotent)."""
+    """Register ``optimizer_defaults/<name>`` for every optimizer (idempotent). Called by
+    whatever composes ``conf/`` (train.py, scripts, the tests) before it composes."""
     from l2l.registry import optimizers
 
     store = ConfigStore.instance()

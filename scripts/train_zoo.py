@@ -47,6 +47,9 @@ def run_dir_of(overrides: list[str]) -> Path:
     """Where ``train.py`` with these overrides writes (Hydra's own composition of run.dir)."""
     from hydra import compose, initialize_config_dir
 
+    from l2l.config_store import register_configs
+
+    register_configs()  # conf/optimizer/*.yaml take their defaults from the classes
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
         return ROOT / cfg.hydra.run.dir

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from l2l.config_store import register_configs
 from l2l.tasks.mnist_data import FILES
+
+register_configs()  # tests compose conf/ with Hydra: the optimizer defaults must be registered
 
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 

@@ -60,3 +60,16 @@ def test_unknown_hyperparameter_names_the_valid_ones():
 def test_impossible_value_is_rejected_by_name():
     with pytest.raises(ValueError, match="lr"):
         build_optimizer("sgd", lr=-0.1)
+
+
+def test_baselines_import_before_l2l():
+    """The README's order (``import baselines`` first) must not hit a circular import: the
+    learned optimizers import ``baselines``, so ``import l2l`` must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import baselines; from l2l.tasks import build_task; import l2l; "
+            "assert l2l.build_optimizer('adam_anchored').name == 'adam_anchored'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
