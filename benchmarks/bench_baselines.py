@@ -26,6 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from baselines import NAG, SGD, AdaDelta, AdaGrad, Adam, Momentum, Nadam, RMSProp  # noqa: E402
 from l2l.torch_optimizer import TorchOptimizer  # noqa: E402
 
@@ -40,16 +42,6 @@ PAIRS = [
     ("Adam", Adam(), torch.optim.Adam, {}),
     ("Nadam", Nadam(), torch.optim.NAdam, {}),
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def drop_in_stepper(opt, params: torch.Tensor, grads: torch.Tensor):

@@ -21,7 +21,6 @@ Usage: ``python benchmarks/bench_cnn_batching.py [--instances 16] [--minibatch 1
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -37,19 +36,14 @@ try:
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from l2l.tasks import MNISTCNNFamily  # noqa: E402
 from l2l.tasks.mnist_common import ACTIVATIONS  # noqa: E402
 
 
 def machine(device: torch.device) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
+    cpu = cpu_model()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return (f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
             f"device {where}")

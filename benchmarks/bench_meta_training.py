@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +43,8 @@ try:
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from l2l.lstm_optimizer import LSTMOptimizer  # noqa: E402
 from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
 from l2l.preprocessing import preprocess  # noqa: E402
@@ -53,14 +54,7 @@ UNROLL = 20
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or cpu
+    cpu = cpu_model()
     return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
