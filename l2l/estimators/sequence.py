@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from l2l.estimators.base import MetaGradientEstimator, Unroll, UnrollOutcome, Update
-from l2l.estimators.surrogate import update_cotangents
+from l2l.estimators.surrogate import SurrogateEstimator, update_cotangents
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import MetaObjective
 
@@ -43,11 +43,9 @@ class SequenceEstimator(MetaGradientEstimator):
 
     @classmethod
     def unsupported(cls, optimizer: LearnedOptimizer, *, second_order: bool) -> str | None:
-        if second_order:
-            return "it is first-order only (second_order=true needs estimator=autograd)"
-        if optimizer.reads_params:
-            return (f"the {optimizer.name} optimizer's update reads the parameters "
-                    "(use estimator=autograd)")
+        reason = SurrogateEstimator.unsupported(optimizer, second_order=second_order)
+        if reason:  # the same first-order identity as the surrogate's
+            return reason
         if not optimizer.sequence_form:
             return f"the {optimizer.name} optimizer declares no sequence form"
         return None
