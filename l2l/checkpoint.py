@@ -127,4 +127,9 @@ def load_learned_optimizer(
     payload = load(path, map_location=device)
     if key not in payload:
         raise CheckpointError(f"{path} holds no {key!r} entry (it has {sorted(payload)})")
-    return optimizer_from_payload(payload[key], source=str(path)).to(device)
+    learned = optimizer_from_payload(payload[key], source=str(path)).to(device)
+    # the meta-training iteration these weights come from (0: the untrained optimizer), so that
+    # no report presents an untrained optimizer as a result without saying so
+    learned.meta_trained_iterations = payload.get("best_iteration" if key == "best"
+                                                  else "iteration")
+    return learned

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,18 @@ class MetaTrainingFailed(RuntimeError):
     """Meta-training ended without ever beating the untrained optimizer."""
 
 
-def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What a resumed meta-training run must share with the original: the task (but not where
-    its data lives) -- the architecture and meta settings are checked by the trainer itself."""
-    task = plain(cfg.task)
+def task_identity(task: Mapping[str, Any]) -> dict[str, Any]:
+    """A task config as a run's identity: its name, family and kwargs, but not where its data
+    lives (moving the data may not stop a resume, nor make two tasks differ)."""
     kwargs = {k: v for k, v in (task.get("kwargs") or {}).items()
               if k not in ("data_dir", "download")}
-    return {"task": {"name": task.get("name"), "family": task.get("family"), "kwargs": kwargs}}
+    return {"name": task.get("name"), "family": task.get("family"), "kwargs": kwargs}
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What a resumed meta-training run must share with the original: the task -- the
+    architecture and meta settings are checked by the trainer itself."""
+    return {"task": task_identity(plain(cfg.task))}
 
 
 # ---- meta-training -----------------------------------------------------------------------------
@@ -184,23 +190,12 @@ def load_checkpoint(checkpoint: str | Path, device: torch.device,
 
     path = resolve(checkpoint)
     learned = load_learned_optimizer(path, device)
-    learned.meta_trained_iterations = checkpoint_iteration(path)
     if expected is not None and learned.name != expected:
         log.info("checkpoint %s holds a %s optimizer (optimizer=%s ignored)", checkpoint,
                  learned.name, expected)
     log.info("loaded the learned optimizer from %s (%s: %s)", path, learned.name,
              learned.extra_repr())
     return learned
-
-
-def checkpoint_iteration(path: str | Path) -> int | None:
-    """The meta-training iteration a checkpoint's weights come from (0: untrained)."""
-    from l2l.checkpoint import load
-
-    payload = load(path)
-    if "best" in payload and "best_iteration" in payload:  # a latest.pt
-        return payload["best_iteration"]
-    return payload.get("iteration")
 
 
 UNTRAINED_NOTE = ("untrained: meta-training never beat the initial optimizer, so this row is the "

@@ -46,7 +46,6 @@ from l2l.tracking import RunLogger
 log = logging.getLogger("l2l")
 
 #: the task keys that say where data lives, not what the task is
-_LOCATION_KEYS = ("data_dir", "download")
 
 
 # ---- what the study runs on --------------------------------------------------------------------
@@ -202,12 +201,6 @@ def checkpoint_specs(cfg: DictConfig) -> list[tuple[str, str | None]]:
     return specs
 
 
-def task_identity(task: Mapping[str, Any]) -> dict[str, Any]:
-    """A task config as the identity meta-training stores (no data location)."""
-    kwargs = {k: v for k, v in (task.get("kwargs") or {}).items() if k not in _LOCATION_KEYS}
-    return {"name": task.get("name"), "family": task.get("family"), "kwargs": kwargs}
-
-
 def read_checkpoint(spec: str, label: str | None, device: torch.device) -> Checkpoint:
     """Load a checkpoint (path or zoo name) with what it records of its meta-training."""
     from l2l.pretrained import resolve
@@ -294,11 +287,11 @@ def seen_in_training(checkpoints: Sequence[Checkpoint], vcfg: DictConfig) -> str
     and horizon), ``task only`` (same task, other horizon), ``no``, or ``unknown`` (the
     checkpoint does not record its task)."""
     answers = set()
-    target = task_identity(experiments.plain(vcfg.task))
+    target = experiments.task_identity(experiments.plain(vcfg.task))
     for checkpoint in checkpoints:
         if checkpoint.trained_on is None:
             answers.add("unknown")
-        elif task_identity(checkpoint.trained_on) != target:
+        elif experiments.task_identity(checkpoint.trained_on) != target:
             answers.add("no")
         elif checkpoint.horizon is not None and checkpoint.horizon != vcfg.eval.steps:
             answers.add(f"task only ({checkpoint.horizon} steps)")

@@ -83,11 +83,7 @@ def is_zoo_name(checkpoint: str | Path) -> bool:
 
 def load(name: str, device: str | torch.device = "cpu") -> LearnedOptimizer:
     """The learned optimizer of zoo entry ``name`` (or of a checkpoint path), on ``device``."""
-    optimizer = load_learned_optimizer(resolve(name), device)
-    record = index().get(str(name))
-    if record is not None:
-        optimizer.meta_trained_iterations = record.get("iteration")
-    return optimizer
+    return load_learned_optimizer(resolve(name), device)
 
 
 def describe(record: dict[str, Any]) -> str:
