@@ -121,7 +121,8 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
                  trainer.resumed_from, f"; {dropped} replayed metric rows dropped"
                  if dropped else "")
         bar.update(trainer.iteration)
-    log.info("meta-training %s with the %s estimator", learned.name, trainer.estimator.name)
+    log.info("meta-training %s with the %s estimator%s", learned.name, trainer.estimator.name,
+             ", compiled" if trainer.compiled else "")
     with bar, stop:
         try:
             result = trainer.train()

@@ -34,6 +34,7 @@ from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import OBJECTIVES, build_objective
+from l2l.runtime import problem_size, resolve_compile
 from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
@@ -76,7 +77,9 @@ class MetaConfig:
     val_instances: int = 20  #: fixed validation instances
     checkpoint_every: int = 100  #: write latest.pt every this many iterations
     max_consecutive_skips: int = 20  #: stop after this many non-finite meta-steps in a row
-    compile: bool = False  #: torch.compile the optimizer's update (about 2x on CPU for MNIST)
+    #: torch.compile the optimizer's update: true, false, or "auto" (problems of >= 4,096
+    #: coordinates where a compiler exists; about 2x on CPU for MNIST). See l2l.runtime.
+    compile: bool | str = "auto"
     seed: int = 0  #: draws the training tasks (and the learned optimizer's initial weights)
     val_seed: int | None = None  #: draws the validation problems (None: ``seed``)
 
@@ -94,6 +97,8 @@ class MetaConfig:
         if self.unroll > self.horizon:
             raise ValueError(f"meta.unroll={self.unroll} is longer than meta.horizon="
                              f"{self.horizon}: set meta.unroll <= meta.horizon")
+        if not (self.compile is True or self.compile is False or self.compile == "auto"):
+            raise ValueError(f"meta.compile must be true, false or auto, got {self.compile!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown meta.objective {self.objective!r}: choose one of "
                              f"{', '.join(OBJECTIVES)}")
@@ -175,7 +180,9 @@ class MetaTrainer:
         val_seed = config.seed if config.val_seed is None else config.val_seed
         self.validator = Validator(task, instances=config.val_instances, seed=val_seed,
                                    horizon=config.horizon, device=self.device)
-        update = compiled(optimizer.update) if config.compile else optimizer.update
+        self.compiled = resolve_compile(config.compile, problem_size=problem_size(task),
+                                        device=self.device)
+        update = compiled(optimizer.update) if self.compiled else optimizer.update
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
         self.estimator = estimator(update, build_objective(config.objective),

@@ -118,13 +118,14 @@ def test_task_presets_are_read_from_conf_task_with_their_defaults():
     assert cfg.eval.steps == 100 and cfg.task.name == "quadratic"  # the run's config untouched
 
 
-def test_the_experiment_preset_lists_the_paper_variants_plus_cnn_and_logreg():
+def test_the_experiment_preset_lists_the_paper_variants_relu_at_200_steps_cnn_and_logreg():
     cfg = OmegaConf.load(ROOT / "conf" / "experiment" / "generalization.yaml")
     variants = parse_variants(cfg)
     assert [(v.name, v.task, v.eval_steps) for v in variants] == [
         ("base", None, None), ("200_steps", "mnist", 200), ("40_units", "mnist_40", None),
         ("2_layers", "mnist_2layer", None), ("relu", "mnist_relu", None),
-        ("cnn", "mnist_cnn", None), ("logreg", "mnist_logreg", None)]
+        ("relu_200_steps", "mnist_relu", 200), ("cnn", "mnist_cnn", None),
+        ("logreg", "mnist_logreg", None)]
     for variant in variants[1:]:
         task_preset(variant.task, ROOT / "conf")  # every preset exists in conf/task
 

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from l2l import runtime
 from l2l.config_store import optimizer_defaults
+from l2l.meta_training import MetaConfig
 from l2l.registry import build_optimizer, optimizers
-from l2l.runtime import available_cpus, resolve_threads
+from l2l.runtime import available_cpus, resolve_compile, resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +30,27 @@ def test_auto_threads_use_one_for_small_problems_and_share_cores_among_jobs():
     for bad in (-1, 0, 2.5, "many", True):
         with pytest.raises(ValueError, match="must be a positive integer, auto, or null"):
             resolve_threads(bad)
+
+
+def test_compile_auto_compiles_large_problems_where_a_compiler_exists(monkeypatch):
+    cpu = torch.device("cpu")
+    assert MetaConfig().compile == "auto"
+    assert resolve_compile(True, problem_size=10, device=cpu) is True
+    assert resolve_compile(False, problem_size=10**6, device=cpu) is False
+    assert resolve_compile("auto", problem_size=10, device=cpu) is False  # too small to pay
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert resolve_compile("auto", problem_size=15_910, device=cpu) is True
+    monkeypatch.setattr(runtime.shutil, "which", lambda name: None)  # no C++ compiler
+    with pytest.warns(RuntimeWarning, match="no C.. compiler .* runs uncompiled"):
+        assert resolve_compile("auto", problem_size=15_910, device=cpu) is False
+
+
+def test_bad_compile_settings_are_refused_with_the_choices():
+    for bad in ("yes", 2, None):
+        with pytest.raises(ValueError, match="meta.compile must be true, false or auto"):
+            MetaConfig(compile=bad)
+    with pytest.raises(ValueError, match="meta.compile must be true, false or auto"):
+        resolve_compile("sometimes", problem_size=10**6, device=torch.device("cpu"))
 
 
 def test_optimizer_yamls_take_their_defaults_from_the_classes():
