@@ -10,7 +10,9 @@ coordinate chunks, ``addmm`` + compiled fused cell per chunk and layer) and on t
 (the pure ``update`` with one ``torch.lstm`` call over all coordinates, then ``add_``),
 interleaved with Adam in the same loop, and reported as ratios to Adam's step with the
 load average beside them. The bound: the step's matmul FLOPs (``2 * (22 + 40) * 80`` per
-coordinate) at this machine's sgemm rate, measured in the same run, also as a ratio to Adam.
+coordinate) at this machine's sgemm rate, measured in the same run, also as a ratio to Adam;
+then that plus the measured time of the compiled gate math alone (the ~100 sigmoid/tanh per
+coordinate and layer, which no matmul rate covers): what the step costs with zero overhead.
 
 Usage: ``python benchmarks/bench_frozen_step.py [--repeats 10] [--threads 1]``.
 """
@@ -106,6 +108,22 @@ def sgemm_rate() -> float:
     return 2 * 65536 * 40 * 80 / min(times[1:])
 
 
+def pointwise_time(coords: int) -> float:
+    """Seconds of the fused gate math alone (the compiled cell: 60 sigmoid, 40 tanh and the
+    products per coordinate and layer) over ``coords`` coordinates and both layers, measured
+    chunk by chunk as the step runs it: the part of the bound that is not a matmul."""
+    chunk = fused_lstm.FROZEN_CHUNK
+    gates, c = torch.randn(chunk, 80), torch.randn(chunk, 20)
+    fused_lstm.cell_forward(gates, c)  # compile (or load the cached kernel)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        for _ in range(8):
+            fused_lstm.cell_forward(gates, c)
+        times.append((time.perf_counter() - start) / 8)
+    return min(times[1:]) * 2 * -(-coords // chunk)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
@@ -123,6 +141,10 @@ def main() -> None:
             print(f"  {k:<16}{v * 1e3:>10.1f} ms   {v / t['adam']:>7.1f}x Adam")
         bound = 2 * (22 + 40) * 80 * COORDS[bench.__name__] / sgemm_rate()
         print(f"  {'matmul bound':<16}{bound * 1e3:>10.1f} ms   {bound / t['adam']:>7.1f}x Adam")
+        full = bound + pointwise_time(COORDS[bench.__name__])
+        print(f"  {'+ gate math':<16}{full * 1e3:>10.1f} ms   {full / t['adam']:>7.1f}x Adam")
+        print(f"  lstm / matmul bound {t['lstm'] / bound:.2f}, "
+              f"lstm / (matmul + gate math) {t['lstm'] / full:.2f}")
 
 
 if __name__ == "__main__":
