@@ -47,7 +47,7 @@ def run_optimizer(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    params = instances.init_params
+    params = instances.init_params.clone()  # stepped in place; the instances keep their start
     B = params.shape[0]
     losses = torch.empty(steps + 1, B, dtype=torch.float64)
     diverged = torch.zeros(B, dtype=torch.bool, device=params.device)
@@ -60,8 +60,12 @@ def run_optimizer(
             losses[t] = torch.where(diverged, math.nan, loss.double()).cpu()
             if t == steps:
                 break
-            update, state = optimizer.update(grads, state, params)
-            params = torch.where(diverged[:, None], params, params + update)
+            # the frozen in-place step (for the LSTM: chunked, fused, 2.4x the pure update);
+            # an instance that diverged keeps its last parameters
+            frozen = params[diverged].clone() if bool(diverged.any()) else None
+            optimizer.step_(grads, state, params)
+            if frozen is not None:
+                params[diverged] = frozen
             if progress is not None:
                 progress(t + 1)
     if params.device.type == "cuda":

@@ -130,14 +130,17 @@ def test_a_second_replay_before_backward_is_refused_not_wrong():
         first.sum().backward()
 
 
+@pytest.mark.parametrize("name", ["lstm", "rnnprop"])
 @pytest.mark.parametrize("fresh", [True, False])
 @pytest.mark.parametrize("chunk", [7, 65536])
-def test_in_place_lstm_step_equals_update(monkeypatch, chunk, fresh):
-    from l2l.learned import lstm as lstm_module
+def test_in_place_lstm_step_equals_update(monkeypatch, chunk, fresh, name):
+    """The LSTM-core optimizers' chunked in-place step_ (evaluation, validation, drop-in) is
+    their update: parameters and every state entry, over chunks that split instances."""
+    from l2l.learned import core
 
-    monkeypatch.setattr(lstm_module, "FROZEN_CHUNK", chunk)
+    monkeypatch.setattr(core, "FROZEN_CHUNK", chunk)
     torch.manual_seed(0)
-    opt = build_optimizer("lstm", zero_head=False)
+    opt = build_optimizer(name, zero_head=False)
     params, grads = torch.randn(3, 10), torch.randn(3, 10)
     state = opt.init(params)
     with torch.no_grad():
@@ -148,5 +151,6 @@ def test_in_place_lstm_step_equals_update(monkeypatch, chunk, fresh):
     inplace_state = opt.init(params) if fresh else {k: v.clone() for k, v in state.items()}
     opt.step_(grads, inplace_state, inplace_params)
     torch.testing.assert_close(inplace_params, params + update)
+    assert set(inplace_state) == set(expected)
     for k, v in expected.items():
         torch.testing.assert_close(inplace_state[k], v)

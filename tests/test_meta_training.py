@@ -165,6 +165,28 @@ def test_evaluation_reports_divergence_without_crashing():
     assert not bool(calm.diverged.any())
 
 
+def test_evaluation_steps_in_place_freezing_only_the_diverged_instances():
+    """run_optimizer uses the frozen in-place step_; it must equal the pure update loop, and an
+    instance that diverges keeps its last parameters while the others carry on."""
+    task = build_task("quadratic")
+    instances = task.sample(4, 0, "test")
+    start = instances.init_params.clone()
+    lr = torch.tensor([[1e-3], [1e-2], [1.0], [3e-2]], dtype=start.dtype)  # instance 2 diverges
+    opt = build_optimizer("momentum", lr=lr)
+    result = run_optimizer(opt, instances, 40, with_metrics=False)
+    assert result.diverged.tolist() == [False, False, True, False]
+    assert torch.equal(instances.init_params, start)  # the instances' start is not stepped
+    params, state = start.clone(), opt.init(start)
+    with torch.no_grad():
+        for t in range(40):
+            loss, grads = instances.loss_and_grad(params, t)
+            update, state = opt.update(grads, state, params)
+            params = params + update
+    keep = torch.tensor([True, True, False, True])
+    assert torch.allclose(result.final_params[keep], params[keep], rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(result.final_params[2]).all()  # frozen at its last finite point
+
+
 def test_meta_config_rejects_impossible_values():
     with pytest.raises(ValueError, match="meta.unroll"):
         MetaConfig(unroll=0)

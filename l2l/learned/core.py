@@ -19,7 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from l2l.interface import State
-from l2l.learned.fused_lstm import frozen_lstm_step, lstm_sequence, stack_trajectory
+from l2l.learned.fused_lstm import (
+    FROZEN_CHUNK,
+    frozen_lstm_step,
+    frozen_lstm_step_,
+    lstm_sequence,
+    stack_trajectory,
+)
 
 
 class CoordinatewiseLSTM(nn.Module):
@@ -73,6 +79,31 @@ class CoordinatewiseLSTM(nn.Module):
             new_state[f"c{layer}"] = c.view(B, n, H)
             x = h
         return x, new_state
+
+    def frozen_chunks_(self, state: State, N: int, device: torch.device):
+        """For an in-place frozen step over ``N`` coordinates: yields ``(lo, hi, step)`` per
+        chunk of coordinates (:data:`FROZEN_CHUNK` on CPUs, for the caches; all at once
+        elsewhere), where ``step(x)`` runs the layers on the chunk's inputs ``x (hi-lo, F)``,
+        overwrites the chunk's ``h``/``c`` in ``state`` and returns the top output. Yields
+        nothing when the state cannot be stepped in place (then use the pure ``update``): a
+        learned optimizer's ``_step_`` is its input and output layers around this loop."""
+        L, H = self.num_layers, self.hidden_size
+        keys = [f"{kind}{layer}" for layer in range(L) for kind in "hc"]
+        if not L or any(not state[k].is_contiguous() for k in keys):
+            return
+        seen: set[int] = set()
+        for k in keys:  # a fresh state shares one zeros tensor: give each key its own
+            if state[k].data_ptr() in seen:
+                state[k] = state[k].clone()
+            seen.add(state[k].data_ptr())
+        hs = [state[f"h{layer}"].view(N, H) for layer in range(L)]
+        cs = [state[f"c{layer}"].view(N, H) for layer in range(L)]
+        weights = self._flat_weights()
+        chunk = FROZEN_CHUNK if device.type == "cpu" else N
+        for lo in range(0, N, chunk):
+            hi = min(N, lo + chunk)
+            yield lo, hi, lambda x, lo=lo, hi=hi: frozen_lstm_step_(
+                x, [h[lo:hi] for h in hs], [c[lo:hi] for c in cs], weights)
 
     def sequence(self, x: Tensor, states: list[State]) -> Tensor:
         """Top-layer outputs ``(K, N, output_size)`` over ``x (K, N, input_size)``, where

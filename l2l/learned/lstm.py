@@ -19,7 +19,6 @@ from torch import Tensor
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import CoordinatewiseLSTM, zero_linear
-from l2l.learned.fused_lstm import FROZEN_CHUNK, frozen_lstm_step_
 from l2l.preprocessing import check_preprocessing, num_features, preprocess
 
 
@@ -68,28 +67,18 @@ class LSTMOptimizer(LearnedOptimizer):
         state (no state-sized allocation per step: a 1M-parameter step allocated ~0.5 GB of
         fresh, page-faulted memory before). Same arithmetic as ``update``."""
         B, n = grads.shape
-        N, L, H = B * n, self.core.num_layers, self.core.hidden_size
-        keys = [f"{kind}{layer}" for layer in range(L) for kind in "hc"]
-        flat = params.view(N) if params.is_contiguous() else None
-        if not L or flat is None or any(not state[k].is_contiguous() for k in keys):
+        N = B * n
+        if not params.is_contiguous():
             return super()._step_(grads, state, params)
-        seen: set[int] = set()
-        for k in keys:  # a fresh state shares one zeros tensor: give each key its own
-            if state[k].data_ptr() in seen:
-                state[k] = state[k].clone()
-            seen.add(state[k].data_ptr())
-        hs = [state[f"h{layer}"].view(N, H) for layer in range(L)]
-        cs = [state[f"c{layer}"].view(N, H) for layer in range(L)]
-        g = grads.reshape(N)
-        cfg, weights = self.config, self.core._flat_weights()
-        chunk = FROZEN_CHUNK if grads.device.type == "cpu" else N  # (chunks: for CPU caches)
-        for lo in range(0, N, chunk):
-            hi = min(N, lo + chunk)
+        flat, g, cfg = params.view(N), grads.reshape(N), self.config
+        stepped = False
+        for lo, hi, lstm_step in self.core.frozen_chunks_(state, N, grads.device):
             x = preprocess(g[lo:hi], cfg["preprocessing"], cfg["preprocess_p"])
-            top = frozen_lstm_step_(x.to(self.head.weight.dtype), [h[lo:hi] for h in hs],
-                                    [c[lo:hi] for c in cs], weights)
-            update = self.head(top).view(-1) * cfg["output_scale"]
-            flat[lo:hi] += update.to(grads.dtype)
+            top = lstm_step(x.to(self.head.weight.dtype))
+            flat[lo:hi] += (self.head(top).view(-1) * cfg["output_scale"]).to(grads.dtype)
+            stepped = True
+        if not stepped:
+            super()._step_(grads, state, params)
 
     def features(self, grads: Tensor, state: State) -> tuple[Tensor, State]:
         cfg = self.config

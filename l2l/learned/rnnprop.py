@@ -74,6 +74,26 @@ class RNNprop(LearnedOptimizer):
         update, new_state = self.from_features(x, state)
         return update.to(grads.dtype), new_state
 
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        """The frozen step in place: Adam's moments over all coordinates, then the embedding,
+        the LSTM (chunked, overwriting ``h``/``c``) and the output per chunk of coordinates, as
+        the paper's LSTM does. Same arithmetic as ``update``."""
+        B, n = grads.shape
+        N = B * n
+        if not params.is_contiguous():
+            return super()._step_(grads, state, params)
+        x, moments = self.features(grads, state)
+        x, flat, alpha = x.reshape(N, 2), params.view(N), self.config["alpha"]
+        stepped = False
+        for lo, hi, lstm_step in self.core.frozen_chunks_(state, N, grads.device):
+            top = lstm_step(F.elu(self.embed(x[lo:hi])))
+            flat[lo:hi] -= (alpha * torch.tanh(self.head(top).view(-1))).to(grads.dtype)
+            stepped = True
+        if not stepped:
+            return super()._step_(grads, state, params)
+        state.update(step=moments["step"], exp_avg=moments["exp_avg"],
+                     exp_avg_sq=moments["exp_avg_sq"])
+
     def features(self, grads: Tensor, state: State) -> tuple[Tensor, State]:
         beta1, beta2 = self.config["betas"]
         g = grads.to(self.head.weight.dtype)
