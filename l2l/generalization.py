@@ -282,17 +282,32 @@ def _checkpoint_name(checkpoint: Checkpoint, index: int) -> str:
     return f"{checkpoint.group} ({seed})"
 
 
+def in_mixture(trained_on: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+    """Whether a ``family: mixture`` training task has ``target`` (a task identity) among its
+    components: same family, and every kwarg the component sets equal to the target's."""
+    if trained_on.get("family") != "mixture":
+        return False
+    for component in (trained_on.get("kwargs") or {}).get("components") or []:
+        ident = experiments.task_identity(component)
+        if ident["family"] == target["family"] and all(
+                target["kwargs"].get(k) == v for k, v in ident["kwargs"].items()):
+            return True
+    return False
+
+
 def seen_in_training(checkpoints: Sequence[Checkpoint], vcfg: DictConfig) -> str:
     """Did the learned optimizer meet this variant's task in meta-training? ``yes`` (same task
-    and horizon), ``task only`` (same task, other horizon), ``no``, or ``unknown`` (the
-    checkpoint does not record its task)."""
+    and horizon), ``task only`` (same task, other horizon), ``component of the mixture`` (it
+    was one of the tasks of a mixture), ``no``, or ``unknown`` (the checkpoint does not record
+    its task)."""
     answers = set()
     target = experiments.task_identity(experiments.plain(vcfg.task))
     for checkpoint in checkpoints:
         if checkpoint.trained_on is None:
             answers.add("unknown")
         elif experiments.task_identity(checkpoint.trained_on) != target:
-            answers.add("no")
+            answers.add("component of the mixture" if in_mixture(checkpoint.trained_on, target)
+                        else "no")
         elif checkpoint.horizon is not None and checkpoint.horizon != vcfg.eval.steps:
             answers.add(f"task only ({checkpoint.horizon} steps)")
         else:

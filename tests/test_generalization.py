@@ -15,7 +15,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from l2l import generalization
-from l2l.generalization import Variant, parse_variants, task_preset, variant_config, winner
+from l2l.generalization import (
+    Variant,
+    in_mixture,
+    parse_variants,
+    task_preset,
+    variant_config,
+    winner,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["eval.steps=12", "eval.instances=6", "tune.instances=3", "tune.per_decade=1",
@@ -128,6 +135,22 @@ def test_the_experiment_preset_lists_the_paper_variants_relu_at_200_steps_cnn_an
         ("logreg", "mnist_logreg", None)]
     for variant in variants[1:]:
         task_preset(variant.task, ROOT / "conf")  # every preset exists in conf/task
+
+
+def test_a_mixture_component_counts_as_seen_in_training():
+    mixture = OmegaConf.to_container(task_preset("mnist_mixture", ROOT / "conf"), resolve=False)
+    mixture = {"name": mixture["name"], "family": mixture["family"], "kwargs": mixture["kwargs"]}
+
+    def target(preset):
+        cfg = OmegaConf.to_container(task_preset(preset, ROOT / "conf"), resolve=False)
+        return {"name": cfg["name"], "family": cfg["family"],
+                "kwargs": {k: v for k, v in cfg["kwargs"].items()
+                           if k not in ("data_dir", "download")}}
+
+    assert in_mixture(mixture, target("mnist")) and in_mixture(mixture, target("mnist_40"))
+    assert not in_mixture(mixture, target("mnist_relu"))  # held out: no ReLU component
+    assert not in_mixture(mixture, target("mnist_2layer"))  # its 2-layer nets are tanh 10-10
+    assert not in_mixture(target("mnist"), target("mnist"))  # not a mixture at all
 
 
 def test_winner_needs_separated_intervals():
