@@ -417,8 +417,13 @@ def _trained_on_text(members: Sequence[Checkpoint]) -> str:
         if task is None:
             text = "unknown"
         else:
-            kwargs = ", ".join(f"{k}={v}" for k, v in (task.get("kwargs") or {}).items())
-            text = f"{task.get('name')} ({task.get('family')}: {kwargs})"
+            kwargs = dict(task.get("kwargs") or {})
+            if task.get("family") == "mixture":  # name the components, not their configs
+                names = [str(c.get("name")) for c in kwargs.get("components") or []]
+                text = f"{task.get('name')} (a mixture of {', '.join(names)})"
+            else:
+                listed = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+                text = f"{task.get('name')} ({task.get('family')}: {listed})"
             if checkpoint.horizon is not None:
                 text += f", {checkpoint.horizon}-step horizon"
         if text not in seen:
