@@ -60,7 +60,7 @@ def run_optimizer(
             losses[t] = torch.where(diverged, math.nan, loss.double()).cpu()
             if t == steps:
                 break
-            # the frozen in-place step (for the LSTM: chunked, fused, 2.4x the pure update);
+            # the frozen in-place step (for LSTM cores: chunked and fused, ~3x their pure update);
             # an instance that diverged keeps its last parameters
             frozen = params[diverged].clone() if bool(diverged.any()) else None
             optimizer.step_(grads, state, params)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import shutil
 import warnings
 
 import torch
-
-log = logging.getLogger("l2l")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,8 +74,9 @@ def resolve_threads(threads: object, *, problem_size: int | None = None,
     return threads, "as given"
 
 
-#: ``meta.compile=auto`` compiles problems of at least this many coordinates per instance; below
-#: it a step is a few small kernels and the compile (seconds, once per shape) does not pay back
+#: fewer coordinates than this run eagerly, both for ``meta.compile=auto`` and for the fused
+#: frozen LSTM kernels (``l2l.learned.fused_lstm``): below it a step is a few small kernels and
+#: compiling (seconds, once per shape and machine thanks to the cache) does not pay back
 COMPILE_MIN_COORDS = 4_096
 
 #: the C++ compilers inductor can use on a CPU

@@ -25,11 +25,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from l2l.runtime import COMPILE_MIN_COORDS  # (a module attribute here too: benchmarks patch it)
+
 #: "auto" (compile the pointwise steps if possible, else eager), "1" (same) or "0" (eager)
 COMPILE_ENV = "L2L_FUSED_COMPILE"
-#: fewer coordinates than this run eagerly: compiling (seconds, once per machine thanks to the
-#: cache) pays off only on problems of MNIST size and up, not on tests' small quadratics
-COMPILE_MIN_COORDS = 4096
 #: coordinates per chunk in the frozen step: the gate buffer ``(chunk, 4H)`` then stays ~5 MB
 #: (cache- and allocator-friendly) instead of ``4H`` floats per coordinate of a million-parameter
 #: model, freshly page-faulted at every step; memory stays proportional to the state. Measured
