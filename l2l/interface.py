@@ -277,6 +277,12 @@ def safe_sqrt(x: Tensor) -> Tensor:
     return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), 0.0)
 
 
+def _compiling() -> bool:
+    """True while torch.compile traces (torch >= 2.3 names it torch.compiler.is_compiling)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
+
+
 def check_range(
     name: str,
     value: Hyper,
@@ -294,6 +300,11 @@ def check_range(
     left = "[" if low_inclusive else "("
     right = "]" if high_inclusive else ")"
     if isinstance(value, Tensor):
+        if _compiling():
+            # A learned optimizer builds its rule at every step from meta-learned tensors that
+            # lie in range by construction (exp, 1 - exp); inside torch.compile the check's
+            # host sync would only break the graph (and warn) at every call.
+            return
         values = value.detach()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         values = torch.tensor(float(value))

@@ -151,6 +151,20 @@ def test_learnable_schedule_and_hyperparameters_get_meta_gradients():
     assert opt.beta_deltas.grad.abs().min() > 0 and opt.log_eps_delta.grad != 0
 
 
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
+def test_learnable_rules_compile_without_graph_breaks(name):
+    """meta.compile traces the rule built from tensors at every step: its range checks must not
+    break the graph (fullgraph raises on a break; the eager backend needs no C++ compiler)."""
+    opt = _build(name, schedule_steps=4)
+    problems = build_task("quadratic").sample(2, 0, "train")
+    params = problems.init_params
+    state = opt.init(params)
+    _, grads = problems.loss_and_grad(params, 0)
+    compiled = torch.compile(opt.update, backend="eager", fullgraph=True)
+    update, _ = compiled(grads, state, params)
+    torch.testing.assert_close(update, opt.update(grads, state, params)[0])
+
+
 def test_rnnprop_is_invariant_to_the_gradient_scale():
     """Scale-free inputs: multiplying every gradient by 1000 changes nothing (up to eps)."""
     opt = _perturb(RNNprop(eps=1e-30)).double()
