@@ -67,8 +67,9 @@ def train(name: str, overrides: list[str]) -> Path:
     return run_dir
 
 
-def index_entry(name: str, run_dir: Path) -> dict[str, Any]:
-    """The index record of a finished meta-training run ``run_dir`` under the zoo name."""
+def index_entry(name: str, run_dir: Path, note: str | None = None) -> dict[str, Any]:
+    """The index record of a finished meta-training run ``run_dir`` under the zoo name; ``note``
+    says what the numbers cannot (how far short of the paper's budget, which seed of several)."""
     from l2l.checkpoint import load
 
     best = run_dir / "checkpoints" / "best.pt"
@@ -79,7 +80,7 @@ def index_entry(name: str, run_dir: Path) -> dict[str, Any]:
     meta = payload.get("meta_config") or {}
     iteration = payload.get("iteration")
     batch = meta.get("batch_size")
-    return {
+    record = {
         "name": name,
         "file": f"{name}.pt",
         "optimizer": payload["optimizer"].get("name", "lstm"),
@@ -96,15 +97,18 @@ def index_entry(name: str, run_dir: Path) -> dict[str, Any]:
         "l2l_version": l2l_version(),
         "date": datetime.date.today().isoformat(),
     }
+    if note:
+        record["note"] = note
+    return record
 
 
-def add_to_zoo(name: str, run_dir: Path) -> dict[str, Any]:
+def add_to_zoo(name: str, run_dir: Path, note: str | None = None) -> dict[str, Any]:
     """Copy ``run_dir``'s best.pt into the zoo and write its index entry (replacing one of the
     same name); returns the entry."""
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():
         raise SystemExit(f"{best} does not exist: is {run_dir} a finished meta-training run?")
-    record = index_entry(name, run_dir)
+    record = index_entry(name, run_dir, note)
     shutil.copyfile(best, ZOO / record["file"])
     index_path = ZOO / "index.json"
     data = json.loads(index_path.read_text()) if index_path.is_file() else {"entries": []}
@@ -117,13 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("name", help="the zoo name, e.g. lstm-quadratic")
     parser.add_argument("--from-run", type=Path, help="adopt this finished run instead")
+    parser.add_argument("--note", help="a sentence kept in the entry (shown by the listing)")
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))  # l2l from this checkout, installed or not
     if (args.from_run is None) == (not args.overrides):
         parser.error("give either train.py overrides (after --) or --from-run, not both")
     run_dir = args.from_run if args.from_run is not None else train(args.name, args.overrides)
-    record = add_to_zoo(args.name, run_dir)
+    record = add_to_zoo(args.name, run_dir, args.note)
     from l2l.pretrained import describe
 
     print(describe(record))

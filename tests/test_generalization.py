@@ -173,7 +173,8 @@ def test_train_zoo_script_writes_an_index_entry_from_a_run(seeds):
     assert record["task"] == "quadratic" and record["seed"] == 1
     assert record["command"].startswith("python train.py ") and "seed=1" in record["command"]
     assert record["meta_training_tasks"] == record["iteration"] * 2
-    assert math.isfinite(record["val_loss"])
+    assert math.isfinite(record["val_loss"]) and "note" not in record
+    assert module.index_entry("lstm-tiny", seeds[1], note="seed 1 of 3")["note"] == "seed 1 of 3"
 
 
 def test_a_finished_study_is_never_overwritten(tmp_path):
