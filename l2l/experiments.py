@@ -143,11 +143,11 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     learned.meta_trained_iterations = result["best_iteration"] or 0
     untrained = result["untrained_val_loss"]
     history = [v for v in result["history"]["val_loss"] if math.isfinite(v)]
-    if untrained is not None and math.isfinite(untrained) and history \
-            and max(history) > 100 * untrained:
-        log.warning("validation loss rose to %.3g, over 100x the untrained optimizer's %.3g: "
-                    "meta-training is unstable (lower meta.meta_lr or set meta.clip_grad_norm)",
-                    max(history), untrained)
+    if untrained is not None and history and trainer.validator.blew_up(untrained, max(history)):
+        scale = "log loss" if trainer.validator.log_scale else "loss"
+        log.warning("validation %s rose to %.3g, over 100x the untrained optimizer's loss (its "
+                    "%s %.3g): meta-training is unstable (lower meta.meta_lr or set "
+                    "meta.clip_grad_norm)", scale, max(history), scale, untrained)
     if not result["best_iteration"] and meta.iterations > 0:
         message = (f"meta-training never beat the untrained {learned.name} optimizer (its "
                    f"validation {untrained:.4g}; later ones {_range(history[1:])}), so the best "

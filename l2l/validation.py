@@ -30,6 +30,8 @@ class Validator:
         self.sets: list[Instances] = [c.sample(instances, seed, "valid", device=device)
                                       for c in components]
         self.horizon = horizon
+        #: scores are mean log losses (a mixture), so a blow-up shows as a difference, not a ratio
+        self.log_scale = len(self.sets) > 1
         self.best_val = math.inf
         self.best_weights: dict[str, Tensor] | None = None
         self.best_iteration: int | None = None
@@ -48,6 +50,16 @@ class Validator:
         if not all(math.isfinite(s) and s > 0 for s in scores):
             return math.inf
         return sum(math.log(s) for s in scores) / len(scores)
+
+    def blew_up(self, untrained: float, worst: float, factor: float = 100.0) -> bool:
+        """Did a validation ``worst`` lose more than ``factor`` times the untrained optimizer's
+        loss? On log-scale scores (mixtures: negative once they beat the start) that is
+        ``worst > untrained + log(factor)``; a ratio of two such scores would mean nothing."""
+        if not (math.isfinite(untrained) and math.isfinite(worst)):
+            return False
+        if self.log_scale:
+            return worst > untrained + math.log(factor)
+        return untrained > 0 and worst > factor * untrained
 
     def offer(self, score: float, weights: dict[str, Tensor], iteration: int) -> bool:
         """Keep ``weights`` if ``score`` is finite and the best so far; say whether it was."""

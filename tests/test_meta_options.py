@@ -104,3 +104,20 @@ def test_mixture_from_a_config_and_its_validation_covers_every_component():
     assert math.isfinite(score)
     with pytest.raises(ValueError, match="needs a `family:`"):
         build_task("mixture", components=[{"kwargs": {}}])
+
+
+def test_a_blow_up_is_judged_on_the_scale_of_the_validation_score():
+    """A mixture's score is a mean log loss, negative once it beats the start: 100x the loss is
+    + log(100) there, and a ratio of two such scores (the old check) flagged a score that had
+    merely come back to the untrained one's."""
+    mixture = build_task("mixture", components=[{"family": "quadratic", "kwargs": {"dim": 3}},
+                                                {"family": "quadratic", "kwargs": {"dim": 5}}])
+    cpu = torch.device("cpu")
+    logs = Validator(mixture, instances=2, seed=0, horizon=5, device=cpu)
+    assert logs.log_scale
+    assert not logs.blew_up(-1.07, -1.07) and not logs.blew_up(-1.07, 3.0)
+    assert logs.blew_up(-1.07, -1.07 + math.log(100) + 0.01)
+    plain = Validator(build_task("quadratic"), instances=2, seed=0, horizon=5, device=cpu)
+    assert not plain.log_scale
+    assert not plain.blew_up(0.3, 29.0) and plain.blew_up(0.3, 31.0)
+    assert not plain.blew_up(0.3, math.inf) and not plain.blew_up(math.nan, 1.0)
