@@ -151,8 +151,12 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     if not result["best_iteration"] and meta.iterations > 0:
         message = (f"meta-training never beat the untrained {learned.name} optimizer (its "
                    f"validation {untrained:.4g}; later ones {_range(history[1:])}), so the best "
-                   f"checkpoint {trainer.best_path} is the untrained optimizer. Lower "
-                   "meta.meta_lr, set meta.clip_grad_norm, lower the output scale, or train longer")
+                   f"checkpoint {trainer.best_path} is the untrained optimizer. "
+                   + ("" if meta.second_order else "Try exact meta-gradients "
+                      "(meta.second_order=true: the first-order ones misled every Adam-normalised "
+                      "optimizer on MNIST), ")
+                   + "lower meta.meta_lr, set meta.clip_grad_norm, lower the output scale, or "
+                   "train longer")
         if cfg.mode == "meta_train":
             raise MetaTrainingFailed(message)
         log.warning("%s", message)

@@ -143,6 +143,7 @@ def test_finite_blow_up_is_reported_not_called_success(tmp_path):
                    f"hydra.run.dir={tmp_path / 'meta'}"], tmp_path)
     assert proc.returncode != 0
     assert "never beat the untrained lstm" in proc.stderr
+    assert "meta.second_order=true" in proc.stderr  # first-order runs are told of the exact one
     best = tmp_path / "meta" / "checkpoints" / "best.pt"
     proc = _train(["mode=evaluate", f"checkpoint={best}", "eval.instances=4", "eval.steps=10",
                    "logger=none", "progress=false", f"hydra.run.dir={tmp_path / 'eval'}"],
