@@ -472,6 +472,35 @@ def markdown_tables(result: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def summary_matrix(result: Mapping[str, Any]) -> str:
+    """Every learned group side by side: a row per variant, a column per group, then the best
+    tuned baseline. A winner with separated intervals is marked (learned **bold** ✓, baseline
+    ✗), so several optimizers can be compared at a glance; the per-group tables say the rest."""
+    groups = list(result["groups"])
+    by_variant: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for r in result["rows"]:
+        by_variant.setdefault(r["variant"], {})[r["group"]] = r
+    lines = ["| variant | " + " | ".join(_cell(g) for g in groups) + " | best tuned baseline |",
+             "|---|" + "---|" * (len(groups) + 1)]
+    for variant, rows in by_variant.items():
+        cells = []
+        for group in groups:
+            r = rows.get(group)
+            text = DASH if r is None else _pm(r["learned_mean"], r["learned_ci95"])
+            if r is not None and r["winner"] == "learned":
+                text = f"**{text}** ✓"
+            elif r is not None and r["best_baseline"] and r["winner"] == r["best_baseline"]:
+                text = f"{text} ✗"
+            cells.append(text)
+        first = next(iter(rows.values()))
+        base = DASH if first["best_baseline"] is None else (
+            f"{first['best_baseline']} "
+            f"{_pm(first['best_baseline_mean'], first['best_baseline_ci95'])} "
+            f"(lr {fmt(first['best_baseline_lr'], 3)})")
+        lines.append(f"| {_cell(variant)} | " + " | ".join(cells) + f" | {_cell(base)} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     """generalization.md: the combined table, how to read it, and every tuned baseline."""
     lines = [f"# {result['title']}", "",
@@ -485,6 +514,10 @@ def markdown(result: Mapping[str, Any]) -> str:
             lines.append(f"  - `{c['spec']}` (seed {c['seed'] if c['seed'] is not None else '?'}"
                          f", best iteration {c['iteration'] if c['iteration'] is not None else '?'}"
                          ")")
+    if len(result["groups"]) > 1:
+        lines += ["", "## All learned optimizers side by side", "",
+                  "Final test loss (mean ± 95% CI, over seeds where there are several).", "",
+                  summary_matrix(result)]
     lines += ["", "## Final test loss per variant", "", markdown_tables(result),
               "Learned final loss: with several checkpoints (meta-training seeds), the mean over "
               "seeds of each seed's mean final loss, with a Student-t 95% CI across seeds; with "

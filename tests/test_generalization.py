@@ -153,6 +153,25 @@ def test_a_mixture_component_counts_as_seen_in_training():
     assert not in_mixture(target("mnist"), target("mnist"))  # not a mixture at all
 
 
+def _row(variant, group, mean, ci, winner):
+    return {"variant": variant, "group": group, "learned_mean": mean, "learned_ci95": ci,
+            "winner": winner, "best_baseline": "adam", "best_baseline_mean": 0.3,
+            "best_baseline_ci95": 0.01, "best_baseline_lr": 0.02}
+
+
+def test_the_side_by_side_matrix_marks_only_separated_winners():
+    result = {"groups": {"lstm": {}, "rnnprop": {}},
+              "rows": [_row("base", "lstm", 0.2, 0.01, "learned"),
+                       _row("base", "rnnprop", 0.5, 0.01, "adam"),
+                       _row("relu", "lstm", 0.31, 0.05, "overlap"),
+                       _row("relu", "rnnprop", math.nan, math.nan, generalization.DASH)]}
+    lines = generalization.summary_matrix(result).splitlines()
+    assert lines[0] == "| variant | lstm | rnnprop | best tuned baseline |"
+    assert lines[2].startswith("| base | **0.2 ± 0.01** ✓ | 0.5 ± 0.01 ✗ | adam 0.3 ± 0.01")
+    assert "✓" not in lines[3] and "✗" not in lines[3]  # an overlap and a missing result
+    assert len(lines) == 4
+
+
 def test_winner_needs_separated_intervals():
     assert winner((1.0, 0.1), (2.0, 0.1), "adam") == "learned"
     assert winner((2.0, 0.1), (1.0, 0.1), "adam") == "adam"
