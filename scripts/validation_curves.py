@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from l2l.checkpoint import load
 
 
-def _draw(ax: Axes, run: Path, payload: dict[str, Any], **style: Any) -> None:
+def _draw(ax: Axes, run: Path, payload: dict[str, Any], *, untrained_line: bool = False,
+          **style: Any) -> None:
     history = payload["history"]
     its, vals = history["val_iteration"], history["val_loss"]
     line, = ax.plot(its[1:], vals[1:], marker="o", ms=3, label=run.name, **style)  # no untrained
@@ -34,7 +35,7 @@ def _draw(ax: Axes, run: Path, payload: dict[str, Any], **style: Any) -> None:
     if best in its:
         ax.plot([best], [vals[its.index(best)]], "*", ms=12, color=line.get_color())
     untrained = payload.get("untrained_val")
-    if untrained is not None and style:
+    if untrained is not None and untrained_line:
         ax.axhline(untrained, color="grey", lw=0.8, ls=":")
 
 
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
             _draw(axes[None], run, payload)
             continue
         second = bool((payload.get("meta_config") or {}).get("second_order"))
-        _draw(axes[payload["optimizer"]["name"]], run, payload, ls="-" if second else "--")
+        _draw(axes[payload["optimizer"]["name"]], run, payload, untrained_line=True,
+              ls="-" if second else "--")
     for name, ax in axes.items():
         ax.set_xlabel("meta-training task")
         ax.set_ylabel("validation final loss (kept: *)")
