@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from l2l import distributed, experiments, generalization, pretrained
 from l2l.checkpoint import CheckpointError
+from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_store import register_configs
 from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
@@ -102,6 +103,14 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
                          "pass the learned optimizer's name (optimizer=lstm, ...)")
     if cfg.checkpoint is not None:
         pretrained.resolve(cfg.checkpoint)  # a file or a zoo name, else a CheckpointError
+    if cfg.get("resume_from") is not None:
+        if cfg.mode not in ("meta_train", "compare") or not learned:
+            raise ValueError("resume_from= resumes meta-training: use it with mode=meta_train "
+                             "(or compare) and a learned optimizer=")
+        carried = load_checkpoint_file(cfg.resume_from)  # exists, l2l's, no code inside
+        if "meta_config" not in carried or "best" not in carried:
+            raise CheckpointError(f"resume_from={cfg.resume_from} is not a resumable checkpoint: "
+                                  "point it to a run's checkpoints/latest.pt")
     if cfg.mode == "evaluate" and learned and cfg.checkpoint is None:
         raise ValueError(f"mode=evaluate with optimizer={study} needs checkpoint=<path to "
                          "best.pt>")

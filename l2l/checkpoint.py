@@ -133,3 +133,48 @@ def load_learned_optimizer(
     learned.meta_trained_iterations = payload.get("best_iteration" if key == "best"
                                                   else "iteration")
     return learned
+
+
+def carry_in(source: str | Path, latest: Path, best: Path) -> str:
+    """Put a carried-over ``latest.pt`` (``resume_from=``) into a run directory, so that a run
+    moved between machines (committed, copied from a cluster) resumes from it bit for bit.
+
+    The run directory's own ``latest.pt`` wins when it is at least as far along: rerunning the
+    same command after the run has moved on must not rewind it. One that is *behind* the given
+    file is refused rather than replaced, since nothing is overwritten silently. When the run
+    directory has no ``best.pt``, it is written from the best weights the file carries, so the
+    resumed run's best is never only in memory. Returns what was done, for the log.
+    """
+    source = Path(source)
+    carried = load(source)
+    for field in ("optimizer", "best", "best_val", "iteration", "meta_config"):
+        if field not in carried:
+            raise CheckpointError(f"resume_from={source} has no {field!r}: point it to a run's "
+                                  "checkpoints/latest.pt (best.pt cannot be resumed)")
+    if latest.exists():
+        own = load(latest).get("iteration", -1)
+        if own >= carried["iteration"]:
+            return (f"resume_from={source} (iteration {carried['iteration']}) not used: the run "
+                    f"directory's own {latest} is at iteration {own}")
+        raise CheckpointError(
+            f"{latest} is at iteration {own}, behind resume_from={source} (iteration "
+            f"{carried['iteration']}): move {latest} away to resume from the given file, or "
+            "drop resume_from= to continue the run directory's own")
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{latest.name}.", suffix=".tmp", dir=latest.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(source.read_bytes())  # the bytes themselves: bit for bit
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, latest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if not best.exists() and carried["best_val"] is not None:
+        save_atomic({"optimizer": carried["best"], "iteration": carried.get("best_iteration"),
+                     "val_loss": carried["best_val"],
+                     "untrained_val_loss": carried.get("untrained_val"),
+                     "meta_config": carried["meta_config"],
+                     "identity": carried.get("identity") or {}}, best)
+    return f"resuming from resume_from={source} (iteration {carried['iteration']})"

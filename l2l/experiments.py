@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import distributed
+from l2l import checkpoint, distributed
 from l2l.checkpoint import load_learned_optimizer
 from l2l.evaluation import (
     EvaluationRecord,
@@ -111,6 +111,10 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     meta = meta_config(cfg)
     bar = Progress(meta.iterations, "meta-train", enabled=cfg.progress)
     stop = GracefulStop()
+    if cfg.get("resume_from") is not None and distributed.is_writer():
+        log.info(checkpoint.carry_in(cfg.resume_from, run_dir / "checkpoints" / "latest.pt",
+                                     run_dir / "checkpoints" / "best.pt"))
+    distributed.current().any(False)  # a collective: the other ranks wait for the file
     trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device,
                           callbacks=[LoggingCallback(logger, bar), stop],
                           identity=run_identity(cfg), sync=distributed.current())
