@@ -34,7 +34,7 @@ SMALL_PROBLEM = 10_000
 
 
 #: ``threads=N`` above this many per CPU is refused: oversubscribing CPU-bound kernels only
-#: slows them down, and tens of thousands of threads crash torch's pool at exit
+#: slows them down, and tens of thousands of threads crash torch (a segfault)
 MAX_THREADS_PER_CPU = 4
 
 

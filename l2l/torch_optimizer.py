@@ -112,8 +112,10 @@ def _real_view(t: Tensor) -> Tensor:
     torch.optim steps a complex parameter, its gradient and its state as their real views:
     the real and imaginary parts are two independent coordinates. Every l2l rule is
     coordinatewise over flat ``(B, n)`` vectors, so the drop-in does the same for the baselines
-    (their arithmetic is then torch.optim's, bit for bit) and for learned optimizers (which
-    then treat ``Re z`` and ``Im z`` exactly as two real parameters). Refusing complex
+    (their arithmetic is then torch.optim's: bit for bit for Adagrad, RMSprop, Adam and NAdam;
+    to one rounding per step for SGD, Momentum, NAG and Adadelta, whose updates torch adds in
+    complex arithmetic) and for learned optimizers (which then treat ``Re z`` and ``Im z``
+    exactly as two real parameters). Refusing complex
     parameters instead would make the drop-in less of one, and dropping to ``t.real`` (what a
     plain ``reshape`` of the state amounts to) loses the imaginary part silently.
     """
@@ -269,7 +271,8 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's ``load_state_dict``, after checking that the state is this rule's: a
-        state dict of another algorithm is a ``ValueError`` naming both."""
+        state dict of another algorithm, or state shaped unlike its parameter, is a
+        ``ValueError`` naming both."""
         self._check_compatible(state_dict)
         self._check_state_shapes(state_dict)
         super().load_state_dict(state_dict)
