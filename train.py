@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from l2l import distributed, experiments, generalization, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
+from l2l.config_checks import check_config
 from l2l.config_store import register_configs
 from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
@@ -75,10 +77,7 @@ def run(cfg: DictConfig) -> float | None:
 def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}: choose one of {', '.join(MODES)}")
-    for key in ("eval.steps", "eval.instances", "tune.instances", "tune.steps", "tune.per_decade"):
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    check_config(cfg)  # sizes, tuning grid, threshold, baselines, meta keys (l2l/config_checks)
     device = resolve_device(cfg.device)
     task = build_task(cfg.task.family, **plain(cfg.task.kwargs))
     task.name = cfg.task.name
@@ -191,8 +190,15 @@ def sweep_group() -> str | None:
 
 def preflight(argv: list[str]) -> None:
     """Fail with one line, before Hydra does, if a single run's directory cannot be created
-    (Hydra would print a traceback). Silent when the check itself cannot be made."""
-    if any(a in ("-m", "--multirun") or a.startswith("-") for a in argv):
+    (Hydra would print a traceback), or if ``run_name=`` is longer than a file name may be (a
+    sweep's too). Silent when the check itself cannot be made."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "run_name":
+            for name in value.split(",") if multirun else [value]:
+                refuse_long_name(name, "run_name", "run_name")
+    if any(a.startswith("-") for a in argv):
         return
     try:
         from hydra import compose, initialize_config_dir
@@ -202,12 +208,26 @@ def preflight(argv: list[str]) -> None:
                            .hydra.run.dir)
     except Exception:  # noqa: BLE001 - Hydra reports config errors better itself
         return
+    for part in run_dir.parts:
+        refuse_long_name(part, "the run directory's folder", "run_name or hydra.run.dir")
     existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
-    import os
-
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         print(f"[l2l] error: cannot create the run directory {run_dir} ({existing} is not a "
               "writable directory): choose another hydra.run.dir or run_name", file=sys.stderr)
+        sys.exit(1)
+
+
+def refuse_long_name(name: str, what: str, setting: str) -> None:
+    """Exit with one line if ``name`` is longer than this file system allows a file name to be
+    (255 bytes on most): Hydra would fail creating the run directory with a traceback."""
+    try:
+        limit = os.pathconf(".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    size = len(os.fsencode(name))
+    if size > limit:
+        print(f"[l2l] error: {what} {name[:40]}... is {size} bytes long, more than the {limit} "
+              f"this file system allows a file name: choose a shorter {setting}", file=sys.stderr)
         sys.exit(1)
 
 

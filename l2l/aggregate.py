@@ -39,13 +39,23 @@ def _ignored(key: str) -> bool:
 
 
 def read_overrides(job_dir: Path) -> dict[str, str]:
-    """A job's command-line overrides ``{key: value}`` from ``.hydra/overrides.yaml``."""
+    """A job's command-line overrides ``{key: value}`` from ``.hydra/overrides.yaml``; a file
+    that is not a YAML list of strings is a ``ValueError`` naming it (the job's settings, by
+    which it is grouped, would be unknown)."""
     import yaml
 
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return {}
-    items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    try:
+        items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        items = error
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        problem = (str(items).splitlines()[0] if isinstance(items, Exception)
+                   else f"a {type(items).__name__}, not a list of key=value strings")
+        raise ValueError(f"{path} is malformed ({problem}): restore the job's overrides (one "
+                         "'- key=value' line each), or move the job folder out of the sweep")
     return dict(item.split("=", 1) for item in items if "=" in item)
 
 
@@ -251,7 +261,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a directory")
-    result = aggregate(args.sweep_dir)
+    try:
+        result = aggregate(args.sweep_dir)
+    except ValueError as error:  # a job's unreadable record: one line, no traceback
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
     print((args.sweep_dir / "aggregate.md").read_text(encoding="utf-8"))
     print(f"({result['jobs']} jobs; also aggregate.json and aggregate.png in {args.sweep_dir})")
 

@@ -8,6 +8,7 @@ is then renamed over the target: a run killed mid-write leaves the previous chec
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,15 @@ import torch
 from l2l.learned.base import LearnedOptimizer
 
 FORMAT = "l2l-checkpoint/1"
+
+
+#: how torch's ``weights_only`` unpickler words a refusal to build an object (a class, a
+#: function such as ``os.system``): "Unsupported global: GLOBAL x.Y was not an allowed global",
+#: "Trying to load unsupported GLOBAL posix.system whose module posix is blocked" (torch 2.13),
+#: "Can only create new object for ... classes allowlisted via `add_safe_globals`"; anything
+#: else (a truncated archive, "Unsupported operand 65" for random bytes) is corruption
+_UNSAFE = re.compile(r"unsupported global|add_safe_globals|must be imported to load",
+                     re.IGNORECASE)
 
 
 class CheckpointError(RuntimeError):
@@ -55,7 +65,7 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a damaged file can fail in many ways inside the unpickler
         # torch's message advises weights_only=False, i.e. running the file's code: never shown.
-        unsafe = "Unsupported global" in str(err)
+        unsafe = _UNSAFE.search(str(err)) is not None
         what = ("holds objects other than tensors and plain data (refused: loading them could "
                 "run code)" if unsafe else f"is corrupt ({type(err).__name__})")
         raise CheckpointError(

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from l2l import checkpoint, distributed
 from l2l.checkpoint import load_learned_optimizer
+from l2l.config_checks import check_meta_keys
 from l2l.evaluation import (
     EvaluationRecord,
     TuneResult,
@@ -58,6 +59,7 @@ def study_optimizer(cfg: DictConfig) -> BatchedOptimizer:
 
 
 def meta_config(cfg: DictConfig) -> MetaConfig:
+    check_meta_keys(cfg.meta)  # an unknown key: one line with the closest option
     return MetaConfig(**plain(cfg.meta), seed=cfg.seed, val_seed=cfg.eval.seed)
 
 

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from l2l import experiments
 from l2l.checkpoint import load
+from l2l.config_checks import SIZE_LIMITS
 from l2l.evaluation import EvaluationRecord
 from l2l.learned.base import LearnedOptimizer
 from l2l.progress import Progress
@@ -175,6 +176,9 @@ def variant_config(cfg: DictConfig, variant: Variant) -> DictConfig:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"variant {variant.name}: eval_steps must be a positive integer, "
                              f"got {steps!r}")
+        if steps > SIZE_LIMITS["eval.steps"]:
+            raise ValueError(f"variant {variant.name}: eval_steps={steps} is above the limit of "
+                             f"eval.steps ({SIZE_LIMITS['eval.steps']:,}): lower it")
         vcfg.eval.steps = steps
     return vcfg
 

@@ -59,6 +59,11 @@ RESUMABLE_CHANGES = ("iterations", "val_every", "checkpoint_every", "max_consecu
                      "compile")
 
 
+#: what a ``latest.pt`` must hold to be resumed from (see ``MetaTrainer.save_latest``)
+RESUME_FIELDS = ("optimizer", "best", "best_val", "meta_optimizer", "iteration", "history",
+                 "skipped", "consecutive_skips", "rng")
+
+
 @dataclass
 class MetaConfig:
     """Meta-training settings; defaults are the paper's (see shared NOTES)."""
@@ -406,7 +411,14 @@ class MetaTrainer:
             self._adopt_best()
 
     def _check_resumable(self, payload: dict[str, Any], source: str) -> None:
-        """Refuse a resume that would change what is being learned (with the differences)."""
+        """Refuse a resume that would change what is being learned (with the differences), or
+        from a checkpoint that lacks a field :meth:`_restore` needs (an older or edited one)."""
+        missing = [key for key in RESUME_FIELDS if key not in payload]
+        if missing:
+            raise checkpoint.CheckpointError(
+                f"{source} lacks the field(s) {', '.join(map(repr, missing))} needed to resume "
+                "(an older l2l wrote it, or it was edited): move it and previous.pt out of "
+                "checkpoints/ to start afresh, or start a new run with another run_name")
         saved = dict(payload.get("meta_config") or {})
         now = asdict(self.config)
         diff = {k: (saved.get(k), now[k]) for k in now

@@ -33,6 +33,11 @@ def resolve_device(name: str) -> torch.device:
 SMALL_PROBLEM = 10_000
 
 
+#: ``threads=N`` above this many per CPU is refused: oversubscribing CPU-bound kernels only
+#: slows them down, and tens of thousands of threads crash torch (a segfault)
+MAX_THREADS_PER_CPU = 4
+
+
 def available_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -71,6 +76,11 @@ def resolve_threads(threads: object, *, problem_size: int | None = None,
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} must be a positive integer, auto, or null "
                          "(torch's default)")
+    limit = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+    if threads > limit:
+        raise ValueError(f"threads={threads} is more than {MAX_THREADS_PER_CPU}x this machine's "
+                         f"{os.cpu_count() or 1} CPUs (extra threads only slow torch down, and "
+                         f"very many crash its thread pool): use threads=auto or at most {limit}")
     return threads, "as given"
 
 

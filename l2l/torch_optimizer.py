@@ -19,7 +19,11 @@
   gradient and its state, which for the baselines is torch.optim's single-tensor arithmetic:
   no update tensor is allocated and read again.
 - **Checked loading.** ``load_state_dict`` refuses, with a ``ValueError`` naming both
-  optimizers, the state of a different algorithm (an SGD state dict for an Adam drop-in).
+  optimizers, the state of a different algorithm (an SGD state dict for an Adam drop-in), and
+  state shaped unlike the parameter it would be loaded into (naming the parameter).
+- **Complex parameters** are stepped as their real views, as torch.optim does (real and
+  imaginary parts are two coordinates), for baselines and learned optimizers alike; the
+  baselines' per-coordinate state is kept complex, shaped like the parameter, as torch's is.
 
 A learned optimizer is used frozen (``step`` runs under ``torch.no_grad``).
 """
@@ -100,6 +104,39 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
         return value.item()
     return value
+
+
+def _real_view(t: Tensor) -> Tensor:
+    """A complex tensor as its real view (``t.shape + (2,)``, sharing memory), else ``t``.
+
+    torch.optim steps a complex parameter, its gradient and its state as their real views:
+    the real and imaginary parts are two independent coordinates. Every l2l rule is
+    coordinatewise over flat ``(B, n)`` vectors, so the drop-in does the same for the baselines
+    (their arithmetic is then torch.optim's: bit for bit for Adagrad, RMSprop, Adam and NAdam;
+    to one rounding per step for SGD, Momentum, NAG and Adadelta, whose updates torch adds in
+    complex arithmetic) and for learned optimizers (which then treat ``Re z`` and ``Im z``
+    exactly as two real parameters). Refusing complex
+    parameters instead would make the drop-in less of one, and dropping to ``t.real`` (what a
+    plain ``reshape`` of the state amounts to) loses the imaginary part silently.
+    """
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _real_state(torch_state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: _real_view(v) for k, v in torch_state.items()}
+
+
+def _torch_state_for(param: Tensor, state: dict[str, Tensor],
+                     scalar_keys: frozenset[str]) -> dict[str, Tensor]:
+    """The stored state of ``param``: for a complex one, every per-coordinate tensor shaped
+    like its real view becomes a complex view shaped like ``param``, as torch.optim keeps it
+    (so state dicts move between them); tensors with trailing dimensions (a learned
+    optimizer's hidden state) and scalars stay real."""
+    if not param.is_complex():
+        return state
+    shape = param.shape + (2,)
+    return {k: torch.view_as_complex(v) if k not in scalar_keys and v.shape == shape else v
+            for k, v in state.items()}
 
 
 class TorchOptimizer(torch.optim.Optimizer):
@@ -191,7 +228,8 @@ class TorchOptimizer(torch.optim.Optimizer):
         a step costs no layout conversion; anything else (a first step, a loaded state dict, a
         rule that returns new tensors) converts again, and checks the shapes then.
         """
-        flat = p.view(1, -1) if p.is_contiguous() else p.reshape(1, -1)
+        real = _real_view(p)  # a complex parameter is stepped as its real view (see _real_view)
+        flat = real.view(1, -1) if real.is_contiguous() else real.reshape(1, -1)
         torch_state = self.state.get(p)  # no entry for a stateless rule, as in torch
         cached = self._views.get(p)
         if (
@@ -203,21 +241,24 @@ class TorchOptimizer(torch.optim.Optimizer):
             rows = cached[1]
             known = dict(rows)
         else:
-            rows = rule.from_torch_state(torch_state or {}, p)
+            rows = rule.from_torch_state(_real_state(torch_state or {}), real)
             rule.check_shapes(None, rows, flat)
             known = None
+        grad = _real_view(grad)
         g = grad.view(1, -1) if grad.is_contiguous() else grad.reshape(1, -1)
         if g.shape != flat.shape:
             raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape "
-                             f"{tuple(p.shape)}")
+                             f"{tuple(real.shape)}")
         rule._step_(g, rows, flat)  # shapes checked above; autograd is off (step is no_grad)
-        if flat.data_ptr() != p.data_ptr():  # a non-contiguous parameter: write back
-            p.copy_(flat.view(p.shape))
+        if flat.data_ptr() != real.data_ptr():  # a non-contiguous parameter: write back
+            real.copy_(flat.view(real.shape))
         if known is not None and len(known) == len(rows) and all(
             rows.get(k) is v for k, v in known.items()
         ):
             return  # updated in place: the state dict's tensors already hold the new state
-        new = rule.to_torch_state(rows, p)
+        if p.is_complex():  # the complex state below must view these very tensors
+            rows = {k: v.contiguous() for k, v in rows.items()}
+        new = _torch_state_for(p, rule.to_torch_state(rows, real), rule.scalar_state_keys)
         if torch_state is not None:
             torch_state.clear()
             torch_state.update(new)
@@ -230,10 +271,45 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's ``load_state_dict``, after checking that the state is this rule's: a
-        state dict of another algorithm is a ``ValueError`` naming both."""
+        state dict of another algorithm, or state shaped unlike its parameter, is a
+        ``ValueError`` naming both."""
         self._check_compatible(state_dict)
+        self._check_state_shapes(state_dict)
         super().load_state_dict(state_dict)
         self.param_groups = [self._wrap_group(g) for g in self.param_groups]
+
+    def _check_state_shapes(self, state_dict: dict[str, Any]) -> None:
+        """Refuse, with a ``ValueError`` naming the parameter and both shapes, saved state that
+        is not shaped like the parameter it would be loaded into. The rule's ``(1, n)`` views
+        would otherwise reshape the state of a ``(2, 3)`` parameter into a ``(3, 2)`` one and
+        step silently (torch.optim fails at the first step), or fail at the first step with a
+        bare reshape error (another size). Group sizes that differ are torch's own error."""
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups) or any(
+            len(a.get("params", [])) != len(b["params"])
+            for a, b in zip(saved_groups, self.param_groups)
+        ):
+            return  # super().load_state_dict raises torch's ValueError for this
+        saved = state_dict.get("state", {})
+        trailing = {k: tuple(v.shape[2:]) for k, v in self.rule.init(torch.zeros(1, 2)).items()}
+        ids = (pid for group in saved_groups for pid in group["params"])
+        params = (p for group in self.param_groups for p in group["params"])
+        for index, (pid, p) in enumerate(zip(ids, params)):
+            for key, value in saved.get(pid, {}).items():
+                if not isinstance(value, Tensor):
+                    continue
+                if key in self.rule.scalar_state_keys:
+                    ok, expected = value.numel() == 1, "one number"
+                else:
+                    extra = trailing.get(key, ())
+                    shape = tuple(p.shape) + ((2, *extra) if p.is_complex() and extra else extra)
+                    ok, expected = tuple(value.shape) == shape, f"shape {shape}"
+                if not ok:
+                    raise ValueError(
+                        f"cannot load this state dict into TorchOptimizer({_rule_name(self.rule)})"
+                        f": parameter {index} has shape {tuple(p.shape)} but its saved state "
+                        f"{key!r} has shape {tuple(value.shape)} (expected {expected}); load it "
+                        "into the model (and parameter order) it was saved from")
 
     def _check_compatible(self, state_dict: dict[str, Any]) -> None:
         ours = _rule_name(self.rule)

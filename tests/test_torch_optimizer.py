@@ -278,3 +278,119 @@ def test_optimizer_survives_deepcopy_and_pickle():
     for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
         assert clone.rule == opt.rule
         assert clone.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+
+
+#: torch.optim does these rules' weight decay and parameter update in complex arithmetic, whose
+#: ``add(x, alpha=c)`` rounds ``c * x`` before adding where the real view's kernel fuses the
+#: two: the same algorithm, one rounding apart per step (float32: about 1e-7)
+COMPLEX_ROUNDED = (baselines.SGD, baselines.Momentum, baselines.NAG, baselines.AdaDelta)
+
+
+def _assert_close_complex(a, b, exact):
+    if exact:
+        assert torch.equal(a, b), (a - b).abs().max()
+    else:
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _complex_problem(seed=0):
+    """A complex parameter (non-contiguous, to exercise the write-back) and its loss."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, 4, dtype=torch.complex64, generator=g)
+    b = torch.randn(6, dtype=torch.complex64, generator=g)
+    start = torch.randn(2, 4, dtype=torch.complex64, generator=g)
+    return start, lambda z: ((a @ z[0] - b).abs() ** 2).sum() + (z[1].abs() ** 2).sum()
+
+
+def _complex_steps(opt, z, loss_fn, steps):
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(z).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_complex_parameters_step_as_torch_optim_step_by_step(case):
+    """torch.optim steps a complex parameter as its real view; so does the drop-in: the same
+    parameter and the same complex state (keys, shapes, dtypes, values) after every step. Bit
+    for bit, except where torch adds in complex arithmetic (see COMPLEX_ROUNDED)."""
+    ours, theirs, hp, extra = case
+    start, loss_fn = _complex_problem()
+    za, zb = nn.Parameter(start.clone()), nn.Parameter(start.clone())
+    oa, ob = TorchOptimizer([za], ours(**hp)), theirs([zb], **hp, **extra)
+    exact = ours not in COMPLEX_ROUNDED
+    for _ in range(25):
+        _complex_steps(oa, za, loss_fn, 1)
+        _complex_steps(ob, zb, loss_fn, 1)
+        _assert_close_complex(za, zb, exact)
+        mine, torchs = oa.state_dict()["state"], ob.state_dict()["state"]
+        assert mine.keys() == torchs.keys()
+        for key, value in torchs.get(0, {}).items():
+            assert (mine[0][key].shape, mine[0][key].dtype) == (value.shape, value.dtype), key
+            _assert_close_complex(mine[0][key], value, exact)
+    assert torch.is_complex(za) and not torch.equal(za.imag, start.imag)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_complex_state_dicts_move_from_torch_optim(case):
+    ours, theirs, hp, extra = case
+    start, loss_fn = _complex_problem()
+    zb = nn.Parameter(start.clone())
+    ob = theirs([zb], **hp, **extra)
+    _complex_steps(ob, zb, loss_fn, 5)
+    za = nn.Parameter(zb.detach().clone())
+    oa = TorchOptimizer([za], ours(**hp))
+    oa.load_state_dict(_roundtrip(ob.state_dict()))
+    _complex_steps(oa, za, loss_fn, 5)
+    _complex_steps(ob, zb, loss_fn, 5)
+    _assert_close_complex(za, zb, ours not in COMPLEX_ROUNDED)
+
+
+def test_adam_converges_on_a_complex_parameter_like_torch():
+    """The issue's reproduction: 200 steps of Adam(lr=0.1) on |z|^2 reach ~1e-9, as torch's."""
+    results = []
+    for make in (lambda z: TorchOptimizer([z], baselines.Adam(lr=0.1)),
+                 lambda z: torch.optim.Adam([z], lr=0.1)):
+        torch.manual_seed(0)
+        z = nn.Parameter(torch.randn(5, dtype=torch.complex64))
+        _complex_steps(make(z), z, lambda z: (z.abs() ** 2).sum(), 200)
+        results.append((z.abs() ** 2).sum().item())
+    assert results[0] == results[1] < 1e-6
+
+
+def test_a_learned_optimizer_steps_a_complex_parameter_as_its_real_view():
+    """Re z and Im z are two coordinates, exactly as for a real parameter holding them."""
+    lstm = LSTMOptimizer(zero_head=False)
+    start, loss_fn = _complex_problem()
+    z = nn.Parameter(start.clone())
+    r = nn.Parameter(torch.view_as_real(start).clone())
+    oz, orr = TorchOptimizer([z], lstm), TorchOptimizer([r], lstm)
+    for _ in range(5):
+        _complex_steps(oz, z, loss_fn, 1)
+        _complex_steps(orr, r, lambda x: loss_fn(torch.view_as_complex(x)), 1)
+    assert torch.equal(torch.view_as_real(z.detach()), r.detach())
+    assert not torch.equal(z.imag, start.imag)
+    # its saved state loads back and continues identically
+    z2 = nn.Parameter(z.detach().clone())
+    again = TorchOptimizer([z2], lstm)
+    again.load_state_dict(_roundtrip(oz.state_dict()))
+    _complex_steps(again, z2, loss_fn, 3)
+    _complex_steps(oz, z, loss_fn, 3)
+    assert torch.equal(z2, z)
+
+
+@pytest.mark.parametrize("rule", [baselines.Adam(lr=0.01), LSTMOptimizer()], ids=["adam", "lstm"])
+@pytest.mark.parametrize("shape", [(3, 2), (7,)], ids=["same-size", "other-size"])
+def test_state_of_another_shape_is_refused_at_load(rule, shape):
+    """torch.optim fails at the first step; the drop-in refuses at load_state_dict, naming the
+    parameter and both shapes (a same-size state would otherwise step silently)."""
+    source = nn.Parameter(torch.randn(2, 3))
+    opt = TorchOptimizer([source], rule)
+    source.grad = torch.randn(2, 3)
+    opt.step()
+    target = nn.Parameter(torch.randn(*shape))
+    fresh = TorchOptimizer([target], rule)
+    with pytest.raises(ValueError, match=r"parameter 0 has shape \(.*\) but its saved state"):
+        fresh.load_state_dict(opt.state_dict())
+    fresh_ok = TorchOptimizer([nn.Parameter(torch.randn(2, 3))], rule)
+    fresh_ok.load_state_dict(opt.state_dict())  # the right shape still loads
