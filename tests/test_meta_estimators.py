@@ -14,6 +14,10 @@ second-order terms included (an ES estimator sees every order). Over many antith
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,6 +29,7 @@ from l2l.tasks import build_task
 from l2l.truncated_step import TruncatedStep
 from l2l.unroll_lengths import LengthSchedule
 
+ROOT = Path(__file__).resolve().parents[1]
 PAIRS = 2000
 DIM = 4
 
@@ -236,3 +241,58 @@ def test_population_estimators_refuse_second_order_and_tbptt_is_the_default():
     population = _population(_optimizer(), 6, pairs=1)
     with pytest.raises(ValueError, match="longer than the shortest unroll length 6"):
         population.unroll(_twins(population), 7)
+
+
+README_COMMAND = ["mode=meta_train", "optimizer=learnable_adam", "task=quadratic",
+                  "meta.estimator=pes", "meta.particles=8", "meta.unroll=10",
+                  "meta.lengths=log_uniform", "meta.min_length=20", "meta.max_length=200",
+                  "meta.iterations=20", "meta.val_every=10", "threads=1", "logger=none",
+                  "progress=false"]
+
+
+def _train(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_the_readme_pes_command_meta_trains_and_bad_settings_fail_in_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _train([*README_COMMAND, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "with the pes estimator" in proc.stderr
+    saved = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert saved["iteration"] == 20 and saved["estimator"]["accumulator"].shape == (4, 4)
+    assert saved["population"]["params"].shape == (8, 10)
+    bad = _train([*README_COMMAND, "meta.particles=3", f"hydra.run.dir={tmp_path / 'bad'}"],
+                 tmp_path)
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "meta.particles=3 must be an even integer" in errors[0]
+    assert "Traceback" not in bad.stderr
+
+
+def test_instances_concatenate_into_one_batch_or_stack_part_by_part(request):
+    from l2l.tasks.scaled import random_scale
+    from l2l.truncated_step import _PartsInstances, concat_instances
+
+    quad = build_task("quadratic", dim=3)
+    parts = [quad.sample(1, 0, "train", offset=i) for i in range(3)]
+    whole = quad.sample(3, 0, "train")
+    merged = concat_instances(parts)
+    params = torch.randn(3, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(merged.loss(params, 0), whole.loss(params, 0))
+    mixed = [parts[0], random_scale(parts[1], 0.5, 0, "train", 1), parts[2]]
+    stacked = concat_instances(mixed)
+    assert isinstance(stacked, _PartsInstances)
+    expected = torch.cat([p.loss(params[i:i + 1], 0) for i, p in enumerate(mixed)])
+    assert torch.equal(stacked.loss(params, 0), expected)
+    scaled = concat_instances([random_scale(p, 0.5, 0, "train", i) for i, p in enumerate(parts)])
+    assert torch.equal(scaled.loss(params, 0), random_scale(whole, 0.5, 0, "train", 0).loss(
+        params, 0))
+    request.getfixturevalue("mnist_dir")
+    mnist = build_task("mnist_logreg")
+    rows = concat_instances([mnist.sample(1, 0, "train", offset=i) for i in range(3)])
+    together = mnist.sample(3, 0, "train")
+    assert torch.equal(rows.ids, together.ids) and torch.equal(rows.init_params,
+                                                                together.init_params)

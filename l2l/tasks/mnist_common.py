@@ -268,7 +268,8 @@ class MNISTInstances(Instances):
     def concat(cls, parts: list[Instances]) -> MNISTInstances:
         first = parts[0]
         if any(p.family is not first.family or p.key != first.key or p.split != first.split
-               or p.images is not first.images for p in parts):
+               or p.images.data_ptr() != first.images.data_ptr()
+               or p.images.shape != first.images.shape for p in parts):
             raise NotImplementedError("MNIST instances of different families or splits do not "
                                       "merge")
         return cls(first.family, first.images, first.labels, torch.cat([p.ids for p in parts]),
