@@ -9,7 +9,9 @@ The pieces, each in its own module:
 
 * the meta-gradient of one unroll: an estimator (``l2l/estimators/``: ``sequence``, the fused
   first-order path for the LSTM cores, ``surrogate``, the general first-order one, or
-  ``autograd``), chosen by ``meta.estimator``;
+  ``autograd``), chosen by ``meta.estimator``; or, for the forward-only population estimators
+  (``pes``, ``es``, ``full_es``), one truncation of a population of particles
+  (``l2l.truncated_step``) per meta-iteration instead of one task;
 * validation and best-model selection: ``l2l.validation.Validator``;
 * what happens on events (progress, logging, printing): :class:`Callback` objects;
 * checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``.

@@ -72,7 +72,7 @@ class FlatWeights:
     def add_to_grad(self, gradient: Tensor) -> None:
         """Accumulate a flat gradient ``(d,)`` into the weights' ``.grad``."""
         for p, sl in zip(self.optimizer.parameters(), self.slices):
-            g = gradient[sl].view_as(p).to(p.dtype)
+            g = gradient[sl].view_as(p).to(device=p.device, dtype=p.dtype)
             p.grad = g.clone() if p.grad is None else p.grad + g
 
     def batched(self, weights: Tensor) -> dict[str, Tensor]:

@@ -73,15 +73,16 @@ class PopulationEstimator(MetaGradientEstimator):
         """``(pairs, d)`` draws of ``N(0, sigma^2 I)`` from the estimator's own generator."""
         eps = torch.randn(pairs, self.weights.size, generator=self.generator,
                           dtype=torch.float64) * self.sigma
-        return eps.to(self.optimizer.dtype)
+        reference = next(self.optimizer.parameters())
+        return eps.to(device=reference.device, dtype=reference.dtype)
 
     def particle_weights(self, eps: Tensor) -> Tensor:
         """``(2 H, d)``: pair ``j``'s ``+`` twin at row ``j``, its ``-`` twin at ``j + H``."""
-        theta = self.weights.vector().to(eps.device)
+        theta = self.weights.vector()
         return torch.cat([theta + eps, theta - eps])
 
     def write_gradient(self, gradient: Tensor) -> None:
-        self.weights.add_to_grad(gradient.to(self.optimizer.dtype))
+        self.weights.add_to_grad(gradient)
 
     @abc.abstractmethod
     def estimate_population(self, population: TruncatedStep, steps: int) -> PopulationOutcome:
