@@ -296,3 +296,23 @@ def test_instances_concatenate_into_one_batch_or_stack_part_by_part(request):
     together = mnist.sample(3, 0, "train")
     assert torch.equal(rows.ids, together.ids) and torch.equal(rows.init_params,
                                                                 together.init_params)
+
+
+def test_population_estimators_take_the_other_meta_options():
+    """log_relative (per-particle horizons), scale_range and clipping go through the population
+    path; one process only."""
+    from l2l.distributed import Synchronizer
+
+    config = _pes_config(iterations=3, val_every=3, objective="log_relative", scale_range=0.5,
+                         clip_grad_norm=0.1)
+    trainer = MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"), config)
+    result = trainer.train()
+    assert result["skipped"] == 0 and all(map(torch.isfinite, map(torch.tensor,
+                                                                  result["history"]["meta_loss"])))
+
+    class TwoProcesses(Synchronizer):
+        world_size = 2
+
+    with pytest.raises(ValueError, match="meta.estimator=pes runs in one process"):
+        MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"), _pes_config(),
+                    sync=TwoProcesses())
