@@ -316,3 +316,15 @@ def test_population_estimators_take_the_other_meta_options():
     with pytest.raises(ValueError, match="meta.estimator=pes runs in one process"):
         MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"), _pes_config(),
                     sync=TwoProcesses())
+
+
+def test_log_uniform_lengths_are_deterministic_in_range_and_spread_over_decades():
+    schedule = LengthSchedule("log_uniform", 10, 1000)
+    draws = [schedule.draw(0, i) for i in range(2000)]
+    assert draws == [schedule.draw(0, i) for i in range(2000)]
+    assert min(draws) >= 10 and max(draws) <= 1000 and schedule.shortest == 10
+    per_decade = [sum(lo <= d < 10 * lo for d in draws) for lo in (10, 100)]
+    assert all(800 < n < 1200 for n in per_decade)  # about half of the draws per decade
+    assert LengthSchedule("constant", 50).draw(0, 7) == 50
+    with pytest.raises(ValueError, match="unknown meta.lengths"):
+        LengthSchedule("linear", 5)
