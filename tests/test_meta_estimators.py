@@ -7,8 +7,8 @@ second-order terms included (an ES estimator sees every order). Over many antith
 * PES's estimates summed over an episode's truncations match it (cosine similarity above 0.99,
   magnitude within 10%: the standard error at 4,000 pairs is a few percent), also when the
   episode ends mid-truncation;
-* truncated ES, summed the same way, does not (short-horizon bias: it credits each
-  perturbation with its own truncation's losses only);
+* truncated ES and TBPTT, summed the same way, do not (short-horizon bias: each credits a
+  truncation's weights with that truncation's losses only);
 * full-horizon ES matches it.
 """
 
@@ -94,6 +94,25 @@ def test_pes_matches_the_whole_horizon_gradient_and_truncated_es_does_not():
     assert _cosine(pes, exact) > 0.99
     assert torch.linalg.norm(pes - exact) < 0.1 * torch.linalg.norm(exact)
     assert torch.linalg.norm(es - exact) > 0.3 * torch.linalg.norm(exact)
+
+
+def test_truncated_backprop_is_biased_even_with_second_order_terms():
+    """TBPTT (autograd, second order, so exact within each truncation) summed over the same four
+    truncations misses the whole-horizon gradient: the truncations cut its flow."""
+    from l2l.estimators.base import Unroll
+
+    opt = _optimizer()
+    instances = _task().sample(200, 5, "train", dtype=torch.float64)
+    exact = _exact_gradient(opt, instances, 16)
+    est = estimator_classes()["autograd"](opt.update, build_objective("sum"), second_order=True)
+    params = instances.init_params
+    initial, grads = instances.loss_and_grad(params, 0)
+    state = opt.init(params)
+    for start in range(0, 16, 4):
+        out = est.estimate(Unroll(instances, params, grads, state, start, 4, initial, 16))
+        params, grads, state = out.params, out.grads, out.state
+    tbptt = torch.cat([p.grad.flatten() for p in opt.parameters()])
+    assert torch.linalg.norm(tbptt - exact) > 0.3 * torch.linalg.norm(exact)
 
 
 def test_pes_handles_an_episode_that_ends_mid_truncation():
