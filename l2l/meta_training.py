@@ -9,7 +9,9 @@ The pieces, each in its own module:
 
 * the meta-gradient of one unroll: an estimator (``l2l/estimators/``: ``sequence``, the fused
   first-order path for the LSTM cores, ``surrogate``, the general first-order one, or
-  ``autograd``), chosen by ``meta.estimator``;
+  ``autograd``), chosen by ``meta.estimator``; or, for the forward-only population estimators
+  (``pes``, ``es``, ``full_es``), one truncation of a population of particles
+  (``l2l.truncated_step``) per meta-iteration instead of one task;
 * validation and best-model selection: ``l2l.validation.Validator``;
 * what happens on events (progress, logging, printing): :class:`Callback` objects;
 * checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``.
@@ -38,6 +40,8 @@ from l2l.runtime import problem_size, resolve_compile
 from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
+from l2l.truncated_step import TruncatedStep
+from l2l.unroll_lengths import SCHEDULES, LengthSchedule
 from l2l.validation import Validator
 
 
@@ -87,6 +91,13 @@ class MetaConfig:
     compile: bool | str = "auto"
     seed: int = 0  #: draws the training tasks (and the learned optimizer's initial weights)
     val_seed: int | None = None  #: draws the validation problems (None: ``seed``)
+    # The population estimators (pes, es, full_es; l2l/estimators/evolution.py): one
+    # meta-iteration is one truncation of meta.unroll steps (full_es: one whole episode).
+    sigma: float = 0.01  #: std of the antithetic perturbations of the learned weights
+    particles: int = 8  #: inner trainings in the population: antithetic pairs, so even
+    lengths: str = "constant"  #: episode lengths: constant (meta.horizon) or log_uniform
+    min_length: int = 100  #: log_uniform: shortest episode
+    max_length: int = 1000  #: log_uniform: longest episode
 
     def __post_init__(self) -> None:
         for name in ("iterations", "horizon", "unroll", "batch_size", "val_every",
@@ -102,6 +113,27 @@ class MetaConfig:
         if self.unroll > self.horizon:
             raise ValueError(f"meta.unroll={self.unroll} is longer than meta.horizon="
                              f"{self.horizon}: set meta.unroll <= meta.horizon")
+        check_range("meta.sigma", self.sigma, 0.0, low_inclusive=False)
+        particles = self.particles
+        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2 \
+                or particles % 2:
+            raise ValueError(f"meta.particles={particles!r} must be an even integer >= 2 (the "
+                             "particles are antithetic pairs): set meta.particles=8, say")
+        if self.lengths not in SCHEDULES:
+            raise ValueError(f"unknown meta.lengths {self.lengths!r}: choose one of "
+                             f"{', '.join(SCHEDULES)}")
+        for name in ("min_length", "max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
+        if self.lengths == "log_uniform":
+            if self.min_length > self.max_length:
+                raise ValueError(f"meta.min_length={self.min_length} exceeds meta.max_length="
+                                 f"{self.max_length}: set min_length <= max_length")
+            if self.unroll > self.min_length:
+                raise ValueError(f"meta.unroll={self.unroll} is longer than the shortest unroll "
+                                 f"length meta.min_length={self.min_length}: set meta.unroll <= "
+                                 "meta.min_length")
         if not (self.compile is True or self.compile is False or self.compile == "auto"):
             raise ValueError(f"meta.compile must be true, false or auto, got {self.compile!r}")
         if self.objective not in OBJECTIVES:
@@ -190,12 +222,47 @@ class MetaTrainer:
         update = compiled(optimizer.update) if self.compiled else optimizer.update
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
+        population = getattr(estimator, "population", False)
+        extra = {"sigma": config.sigma, "seed": config.seed} if population else {}
         self.estimator = estimator(update, build_objective(config.objective),
-                                   second_order=config.second_order, optimizer=optimizer)
+                                   second_order=config.second_order, optimizer=optimizer, **extra)
+        #: the particles of a population estimator (pes, es, full_es); None for TBPTT
+        self.population = self._population() if population else None
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
             self._resume_or_start()
         self.sync.check_same(self.iteration, self.optimizer.parameters())
+
+    def _population(self) -> TruncatedStep:
+        cfg = self.config
+        if self.sync.world_size > 1:
+            raise ValueError(f"meta.estimator={cfg.estimator} runs in one process: launch it "
+                             "without torchrun or several SLURM tasks")
+        if cfg.lengths == "log_uniform":
+            lengths = LengthSchedule("log_uniform", cfg.min_length, cfg.max_length)
+        else:
+            lengths = LengthSchedule("constant", cfg.horizon)
+        return TruncatedStep(self.task, self.optimizer, self.estimator.objective,
+                             pairs=cfg.particles // 2, lengths=lengths, seed=cfg.seed,
+                             random_offsets=self.estimator.random_offsets,
+                             scale_range=cfg.scale_range, device=self.device)
+
+    def train_population(self) -> list[float]:
+        """One meta-step of a population estimator: one truncation of every particle (full_es:
+        one whole episode); returns its meta-loss. A non-finite one skips the meta-step."""
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        out = self.estimator.estimate_population(self.population, self.config.unroll)
+        finite, meta_loss = self.sync.reduce_gradients(self.optimizer.parameters(), out.finite,
+                                                       out.meta_loss)
+        if finite:
+            finite = self._finish_gradient()
+        if not finite:
+            self.meta_optimizer.zero_grad(set_to_none=True)
+            self._skip(meta_loss)
+            return []
+        self.meta_optimizer.step()
+        self.consecutive_skips = 0
+        return [meta_loss]
 
     # -- compatibility views --------------------------------------------------------------------
 
@@ -319,7 +386,10 @@ class MetaTrainer:
         if self.iteration == 0 and not self.history["val_loss"]:
             self._validate_and_keep_best()  # the untrained optimizer is the first candidate
         while self.iteration < end:
-            meta_losses = self.train_task(self.sample_task(self.iteration))
+            if self.population is not None:
+                meta_losses = self.train_population()
+            else:
+                meta_losses = self.train_task(self.sample_task(self.iteration))
             self.iteration += 1
             mean_loss = sum(meta_losses) / len(meta_losses) if meta_losses else math.nan
             self.history["meta_loss"].append(mean_loss)
@@ -367,8 +437,12 @@ class MetaTrainer:
         """Write ``latest.pt`` atomically, keeping the one before as ``previous.pt``."""
         if self.run_dir is None or not self.sync.is_writer:
             return
+        population = {} if self.population is None else {
+            "population": self.population.state_dict(),
+            "estimator": self.estimator.state_dict()}
         checkpoint.save_atomic(
             {
+                **population,
                 "optimizer": self.optimizer.payload(),
                 "best": self.optimizer.payload(self.best_weights),
                 "best_val": self.best_val,
@@ -451,6 +525,13 @@ class MetaTrainer:
         self.skipped = payload["skipped"]
         self.consecutive_skips = payload["consecutive_skips"]
         torch.set_rng_state(payload["rng"].cpu())
+        if self.population is not None:
+            if "population" not in payload:
+                raise checkpoint.CheckpointError(
+                    f"{source} holds no population state for meta.estimator="
+                    f"{self.config.estimator}; start a new run with another run_name")
+            self.population.load_state_dict(payload["population"])
+            self.estimator.load_state_dict(payload["estimator"])
 
     def _adopt_best(self) -> None:
         """A fresh start beside an existing ``best.pt``: its score must be beaten to replace it

@@ -205,8 +205,8 @@ def test_baseline_cannot_be_meta_trained():
 
 def test_unknown_estimator_lists_the_valid_ones():
     with pytest.raises(ValueError,
-                       match="unknown meta.estimator 'pes'.*autograd, sequence, surrogate"):
-        MetaTrainer(_quadratic_lstm(), build_task("quadratic"), _config(estimator="pes"))
+                       match="unknown meta.estimator 'magic'.*tbptt.*autograd.*pes.*surrogate"):
+        MetaTrainer(_quadratic_lstm(), build_task("quadratic"), _config(estimator="magic"))
     with pytest.raises(ValueError, match="first-order only"):
         MetaTrainer(_quadratic_lstm(), build_task("quadratic"),
                     _config(estimator="surrogate", second_order=True))

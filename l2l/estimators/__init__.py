@@ -17,18 +17,19 @@ def estimator_classes() -> dict[str, type[MetaGradientEstimator]]:
 
 def choose_estimator(name: str, optimizer: LearnedOptimizer, *,
                      second_order: bool) -> type[MetaGradientEstimator]:
-    """The estimator called ``name``, or for ``"auto"`` the fastest exact one that applies:
-    ``surrogate`` unless the optimizer reads its parameters or second order is asked for.
+    """The estimator called ``name``, or for ``"auto"`` (alias ``"tbptt"``) the fastest exact
+    one that applies: ``surrogate`` unless the optimizer reads its parameters or second order
+    is asked for.
     (``sequence``, the fused whole-unroll path, is exact too but measured no faster than
     ``surrogate`` with ``meta.compile=true`` on 2-core CPUs; see the README's "4. Speed".)"""
     classes = estimator_classes()
-    if name == "auto":
+    if name in ("auto", "tbptt"):  # tbptt: today's truncated back-propagation, auto's choice
         fast = classes["surrogate"]
         if fast.unsupported(optimizer, second_order=second_order) is None:
             return fast
         return classes["autograd"]
     if name not in classes:
-        raise ValueError(f"unknown meta.estimator {name!r}: choose auto or one of "
+        raise ValueError(f"unknown meta.estimator {name!r}: choose auto, tbptt or one of "
                          f"{', '.join(classes)}")
     reason = classes[name].unsupported(optimizer, second_order=second_order)
     if reason:

@@ -76,6 +76,16 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
         differentiable in the learned weights; equal to the K ``from_features`` calls."""
         raise NotImplementedError(f"{self.name} has no sequence form")
 
+    # -- populations of perturbed copies (the evolution-strategies estimators) ------------------
+
+    def particle_axis(self) -> bool:
+        """Whether ``update``, run through ``torch.func.functional_call`` with every learned
+        weight of shape ``S`` replaced by one of shape ``S + (B, 1)``, gives optimizee ``b`` the
+        update of the weights ``w[..., b, 0]``. Then ``B`` differently perturbed copies (the
+        particles of ``l2l.truncated_step``) update as one batch; otherwise they update one
+        by one. Declared, never guessed; False unless a subclass says so."""
+        return False
+
     # -- configs and checkpoints --------------------------------------------------------------
 
     @classmethod

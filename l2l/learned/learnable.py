@@ -43,6 +43,10 @@ class _Learnable(LearnedOptimizer):
             log_lr = log_lr + self.log_schedule[index]
         return self.config["lr"] * torch.exp(log_lr)
 
+    def particle_axis(self) -> bool:
+        # every weight enters as a scalar broadcast over (B, 1); a schedule is indexed by step
+        return self.log_schedule is None
+
     @staticmethod
     def _beta(beta0: float, delta: Tensor) -> Tensor:
         return (1 - (1 - beta0) * torch.exp(delta)).clamp(min=0.0)

@@ -89,6 +89,14 @@ class Instances(abc.ABC):
             "tuning needs"
         )
 
+    @classmethod
+    def concat(cls, parts: list[Instances]) -> Instances:
+        """The instances of ``parts`` (all of this class) as one batch, rows in order: lets a
+        population of inner trainings that reset at different times (``l2l.truncated_step``)
+        stay one batched problem. Families that cannot merge raise NotImplementedError (the
+        population then evaluates its parts one by one)."""
+        raise NotImplementedError(f"{cls.__name__} does not implement concat()")
+
 
 class TaskFamily(abc.ABC):
     """A distribution over problems; ``sample`` draws a batch of them."""

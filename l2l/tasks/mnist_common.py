@@ -264,6 +264,17 @@ class MNISTInstances(Instances):
             self.init_params.repeat(times, 1), self.split,
         )
 
+    @classmethod
+    def concat(cls, parts: list[Instances]) -> MNISTInstances:
+        first = parts[0]
+        if any(p.family is not first.family or p.key != first.key or p.split != first.split
+               or p.images.data_ptr() != first.images.data_ptr()
+               or p.images.shape != first.images.shape for p in parts):
+            raise NotImplementedError("MNIST instances of different families or splits do not "
+                                      "merge")
+        return cls(first.family, first.images, first.labels, torch.cat([p.ids for p in parts]),
+                   first.key, torch.cat([p.init_params for p in parts]), first.split)
+
     def minibatch_indices(self, step: int) -> Tensor:
         """Indices ``(B, batch_size)`` into this split's images for optimization step ``step``."""
         step = int(step)

@@ -37,6 +37,11 @@ class QuadraticInstances(Instances):
             self.W.repeat(times, 1, 1), self.y.repeat(times, 1), self.init_params.repeat(times, 1)
         )
 
+    @classmethod
+    def concat(cls, parts: list[Instances]) -> QuadraticInstances:
+        return cls(torch.cat([p.W for p in parts]), torch.cat([p.y for p in parts]),
+                   torch.cat([p.init_params for p in parts]))
+
     def minimum(self) -> Tensor:
         """The least-squares optimum's loss per instance (0 when ``W`` is invertible)."""
         W64, y64 = self.W.double(), self.y.double()

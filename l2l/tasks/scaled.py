@@ -36,6 +36,14 @@ class ScaledInstances(Instances):
     def repeat(self, times: int) -> ScaledInstances:
         return ScaledInstances(self.inner.repeat(times), self.scale.repeat(times, 1))
 
+    @classmethod
+    def concat(cls, parts: list[Instances]) -> ScaledInstances:
+        inners = [p.inner for p in parts]
+        kinds = {type(i) for i in inners}
+        if len(kinds) != 1:
+            raise NotImplementedError("scaled instances of different families do not merge")
+        return cls(kinds.pop().concat(inners), torch.cat([p.scale for p in parts]))
+
 
 def random_scale(instances: Instances, log_range: float, seed: int, split: str,
                  offset: int) -> Instances:
