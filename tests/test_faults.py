@@ -1,0 +1,127 @@
+"""Faults a cluster and a careless user cause: a kill at the worst instant, a full disk, a
+failing sweep job, SIGHUP, a refused command, duplicate checkpoints. None loses work, none
+leaves a wrong record, each ends in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from l2l import atomic, checkpoint
+from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.meta_training import MetaConfig, MetaTrainer
+from l2l.tasks import build_task
+
+ROOT = Path(__file__).resolve().parents[1]
+Q = ["task=quadratic", "threads=1", "logger=none", "progress=false"]
+QUICK = ["meta.horizon=10", "meta.unroll=5", "meta.batch_size=2", "meta.val_instances=4",
+         "meta.meta_lr=0.01", *Q]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **extra,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WANDB_MODE", None)
+    return env
+
+
+def _train(args: list[str], cwd: Path, timeout: int = 180, **env: str
+           ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd,
+                          env=_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+# ---- best.pt only ever improves, latest.pt always exists --------------------------------------
+
+TRAINER = """
+import sys, torch
+from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.meta_training import MetaConfig, MetaTrainer
+from l2l.tasks import build_task
+torch.manual_seed(0)
+config = MetaConfig(iterations={iterations}, horizon=10, unroll=5, batch_size=4, meta_lr=0.01,
+                    val_every={val_every}, val_instances=8, checkpoint_every=1000)
+MetaTrainer(LSTMOptimizer(preprocessing="none", output_scale=1.0), build_task("quadratic"),
+            config, run_dir=sys.argv[1]).train()
+"""
+
+
+def _config(**fields) -> MetaConfig:
+    return MetaConfig(**{**dict(horizon=10, unroll=5, batch_size=4, meta_lr=0.01,
+                                val_instances=8, checkpoint_every=1000), **fields})
+
+
+@pytest.mark.slow
+def test_a_kill_between_best_and_latest_never_makes_best_worse(tmp_path, monkeypatch):
+    """Validations at 0, 3 and 6 each improve; the fault hook kills the run just after the
+    third best.pt (iteration 6) is in place, before latest.pt (iteration 3) follows. The
+    resume validates every iteration (an allowed change): iterations 4 and 5 beat what
+    latest.pt records but not best.pt, so they must not replace it."""
+    script = TRAINER.format(iterations=6, val_every=3)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=_env(
+        **{atomic.FAULT_ENV: "after:best.pt:kill:3"}), capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    latest = checkpoint.load(tmp_path / "checkpoints" / "latest.pt")
+    assert (best["iteration"], latest["iteration"]) == (6, 3)
+    assert best["val_loss"] < latest["best_val"]
+
+    written = []
+    save = checkpoint.save_atomic
+
+    def spy(payload, path, previous=None):
+        if Path(path).name == "best.pt":
+            written.append(payload["val_loss"])
+        save(payload, path, previous)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", spy)
+    torch.manual_seed(0)
+    trainer = MetaTrainer(LSTMOptimizer(preprocessing="none", output_scale=1.0),
+                          build_task("quadratic"), _config(iterations=6, val_every=1),
+                          run_dir=tmp_path)
+    assert trainer.resumed_from is not None and trainer.best_val == best["val_loss"]
+    trainer.train()
+    replayed = trainer.history["val_loss"][-3:]  # iterations 4, 5, 6
+    assert any(best["val_loss"] < v < latest["best_val"] for v in replayed)  # the trap was set
+    assert all(v <= best["val_loss"] for v in written), written
+    assert checkpoint.load(tmp_path / "checkpoints" / "best.pt")["val_loss"] <= best["val_loss"]
+
+
+def test_latest_pt_exists_at_every_instant_of_a_write(tmp_path, monkeypatch):
+    """Every rename and link of a checkpoint write is watched: before and after each one,
+    latest.pt is a complete checkpoint (the old or the new), and previous.pt is the old one."""
+    latest, previous = tmp_path / "latest.pt", tmp_path / "previous.pt"
+    seen = []
+
+    def watched(real):
+        def call(*args, **kwargs):
+            seen.append(checkpoint.load(latest)["n"])
+            result = real(*args, **kwargs)
+            seen.append(checkpoint.load(latest)["n"])
+            return result
+        return call
+
+    checkpoint.save_atomic({"n": 0}, latest, previous=previous)
+    monkeypatch.setattr(checkpoint.os, "replace", watched(os.replace))
+    monkeypatch.setattr(checkpoint.os, "link", watched(os.link))
+    for n in (1, 2, 3):
+        checkpoint.save_atomic({"n": n}, latest, previous=previous)
+        assert checkpoint.load(previous)["n"] == n - 1
+    assert seen and set(seen) <= {0, 1, 2, 3}
+    assert checkpoint.load(latest)["n"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "previous.pt"]
