@@ -125,3 +125,27 @@ def test_latest_pt_exists_at_every_instant_of_a_write(tmp_path, monkeypatch):
     assert seen and set(seen) <= {0, 1, 2, 3}
     assert checkpoint.load(latest)["n"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.pt", "previous.pt"]
+
+
+# ---- SIGHUP: a closed terminal or ssh session ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sighup_finishes_the_task_saves_and_exits_129(tmp_path):
+    args = ["mode=meta_train", "meta.iterations=400", "meta.val_every=1000",
+            "meta.checkpoint_every=1000", *QUICK, f"hydra.run.dir={tmp_path}"]
+    child = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    log = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    done = log.read_text().count("\n") - 1  # the rows after the first validation's
+    child.send_signal(signal.SIGHUP)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGHUP, err[-2000:]  # killed by it would be -1
+    assert "received SIGHUP" in err and "Rerun the same command to resume" in err
+    assert "Traceback" not in err
+    saved = checkpoint.load(tmp_path / "checkpoints" / "latest.pt")["iteration"]
+    assert done <= saved < 400
