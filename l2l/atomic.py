@@ -22,6 +22,7 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FAULT_ENV = "L2L_FAULT"
 _fault_counts: dict[str, int] = {}
@@ -83,6 +84,13 @@ def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
+    """``fig.savefig`` atomically (the format from ``path``'s suffix); returns ``path``."""
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
     return Path(path)
 
 

@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from l2l import experiments
+from l2l.atomic import save_figure, write_text
 from l2l.checkpoint import load
 from l2l.evaluation import EvaluationRecord
 from l2l.learned.base import LearnedOptimizer
@@ -601,7 +602,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
     fig.suptitle(result["title"] + ": mean loss, 95% CI bands")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return path
 
 
@@ -611,12 +612,13 @@ def write_outputs(run_dir: str | Path, result: Mapping[str, Any]) -> dict[str, P
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "generalization.json", "md": run_dir / "generalization.md",
              "png": run_dir / "generalization.png"}
-    paths["json"].write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
-    paths["md"].write_text(markdown(result), encoding="utf-8")
+    write_text(paths["md"], markdown(result))
     try:
         plot(paths["png"], result)
     except Exception as error:  # never lose a finished study to matplotlib
         log.warning("could not draw generalization.png: %s", error)
+    # last: a generalization.json means a complete result (refuse_existing_results)
+    write_text(paths["json"], dumps(result, indent=2) + "\n")
     return paths
 
 

@@ -149,3 +149,38 @@ def test_sighup_finishes_the_task_saves_and_exits_129(tmp_path):
     assert "Traceback" not in err
     saved = checkpoint.load(tmp_path / "checkpoints" / "latest.pt")["iteration"]
     assert done <= saved < 400
+
+
+# ---- a failing sweep job --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    from l2l import aggregate
+
+    sweep = tmp_path / "sweep"
+    proc = _train(["-m", "mode=evaluate", "optimizer=sgd,lstm,adam", "eval.instances=3",
+                   "eval.steps=10", *Q, "run_name=mr_fail", f"hydra.sweep.dir={sweep}"],
+                  tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep ran on, then said it failed
+    assert "some jobs of the sweep failed" in proc.stderr and "Traceback" not in proc.stderr
+    first, middle, last = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert json.loads((last / "summary.json").read_text())["optimizers"][0]["name"] == "adam"
+    failure = json.loads((middle / "failed.json").read_text())
+    assert failure["status"] == "failed" and "needs checkpoint=" in failure["message"]
+    assert "optimizer=lstm" in failure["overrides"]
+    result = json.loads((sweep / "aggregate.json").read_text())
+    assert result["jobs"] == 3 and result["planned"] == 3
+    assert [f["job"] for f in result["failed"]] == [middle.name]
+    assert {r["optimizer"] for r in result["rows"]} == {"sgd", "adam"}
+    assert "needs checkpoint=" in (sweep / "aggregate.md").read_text()
+
+    # by hand, later: a job that never started and a truncated summary.json are listed too
+    import shutil
+
+    shutil.rmtree(last)
+    (first / "summary.json").write_text('{"optimizers": [{"name": "sg')
+    aggregate.main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "3 jobs" not in out and "2 jobs (2 failed, 1 never started)" in out
+    assert "summary.json is unreadable" in out and "optimizer=adam" in out
