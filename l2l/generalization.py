@@ -22,6 +22,7 @@ variant: mean loss curves with CI bands, log-scale y, as in the paper's generali
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -216,10 +217,33 @@ def read_checkpoint(spec: str, label: str | None, device: torch.device) -> Check
                       horizon=meta.get("horizon"), iteration=learned.meta_trained_iterations)
 
 
+def refuse_duplicates(specs: Sequence[str]) -> None:
+    """Raise if two entries of ``checkpoints=`` are the same file by content (sha256), however
+    they are named (a zoo name and its path, a copy): a duplicate would count as another seed
+    and narrow the confidence interval without any new evidence."""
+    from l2l.pretrained import resolve
+
+    by_hash: dict[str, list[str]] = {}
+    for spec in specs:
+        digest = hashlib.sha256()
+        with open(resolve(spec), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        by_hash.setdefault(digest.hexdigest(), []).append(spec)
+    same = [names for names in by_hash.values() if len(names) > 1]
+    if same:
+        shown = "; ".join(", ".join(names) for names in same)
+        raise ValueError(f"checkpoints= lists the same checkpoint more than once (identical "
+                         f"content: {shown}); list each meta-training seed's checkpoint once, "
+                         "a duplicate would count as another seed")
+
+
 def prepare(cfg: DictConfig, device: torch.device) -> Study:
     """Check the whole study before any work (every checkpoint loads, every variant's task
     builds and has its data), so that a typo fails in a second, not after hours of tuning."""
-    checkpoints = [read_checkpoint(spec, label, device) for spec, label in checkpoint_specs(cfg)]
+    specs = checkpoint_specs(cfg)
+    refuse_duplicates([spec for spec, _ in specs])
+    checkpoints = [read_checkpoint(spec, label, device) for spec, label in specs]
     variants = []
     for variant in parse_variants(cfg):
         vcfg = variant_config(cfg, variant)

@@ -184,3 +184,35 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "3 jobs" not in out and "2 jobs (2 failed, 1 never started)" in out
     assert "summary.json is unreadable" in out and "optimizer=adam" in out
+
+
+# ---- duplicate checkpoints are not extra seeds -----------------------------------------------
+
+
+def test_duplicate_checkpoints_are_refused_by_content(tmp_path):
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from l2l import generalization, pretrained
+
+    copy = tmp_path / "copy.pt"
+    shutil.copyfile(pretrained.resolve("lstm-quadratic"), copy)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "mode=generalization",
+            f"checkpoints=[lstm-quadratic,rnnprop-mnist,l2l/pretrained/lstm-quadratic.pt,"
+            f"{copy}]"])
+    with pytest.raises(ValueError, match="same checkpoint more than once") as refused:
+        generalization.prepare(cfg, torch.device("cpu"))
+    assert f"lstm-quadratic, l2l/pretrained/lstm-quadratic.pt, {copy}" in str(refused.value)
+    assert "rnnprop" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_duplicate_checkpoints_are_one_line(tmp_path):
+    proc = _train(["mode=generalization", *Q, f"hydra.run.dir={tmp_path / 'run'}",
+                   "checkpoints=[lstm-quadratic,lstm-quadratic,l2l/pretrained/lstm-quadratic.pt]"],
+                  tmp_path, timeout=120)
+    _one_line_error(proc, "checkpoints= lists the same checkpoint more than once")
+    assert not (tmp_path / "run" / ".hydra").exists()  # refused: no record of a run
