@@ -43,7 +43,7 @@ MODES = ("meta_train", "evaluate", "tune", "compare", "generalization")
 #: (``debug=true`` shows the traceback anyway)
 USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
                MNISTDownloadError, MetaTrainingDiverged, MetaTrainingFailed, RunDirInUse,
-               FileExistsError, OSError)
+               FileExistsError, OSError, distributed.DistributedTimeout)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -239,7 +239,11 @@ def preflight(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = distributed.agree_on_argv(sys.argv[1:])  # one run_name for all processes
+    try:
+        sys.argv[1:] = distributed.agree_on_argv(sys.argv[1:])  # one run_name for all ranks
+    except (ValueError, distributed.DistributedTimeout) as error:
+        print(f"[l2l] error: {error}", file=sys.stderr)
+        sys.exit(1)
     preflight(sys.argv[1:])
     main()
     if job_status.any_failed():  # a multirun whose failed jobs were recorded, not fatal

@@ -5,7 +5,8 @@ SLURM sends SIGTERM on preemption and at the time limit (and, with ``--signal``,
 before it; submitit uses SIGUSR1 too); Ctrl-C is SIGINT; a closed terminal or ssh session
 sends SIGHUP. Inside :class:`GracefulStop` the first such signal only sets a flag: the
 meta-trainer finishes its current task, writes ``latest.pt`` and stops (so at most one task of
-work is lost), and the run exits with status 128 + the signal and one line saying how to resume. A second SIGINT interrupts at once, as usual.
+work is lost), and the run exits with status 128 + the signal and one line saying how to
+resume. A second SIGINT interrupts at once, as usual.
 """
 
 from __future__ import annotations
