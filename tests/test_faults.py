@@ -216,3 +216,103 @@ def test_duplicate_checkpoints_are_one_line(tmp_path):
                   tmp_path, timeout=120)
     _one_line_error(proc, "checkpoints= lists the same checkpoint more than once")
     assert not (tmp_path / "run" / ".hydra").exists()  # refused: no record of a run
+
+
+# ---- a full disk while writing results ---------------------------------------------------------
+
+EVALUATE = ["mode=evaluate", "optimizer=adam", "eval.instances=3", "eval.steps=20", *Q]
+
+
+def _limit_file_size(limit: int):
+    def set_limit() -> None:  # a file may grow to `limit` bytes, then writes fail (EFBIG)
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return set_limit
+
+
+@pytest.mark.slow
+def test_a_full_disk_names_the_file_and_does_not_block_the_rerun(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "train.py"), *EVALUATE, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(args, cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=120, preexec_fn=_limit_file_size(20_000))  # < curves.png
+    _one_line_error(proc, f"could not write {run_dir / 'curves.png'} (File too large)")
+    assert not (run_dir / "summary.json").exists()  # no complete result: none claimed
+    assert not list(run_dir.glob(".*.tmp"))
+
+    proc = _train([*EVALUATE, f"hydra.run.dir={run_dir}"], tmp_path,
+                  **{atomic.FAULT_ENV: "during:summary.json:enospc"})
+    _one_line_error(proc, f"could not write {run_dir / 'summary.json'} (No space left")
+    assert not (run_dir / "summary.json").exists() and not list(run_dir.glob(".*.tmp"))
+
+    (run_dir / "summary.json").write_text('{"task": "quadr')  # truncated by an old version
+    proc = _train([*EVALUATE, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "summary.json is incomplete or unreadable: the rerun replaces it" in proc.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["optimizers"][0]["name"] == "adam"
+    assert (run_dir / "summary.json").stat().st_mode & 0o044  # readable like any file
+    proc = _train([*EVALUATE, f"hydra.run.dir={run_dir}"], tmp_path)  # now it is complete
+    _one_line_error(proc, "already holds results (summary.json)")
+
+
+def test_result_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    atomic.write_text(target, "old")
+    monkeypatch.setenv(atomic.FAULT_ENV, "during:summary.json:enospc")
+    with pytest.raises(atomic.WriteError, match=f"could not write {target}"):
+        atomic.write_text(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+# ---- a refused command leaves the run's record alone -------------------------------------------
+
+
+def _record(run_dir: Path) -> tuple[str, str]:
+    return ((run_dir / ".hydra" / "config.yaml").read_text(),
+            (run_dir / ".hydra" / "overrides.yaml").read_text())
+
+
+@pytest.mark.slow
+def test_a_refused_command_leaves_the_record_untouched(tmp_path):
+    meta = tmp_path / "meta"
+    base = ["mode=meta_train", "meta.iterations=2", *QUICK, f"hydra.run.dir={meta}"]
+    assert _train(base, tmp_path).returncode == 0
+    before = _record(meta)
+    _one_line_error(_train([*base, "seed=1"], tmp_path), "seed: checkpoint 0, now 1")
+    assert _record(meta) == before
+
+    run = tmp_path / "eval"
+    assert _train([*EVALUATE, f"hydra.run.dir={run}"], tmp_path).returncode == 0
+    before = _record(run)
+    proc = _train([*EVALUATE, "optimizer=sgd", f"hydra.run.dir={run}"], tmp_path)
+    _one_line_error(proc, "already holds results")
+    assert _record(run) == before and "name: adam" in before[0]
+
+
+# ---- a rerun after an interruption logs tuning rows once ---------------------------------------
+
+
+@pytest.mark.slow
+def test_a_compare_rerun_after_sigterm_does_not_duplicate_the_tuning_rows(tmp_path):
+    args = ["mode=compare", "eval.baselines=[sgd,adam]", "tune.instances=2", "tune.per_decade=1",
+            "eval.steps=10", "eval.instances=2", "meta.iterations=100000", "meta.val_every=1000",
+            "meta.checkpoint_every=1000", *QUICK, f"hydra.run.dir={tmp_path}"]
+    child = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    log = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or "meta/loss" not in log.read_text()):
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM, err[-2000:]
+    saved = checkpoint.load(tmp_path / "checkpoints" / "latest.pt")["iteration"]
+    proc = _train([*args, f"meta.iterations={saved + 1}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(r["optimizer"] for r in rows if r.get("event") == "tune") == ["adam", "sgd"]
+    steps = [r["step"] for r in rows if "meta/loss" in r]
+    assert steps == list(range(1, saved + 2))
