@@ -18,7 +18,11 @@ What the ranks agree on, and how:
 * rank 0 alone holds the run directory's lock and writes checkpoints, ``metrics.jsonl``,
   ``.hydra/``, reports and wandb; the others read the same ``latest.pt`` on resume;
 * the run directory: a timestamped default ``run_name`` is rank 0's, broadcast before Hydra
-  composes the config (:func:`agree_on_argv`); sweeps get one directory per job from Hydra.
+  composes the config (:func:`agree_on_argv`); sweeps get one directory per job from Hydra;
+* no rank waits forever: every rank must join the rendezvous within
+  ``distributed.rendezvous_timeout`` seconds (the log says whom it waits for, the error names
+  the ranks that never came), and every exchange waits at most ``distributed.timeout`` seconds
+  (gloo's timeout), after which one line names the peer that stopped answering.
 
 Launchers supported: ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``) and SLURM's ``srun`` without torchrun, one task per GPU (``SLURM_PROCID``,

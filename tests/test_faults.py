@@ -253,8 +253,6 @@ def test_a_full_disk_names_the_file_and_does_not_block_the_rerun(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["optimizers"][0]["name"] == "adam"
     assert (run_dir / "summary.json").stat().st_mode & 0o044  # readable like any file
-    proc = _train([*EVALUATE, f"hydra.run.dir={run_dir}"], tmp_path)  # now it is complete
-    _one_line_error(proc, "already holds results (summary.json)")
 
 
 def test_result_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
