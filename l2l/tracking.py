@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from l2l.atomic import write_text
 from l2l.report import display_name, dumps, jsonable
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class RunLogger:
         import secrets
 
         new = secrets.token_hex(4)  # 8 characters, like wandb's own ids
-        path.write_text(new + "\n", encoding="utf-8")
+        write_text(path, new + "\n")
         return new
 
     @staticmethod
