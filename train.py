@@ -24,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import distributed, experiments, generalization, pretrained
+from l2l import distributed, experiments, generalization, job_status, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_checks import check_config
@@ -46,22 +46,54 @@ MODES = ("meta_train", "evaluate", "tune", "compare", "generalization")
 #: (``debug=true`` shows the traceback anyway)
 USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
                MNISTDownloadError, MetaTrainingDiverged, MetaTrainingFailed, RunDirInUse,
-               FileExistsError, OSError)
+               FileExistsError, OSError, distributed.DistributedTimeout)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
-        return run(cfg)
+        result = run(cfg)
     except MetaTrainingInterrupted as stop:
         log.warning("%s. Rerun the same command to resume.", stop)
         distributed.pass_on_signal(stop.signal_number)  # submitit: requeue the job
-        sys.exit(128 + (stop.signal_number or 15))
+        code = 128 + (stop.signal_number or 15)
+        if in_multirun():  # the signal is for the whole process: the sweep stops too
+            record_failure(stop, code, status="interrupted")
+        sys.exit(code)
     except USER_ERRORS as error:
         if cfg.get("debug"):
             raise
         log.error("%s: %s", type(error).__name__, error)
+        return job_failed(error)
+    except Exception as error:  # a bug in l2l: a traceback, but the sweep goes on
+        if not in_multirun() or cfg.get("debug"):
+            raise
+        log.exception("the job failed: %s: %s", type(error).__name__, error)
+        return job_failed(error)
+    if distributed.is_writer():
+        job_status.clear_failure(HydraConfig.get().runtime.output_dir)
+    return result
+
+
+def in_multirun() -> bool:
+    mode = HydraConfig.get().mode
+    return mode is not None and mode.name == "MULTIRUN"
+
+
+def job_failed(error: BaseException) -> None:
+    """A single run exits 1; a sweep job records its failure and lets the sweep go on (the
+    sweep exits 1 at its end, see ``__main__``)."""
+    if not in_multirun():
         sys.exit(1)
+    record_failure(error, 1)
+    return None
+
+
+def record_failure(error: BaseException, code: int, status: str = "failed") -> None:
+    if distributed.is_writer():
+        hydra_cfg = HydraConfig.get()
+        job_status.record_failure(hydra_cfg.runtime.output_dir, error, code,
+                                  list(hydra_cfg.overrides.task), status=status)
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -69,8 +101,6 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     distributed.setup(cfg)  # several processes (torchrun, srun): join them; rank 0 writes
     with distributed.run_dir_lock(run_dir):  # RunDirLock on rank 0 (released even by kill -9)
-        if distributed.is_writer():
-            save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
         return checked_run(cfg, run_dir)
 
 
@@ -117,6 +147,10 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         refuse_existing_results(run_dir)
     experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
     study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
+    if cfg.mode in ("meta_train", "compare") and learned and cfg.checkpoint is None:
+        experiments.check_resume(cfg, task, device, run_dir)  # e.g. seed= changed: refused
+    if distributed.is_writer():  # the record of what ran, once nothing refused it
+        save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 
@@ -128,6 +162,8 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
                    mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
                    group=group, tags=tags, job_type=cfg.mode, name=str(cfg.run_name),
                    init_timeout=cfg.logger.init_timeout) as logger:
+        if cfg.mode != "meta_train":  # a rerun after an interruption tunes (and logs) anew
+            logger.drop_events("tune")
         if cfg.mode == "meta_train":
             experiments.meta_train(cfg, task, device, run_dir, logger)
             return None
@@ -232,6 +268,15 @@ def refuse_long_name(name: str, what: str, setting: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = distributed.agree_on_argv(sys.argv[1:])  # one run_name for all processes
+    try:
+        sys.argv[1:] = distributed.agree_on_argv(sys.argv[1:])  # one run_name for all ranks
+    except (ValueError, distributed.DistributedTimeout) as error:
+        print(f"[l2l] error: {error}", file=sys.stderr)
+        sys.exit(1)
     preflight(sys.argv[1:])
     main()
+    if job_status.any_failed():  # a multirun whose failed jobs were recorded, not fatal
+        print("[l2l] error: some jobs of the sweep failed (each job folder's failed.json says "
+              "why; the sweep's aggregate.md lists them): fix them and rerun those jobs",
+              file=sys.stderr)
+        sys.exit(1)

@@ -6,7 +6,9 @@ job's ``.hydra/overrides.yaml`` and ``summary.json``, finds the *swept* settings
 whose values differ between jobs), groups the jobs by them, and averages each optimizer's final
 loss over the ``seed=`` axis (the meta-training seed; the test problems, fixed by ``eval.seed``,
 are the same in every job) with a 95% confidence interval (Student t over seeds). It writes
-``aggregate.md``, ``aggregate.json`` and ``aggregate.png`` into the sweep directory.
+``aggregate.md``, ``aggregate.json`` and ``aggregate.png`` into the sweep directory. Jobs that
+failed (``failed.json``), whose ``summary.json`` is broken, that left no result, or that never
+started (from Hydra's ``multirun.yaml``) are listed, never silently left out.
 
 The ``AggregateCallback`` (listed under ``hydra.callbacks`` in ``conf/config.yaml``) runs it
 at the end of every multirun; the command reruns it by hand (e.g. after adding jobs).
@@ -23,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from l2l import job_status
+from l2l.atomic import save_figure, write_text
 from l2l.report import DASH, _cell, _finite, dumps, fmt
 from l2l.stats import mean_ci95
 
@@ -60,20 +64,69 @@ def read_overrides(job_dir: Path) -> dict[str, str]:
 
 
 def jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Every job folder of a sweep (any sub-folder holding ``.hydra/``), in job-number order:
-    ``{"dir", "overrides", "summary"}`` (``summary`` None for a job that wrote none)."""
+    """Every job folder of a sweep (any sub-folder holding ``.hydra/`` or a ``failed.json``),
+    in job-number order: ``{"dir", "overrides", "summary", "status", "reason"}``. ``status``:
+    ``ok`` (a summary.json), ``failed`` (its failed.json says why), ``broken`` (a summary.json
+    that does not parse), or ``missing`` (no result: unfinished, killed, or meta-training
+    only); ``summary`` is None unless ``ok``."""
     sweep_dir = Path(sweep_dir)
-
-    def number(path: Path) -> tuple:
-        head = path.name.split("_", 1)[0]
-        return (int(head), path.name) if head.isdigit() else (math.inf, path.name)
-
     found = []
-    for job_dir in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=number):
+    folders = (p for p in sweep_dir.iterdir()
+               if (p / ".hydra").is_dir() or (p / job_status.FAILED_FILE).is_file())
+    for job_dir in sorted(folders, key=_number):
+        summary, status, reason = None, "missing", None
+        failure = job_status.read_failure(job_dir)
         summary_path = job_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-        found.append({"dir": job_dir, "overrides": read_overrides(job_dir), "summary": summary})
+        if summary_path.is_file():
+            try:
+                summary = json.loads(summary_path.read_text(encoding="utf-8"))
+                status = "ok" if isinstance(summary, dict) else "broken"
+            except (OSError, ValueError) as error:
+                status, reason = "broken", f"summary.json is unreadable ({error})"
+            if status == "broken":
+                summary, reason = None, reason or "summary.json holds no result"
+        if status != "ok" and failure is not None:
+            status = failure.get("status") or "failed"
+            reason = ": ".join(x for x in (failure.get("error"), failure.get("message")) if x)
+        overrides = read_overrides(job_dir)
+        if not overrides and failure is not None:  # refused before its .hydra/ was written
+            overrides = _as_dict(failure.get("overrides") or [])
+        found.append({"dir": job_dir, "overrides": overrides, "summary": summary,
+                      "status": status, "reason": reason})
     return found
+
+
+def _number(path: Path) -> tuple:
+    head = path.name.split("_", 1)[0]
+    return (int(head), path.name) if head.isdigit() else (math.inf, path.name)
+
+
+def _as_dict(items: Sequence[Any]) -> dict[str, str]:
+    return dict(str(item).split("=", 1) for item in items if "=" in str(item))
+
+
+def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
+    """The overrides of every job the sweep launched or meant to launch (job ``k`` is item
+    ``k``), from Hydra's ``multirun.yaml`` as its basic sweeper expands it; None if that
+    cannot be known (no multirun.yaml, another sweeper)."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.load(path)
+        if "BasicSweeper" not in str(OmegaConf.select(config, "hydra.sweeper._target_")):
+            return None
+        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+        arguments = [f"{k}={v}" for k, v in params.items()]
+        arguments += list(OmegaConf.select(config, "hydra.overrides.task") or [])
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except Exception:  # noqa: BLE001 - a plan we cannot read is only a missing hint
+        return None
 
 
 def swept_keys(all_overrides: Sequence[Mapping[str, str]]) -> list[str]:
@@ -97,11 +150,15 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
     found = jobs(sweep_dir)
     keys = swept_keys([job["overrides"] for job in found])
     groups: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    missing = []
+    missing, failed = [], []
     for job in found:
         setting = tuple((k, job["overrides"].get(k)) for k in keys)
-        if job["summary"] is None:
+        if job["status"] == "missing":
             missing.append(job["dir"].name)
+        elif job["status"] != "ok":
+            failed.append({"job": job["dir"].name, "status": job["status"],
+                           "reason": job["reason"]})
+        if job["summary"] is None:
             continue
         seed = job["overrides"].get("seed")
         for entry in job["summary"].get("optimizers", []):
@@ -123,10 +180,17 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
                          "seeds": [r["seed"] for r in runs],
                          "tuned_lrs": [r["tuned_lr"] for r in runs],
                          "job_dirs": [r["job"] for r in runs]})
+    plan = planned_jobs(sweep_dir)
+    numbers = {_number(job["dir"])[0] for job in found}
+    if math.inf in numbers:  # job folders not named <job number>_...: no way to match them
+        plan = None
+    never_ran = [" ".join(o for o in overrides if not _ignored(o.split("=", 1)[0]))
+                 for k, overrides in enumerate(plan or []) if k not in numbers]
     result = {"sweep_dir": str(sweep_dir), "swept": keys, "jobs": len(found),
-              "missing": missing, "rows": rows}
-    (sweep_dir / "aggregate.json").write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
-    (sweep_dir / "aggregate.md").write_text(markdown(result), encoding="utf-8")
+              "planned": None if plan is None else len(plan), "missing": missing,
+              "failed": failed, "never_ran": never_ran, "rows": rows}
+    write_text(sweep_dir / "aggregate.json", dumps(result, indent=2) + "\n")
+    write_text(sweep_dir / "aggregate.md", markdown(result))
     plot(sweep_dir / "aggregate.png", result)
     return result
 
@@ -153,12 +217,21 @@ def _label(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items()) or "all jobs"
 
 
+def _counts(result: Mapping[str, Any]) -> str:
+    """"3 jobs (1 failed)": how many jobs, and how many of them gave no result."""
+    parts = [f"{len(result.get('failed', []))} failed" if result.get("failed") else "",
+             f"{len(result['missing'])} without a result" if result["missing"] else "",
+             f"{len(result['never_ran'])} never started" if result.get("never_ran") else ""]
+    shown = ", ".join(p for p in parts if p)
+    return f"{result['jobs']} jobs" + (f" ({shown})" if shown else "")
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     """``aggregate.md``: one row per (swept settings, optimizer), best mean first per group."""
     keys = [k for k in result["swept"] if k != "optimizer"]  # the optimizer column shows it
     header = [*keys, "optimizer", "final loss (mean ± 95% CI over seeds)", "seeds", "tuned lr"]
     lines = [f"# Sweep {Path(result['sweep_dir']).name}", "",
-             f"{result['jobs']} jobs, grouped by the swept settings "
+             f"{_counts(result)}, grouped by the swept settings "
              f"({', '.join(f'`{k}`' for k in result['swept']) or 'none'}); each optimizer's "
              "final test loss (the mean over a job's held-out instances) is averaged over the "
              "jobs of a group (the `seed=` axis) with a Student-t 95% confidence interval "
@@ -182,9 +255,15 @@ def markdown(result: Mapping[str, Any]) -> str:
             [*(_cell(str(row["settings"].get(k, "all"))) for k in keys),
              f"**{name}**" if row["learned"] else name, cell,
              f"{row['n']}/{row['jobs']}", ", ".join(lrs) or DASH]) + " |")
+    for failure in result.get("failed", []):
+        lines += ["", f"**{failure['status']}**: `{failure['job']}`: "
+                  + _cell(failure["reason"] or "no reason recorded")]
     if result["missing"]:
-        lines += ["", "Jobs without a summary.json (failed, unfinished, or meta-training only): "
+        lines += ["", "Jobs without a summary.json (unfinished, killed, or meta-training only): "
                   + ", ".join(f"`{m}`" for m in result["missing"])]
+    if result.get("never_ran"):
+        lines += ["", f"Jobs of the sweep that never started ({len(result['never_ran'])} of "
+                  f"{result['planned']}): " + ", ".join(f"`{m}`" for m in result["never_ran"])]
     lines += ["", "![sweep](aggregate.png)"]
     return "\n".join(lines) + "\n"
 
@@ -228,7 +307,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
         ax.legend(fontsize="small", framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return path
 
 
@@ -250,8 +329,8 @@ class AggregateCallback(_HydraCallback):
             log.warning("could not aggregate the sweep %s: %s: %s", sweep_dir,
                         type(error).__name__, error)
             return
-        print(f"sweep aggregate ({result['jobs']} jobs): {sweep_dir / 'aggregate.md'}",
-              flush=True)
+        job_status.note_failures(len(result["failed"]))
+        print(f"sweep aggregate, {_counts(result)}: {sweep_dir / 'aggregate.md'}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -266,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:  # a job's unreadable record: one line, no traceback
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     print((args.sweep_dir / "aggregate.md").read_text(encoding="utf-8"))
-    print(f"({result['jobs']} jobs; also aggregate.json and aggregate.png in {args.sweep_dir})")
+    print(f"({_counts(result)}; also aggregate.json and aggregate.png in {args.sweep_dir})")
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from l2l.atomic import fault_point, replacing, write_error
 from l2l.learned.base import LearnedOptimizer
 
 FORMAT = "l2l-checkpoint/1"
@@ -37,8 +39,9 @@ def save_atomic(payload: dict[str, Any], path: str | Path,
                 previous: str | Path | None = None) -> None:
     """Write ``payload`` to ``path`` so that ``path`` is always either the old or the new file.
 
-    With ``previous``, the old file is kept there (renamed just before the new one takes its
-    place): if ``path`` is later damaged, ``previous`` is the fallback.
+    With ``previous``, the old file is kept there as the fallback if ``path`` is later damaged:
+    it is linked (or copied) to ``previous`` first and only then replaced, so that ``path``
+    exists at every instant, for a reader polling it as for a kill between the two renames.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,8 +52,28 @@ def save_atomic(payload: dict[str, Any], path: str | Path,
             handle.flush()
             os.fsync(handle.fileno())
         if previous is not None and path.exists():
-            os.replace(path, previous)
+            _keep_as(path, Path(previous))
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(error, path) from error
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fault_point("after", path)
+
+
+def _keep_as(path: Path, previous: Path) -> None:
+    """Make ``previous`` the current ``path`` (a hard link, else a copy), atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{previous.name}.", suffix=".tmp", dir=previous.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(path, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, previous)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -170,17 +193,8 @@ def carry_in(source: str | Path, latest: Path, best: Path) -> str:
             f"{latest} is at iteration {own}, behind resume_from={source} (iteration "
             f"{carried['iteration']}): move {latest} away to resume from the given file, or "
             "drop resume_from= to continue the run directory's own")
-    latest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{latest.name}.", suffix=".tmp", dir=latest.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(source.read_bytes())  # the bytes themselves: bit for bit
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, latest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(latest) as tmp:
+        shutil.copyfile(source, tmp)  # the bytes themselves: bit for bit
     if not best.exists() and carried["best_val"] is not None:
         save_atomic({"optimizer": carried["best"], "iteration": carried.get("best_iteration"),
                      "val_loss": carried["best_val"],

@@ -18,7 +18,11 @@ What the ranks agree on, and how:
 * rank 0 alone holds the run directory's lock and writes checkpoints, ``metrics.jsonl``,
   ``.hydra/``, reports and wandb; the others read the same ``latest.pt`` on resume;
 * the run directory: a timestamped default ``run_name`` is rank 0's, broadcast before Hydra
-  composes the config (:func:`agree_on_argv`); sweeps get one directory per job from Hydra.
+  composes the config (:func:`agree_on_argv`); sweeps get one directory per job from Hydra;
+* no rank waits forever: every rank must join the rendezvous within
+  ``distributed.rendezvous_timeout`` seconds (the log says whom it waits for, the error names
+  the ranks that never came), and every exchange waits at most ``distributed.timeout`` seconds
+  (gloo's timeout), after which one line names the peer that stopped answering.
 
 Launchers supported: ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``) and SLURM's ``srun`` without torchrun, one task per GPU (``SLURM_PROCID``,
@@ -36,9 +40,12 @@ import atexit
 import contextlib
 import datetime
 import logging
+import math
 import os
 import signal
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,14 @@ from torch import nn
 from l2l.run_dir import RunDirInUse, RunDirLock
 
 log = logging.getLogger("l2l")
+
+
+RENDEZVOUS_TIMEOUT = 120.0  #: seconds for every rank to join (``distributed.rendezvous_timeout``)
+TIMEOUT = 600.0  #: seconds a rank waits for the others in one exchange (``distributed.timeout``)
+
+
+class DistributedTimeout(RuntimeError):
+    """A rank never joined, or stopped answering (frozen, hung, dead): the message names it."""
 
 
 class Synchronizer:
@@ -93,9 +108,30 @@ class Synchronizer:
 class TorchDistributed(Synchronizer):
     """The agreements over an initialized default ``torch.distributed`` process group."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float = TIMEOUT) -> None:
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
+        self.timeout = timeout
+
+    @contextlib.contextmanager
+    def _exchange(self, what: str) -> Iterator[None]:
+        """A collective that fails (gloo's timeout: a peer stopped by ``kill -STOP``, hung or
+        dead) becomes one line naming the ranks waited for and the fix."""
+        try:
+            yield
+        except RuntimeError as error:
+            global _broken
+            _broken = True  # destroying the process group could wait on the lost peer again
+            others = [r for r in range(self.world_size) if r != self.rank]
+            who = f"rank {others[0]}" if len(others) == 1 else \
+                f"one of ranks {', '.join(map(str, others))}"
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise DistributedTimeout(
+                f"rank {self.rank} of {self.world_size}: {who} stopped answering while "
+                f"exchanging {what} (no reply within distributed.timeout={self.timeout:g} s: "
+                f"{first}); check that process (frozen, hung, killed, out of memory), then "
+                "rerun the same command to resume from latest.pt, or raise "
+                "distributed.timeout if a slow validation is expected") from None
 
     def reduce_gradients(self, params: Iterable[nn.Parameter], finite: bool,
                          meta_loss: float) -> tuple[bool, float]:
@@ -107,7 +143,8 @@ class TorchDistributed(Synchronizer):
         tail = torch.tensor([meta_loss, 0.0 if finite else 1.0], dtype=torch.float64,
                             device=device)
         flat = torch.cat([*parts, tail])
-        dist.all_reduce(flat)
+        with self._exchange("meta-gradients"):
+            dist.all_reduce(flat)
         if flat[-1].item() > 0:
             return False, float(flat[-2].item()) / self.world_size
         flat /= self.world_size
@@ -120,12 +157,14 @@ class TorchDistributed(Synchronizer):
 
     def any(self, flag: bool) -> bool:
         value = torch.tensor([1 if flag else 0], dtype=torch.int64)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        with self._exchange("the stop flags"):
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
     def from_writer(self, compute: Callable[[], float]) -> float:
         value = torch.tensor([compute() if self.rank == 0 else 0.0], dtype=torch.float64)
-        dist.broadcast(value, src=0)
+        with self._exchange("the validation score"):
+            dist.broadcast(value, src=0)
         return float(value.item())
 
     def check_same(self, iteration: int, params: Iterable[nn.Parameter]) -> None:
@@ -135,8 +174,9 @@ class TorchDistributed(Synchronizer):
                                 sum(float(p.detach().double().square().sum()) for p in params)],
                                dtype=torch.float64)
         low, high = summary.clone(), summary.clone()
-        dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        with self._exchange("the starting state"):
+            dist.all_reduce(low, op=dist.ReduceOp.MIN)
+            dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if not torch.equal(low, high):
             raise RuntimeError(
                 f"the {self.world_size} processes do not start from the same state (iteration "
@@ -145,6 +185,7 @@ class TorchDistributed(Synchronizer):
 
 
 _current: Synchronizer = Synchronizer()
+_broken = False  #: a collective failed: leave the process group to the exiting process
 
 
 def current() -> Synchronizer:
@@ -195,8 +236,11 @@ def _slurm_master() -> None:
                                              % 20000))
 
 
-def init_group() -> Synchronizer:
-    """Join the process group (once) if launched as several processes; the synchronizer."""
+def init_group(rendezvous_timeout: float = RENDEZVOUS_TIMEOUT,
+               timeout: float = TIMEOUT) -> Synchronizer:
+    """Join the process group (once) if launched as several processes; the synchronizer.
+    Every rank must join within ``rendezvous_timeout`` seconds (else one line names the ranks
+    that did not); every later exchange waits at most ``timeout`` seconds for the others."""
     global _current
     found = launch_env()
     if found is None or isinstance(_current, TorchDistributed):
@@ -204,18 +248,113 @@ def init_group() -> Synchronizer:
     rank, world, _ = found
     if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
         _slurm_master()
+    store = _rendezvous(rank, world, rendezvous_timeout)
     # gloo for CPU tensors (flags, scores, CPU gradients), nccl for CUDA gradients
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
+    dist.init_process_group(backend, store=dist.PrefixStore("group", store), rank=rank,
+                            world_size=world, timeout=datetime.timedelta(seconds=timeout))
     atexit.register(_shutdown)
-    _current = TorchDistributed()
+    _current = TorchDistributed(timeout)
     return _current
 
 
+def _rendezvous(rank: int, world: int, timeout: float) -> dist.Store:
+    """Meet the other ranks at ``MASTER_ADDR:MASTER_PORT`` (rank 0 hosts the store, unless
+    torchrun's agent already does); log whom this rank waits for, and fail naming them."""
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    hosting = rank == 0 and not agent
+    log.info("rank %d of %d: %s the rendezvous at %s (distributed.rendezvous_timeout=%g s)",
+             rank, world, "hosting" if hosting else "joining", where, timeout)
+    if not hosting:
+        _wait_for_host(rank, world, timeout)
+    try:
+        base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                             is_master=hosting, timeout=datetime.timedelta(seconds=timeout),
+                             wait_for_workers=False)
+    except (RuntimeError, ValueError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise _unreachable(rank, world, timeout, first, hosting) from None
+    store = dist.PrefixStore(f"l2l/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}", base)
+    store.set(f"joined/{rank}", str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    missing = list(range(world))
+    told = False
+    while True:
+        missing = [r for r in missing if not store.check([f"joined/{r}"])]
+        if not missing:
+            return base
+        if time.monotonic() > deadline:
+            raise DistributedTimeout(
+                f"rank {rank} of {world}: rank{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(str, missing))} did not join the rendezvous at {where} within "
+                f"distributed.rendezvous_timeout={timeout:g} s: start every rank (check the "
+                "launcher's task count, SLURM_NTASKS or --nproc_per_node, and that they all "
+                "got the same MASTER_ADDR/MASTER_PORT), or raise distributed.rendezvous_timeout")
+        if not told:
+            log.info("rank %d: waiting for rank(s) %s at %s", rank,
+                     ", ".join(map(str, missing)), where)
+            told = True
+        time.sleep(0.1)
+
+
+def _wait_for_host(rank: int, world: int, timeout: float) -> None:
+    """Wait until the rendezvous host accepts connections, quietly (torch's store client logs
+    each failed try with a C++ stack trace), or raise naming it."""
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((addr, port), timeout=1.0).close()
+            return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise _unreachable(rank, world, timeout, error.strerror or str(error),
+                                   hosting=False) from None
+            time.sleep(0.2)
+
+
+def _unreachable(rank: int, world: int, timeout: float, reason: str,
+                 hosting: bool) -> DistributedTimeout:
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    what = (f"could not open the rendezvous at {where}" if hosting else
+            f"could not reach {'the launcher' if agent else 'rank 0'} at {where}")
+    return DistributedTimeout(
+        f"rank {rank} of {world} {what} within distributed.rendezvous_timeout={timeout:g} s "
+        f"({reason}): start every rank (check the launcher's task count, SLURM_NTASKS or "
+        "--nproc_per_node, and MASTER_ADDR/MASTER_PORT), or raise "
+        "distributed.rendezvous_timeout")
+
+
 def _shutdown() -> None:
-    if dist.is_initialized():
+    if dist.is_initialized() and not _broken:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def timeouts(cfg: Any = None, argv: list[str] | None = None) -> tuple[float, float]:
+    """``(rendezvous_timeout, timeout)`` from the config's ``distributed`` group, or, before
+    Hydra composed it, from ``distributed.*=`` overrides in ``argv``; checked positive."""
+    values: dict[str, Any] = {"rendezvous_timeout": RENDEZVOUS_TIMEOUT, "timeout": TIMEOUT}
+    if cfg is not None:
+        group = cfg.get("distributed") or {}
+        values.update({k: group.get(k, v) for k, v in values.items()})
+    for arg in argv or []:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key.startswith("distributed.") and key[len("distributed."):] in values:
+            values[key[len("distributed."):]] = value
+    out = []
+    for key, value in values.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not number > 0 or math.isinf(number):
+            raise ValueError(f"distributed.{key} must be a positive number of seconds, got "
+                             f"{value!r}")
+        out.append(number)
+    return out[0], out[1]
 
 
 def setup(cfg: Any) -> Synchronizer:
@@ -232,10 +371,11 @@ def setup(cfg: Any) -> Synchronizer:
     if cfg.meta.batch_size % world:
         raise ValueError(f"meta.batch_size={cfg.meta.batch_size} is not divisible by the {world} "
                          f"processes: choose a multiple of {world}")
+    rendezvous_timeout, timeout = timeouts(cfg)
     if str(cfg.device).startswith("cuda"):
         cfg.device = f"cuda:{local}"
         torch.cuda.set_device(local)
-    sync = init_group()
+    sync = init_group(rendezvous_timeout, timeout)
     if rank != 0:
         cfg.progress = False
         for handler in list(logging.getLogger().handlers):
@@ -296,7 +436,7 @@ def agree_on_argv(argv: list[str]) -> list[str]:
         return argv
     if any(a.split("=")[0].lstrip("+") in ("run_name", "hydra.run.dir") for a in argv):
         return argv
-    init_group()
+    init_group(*timeouts(argv=argv))
     stamp = torch.tensor([int(datetime.datetime.now().timestamp())], dtype=torch.int64)
     dist.broadcast(stamp, src=0)
     name = datetime.datetime.fromtimestamp(int(stamp.item())).strftime("%Y-%m-%d_%H-%M-%S")

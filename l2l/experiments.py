@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,19 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
             raise MetaTrainingFailed(message)
         log.warning("%s", message)
     return learned
+
+
+def check_resume(cfg: DictConfig, task: TaskFamily, device: torch.device,
+                 run_dir: Path) -> None:
+    """Raise now, before any work and before the run's record is written, if meta-training
+    could not resume from ``run_dir`` (changed settings, a best.pt of another optimizer):
+    the trainer's own checks, on a trainer that is then dropped. Its warnings are the real
+    trainer's to give."""
+    torch.manual_seed(cfg.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MetaTrainer(study_optimizer(cfg), task, meta_config(cfg), run_dir=run_dir,
+                    device=device, identity=run_identity(cfg))
 
 
 def _range(values: list[float]) -> str:

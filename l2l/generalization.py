@@ -22,6 +22,7 @@ variant: mean loss curves with CI bands, log-scale y, as in the paper's generali
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from l2l import experiments
+from l2l.atomic import save_figure, write_text
 from l2l.checkpoint import load
 from l2l.config_checks import SIZE_LIMITS
 from l2l.evaluation import EvaluationRecord
@@ -219,10 +221,33 @@ def read_checkpoint(spec: str, label: str | None, device: torch.device) -> Check
                       horizon=meta.get("horizon"), iteration=learned.meta_trained_iterations)
 
 
+def refuse_duplicates(specs: Sequence[str]) -> None:
+    """Raise if two entries of ``checkpoints=`` are the same file by content (sha256), however
+    they are named (a zoo name and its path, a copy): a duplicate would count as another seed
+    and narrow the confidence interval without any new evidence."""
+    from l2l.pretrained import resolve
+
+    by_hash: dict[str, list[str]] = {}
+    for spec in specs:
+        digest = hashlib.sha256()
+        with open(resolve(spec), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        by_hash.setdefault(digest.hexdigest(), []).append(spec)
+    same = [names for names in by_hash.values() if len(names) > 1]
+    if same:
+        shown = "; ".join(", ".join(names) for names in same)
+        raise ValueError(f"checkpoints= lists the same checkpoint more than once (identical "
+                         f"content: {shown}); list each meta-training seed's checkpoint once, "
+                         "a duplicate would count as another seed")
+
+
 def prepare(cfg: DictConfig, device: torch.device) -> Study:
     """Check the whole study before any work (every checkpoint loads, every variant's task
     builds and has its data), so that a typo fails in a second, not after hours of tuning."""
-    checkpoints = [read_checkpoint(spec, label, device) for spec, label in checkpoint_specs(cfg)]
+    specs = checkpoint_specs(cfg)
+    refuse_duplicates([spec for spec, _ in specs])
+    checkpoints = [read_checkpoint(spec, label, device) for spec, label in specs]
     variants = []
     for variant in parse_variants(cfg):
         vcfg = variant_config(cfg, variant)
@@ -605,7 +630,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
     fig.suptitle(result["title"] + ": mean loss, 95% CI bands")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return path
 
 
@@ -615,12 +640,13 @@ def write_outputs(run_dir: str | Path, result: Mapping[str, Any]) -> dict[str, P
     run_dir = Path(run_dir)
     paths = {"json": run_dir / "generalization.json", "md": run_dir / "generalization.md",
              "png": run_dir / "generalization.png"}
-    paths["json"].write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
-    paths["md"].write_text(markdown(result), encoding="utf-8")
+    write_text(paths["md"], markdown(result))
     try:
         plot(paths["png"], result)
     except Exception as error:  # never lose a finished study to matplotlib
         log.warning("could not draw generalization.png: %s", error)
+    # last: a generalization.json means a complete result (refuse_existing_results)
+    write_text(paths["json"], dumps(result, indent=2) + "\n")
     return paths
 
 

@@ -477,6 +477,8 @@ class MetaTrainer:
             self._check_resumable(payload, str(path))
             self._restore(payload, str(path))
             self.resumed_from = path
+            if self.best_path.exists():
+                self._keep_better_best()
             return
         if candidates:
             warnings.warn(f"no usable checkpoint to resume from ({'; '.join(problems)}); "
@@ -533,9 +535,9 @@ class MetaTrainer:
             self.population.load_state_dict(payload["population"])
             self.estimator.load_state_dict(payload["estimator"])
 
-    def _adopt_best(self) -> None:
-        """A fresh start beside an existing ``best.pt``: its score must be beaten to replace it
-        (the untrained optimizer's first validation would otherwise overwrite a trained one)."""
+    def _read_best(self) -> tuple[float, dict[str, Tensor], int | None]:
+        """``best.pt``'s validation score, weights and iteration (refused if it is unreadable
+        or holds another optimizer: l2l never replaces a best checkpoint it cannot compare)."""
         try:
             payload = checkpoint.load(self.best_path, map_location=self.device)
             best = checkpoint.optimizer_from_payload(payload["optimizer"], source=str(
@@ -548,9 +550,25 @@ class MetaTrainer:
             raise checkpoint.CheckpointError(
                 f"{self.best_path} holds another optimizer ({best.name}: {best.extra_repr()}); "
                 "start a new run with another run_name")
-        self.validator.best_val = float(payload.get("val_loss", math.inf))
-        self.validator.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
-        self.validator.best_iteration = payload.get("iteration")
+        weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
+        return float(payload.get("val_loss", math.inf)), weights, payload.get("iteration")
+
+    def _keep_better_best(self) -> None:
+        """A resume beside a ``best.pt`` better than ``latest.pt`` records (a kill between
+        writing the two): its score is the one to beat, so ``best.pt`` never gets worse."""
+        val, weights, iteration = self._read_best()
+        if val < self.validator.best_val:
+            self.validator.best_val = val
+            self.validator.best_weights = weights
+            self.validator.best_iteration = iteration
+
+    def _adopt_best(self) -> None:
+        """A fresh start beside an existing ``best.pt``: its score must be beaten to replace it
+        (the untrained optimizer's first validation would otherwise overwrite a trained one)."""
+        val, weights, iteration = self._read_best()
+        self.validator.best_val = val
+        self.validator.best_weights = weights
+        self.validator.best_iteration = iteration
         warnings.warn(f"starting afresh beside {self.best_path} (validation "
                       f"{self.validator.best_val:.4g}): it is kept unless beaten",
                       RuntimeWarning, stacklevel=2)

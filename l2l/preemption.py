@@ -1,10 +1,12 @@
-"""Stopping cleanly on SIGTERM, SIGINT and SIGUSR1: what clusters send before they kill a job.
+"""Stopping cleanly on SIGTERM, SIGINT, SIGUSR1 and SIGHUP: what clusters and terminals send
+before a job dies.
 
 SLURM sends SIGTERM on preemption and at the time limit (and, with ``--signal``, SIGUSR1 a while
-before it; submitit uses SIGUSR1 too); Ctrl-C is SIGINT. Inside :class:`GracefulStop` the first
-such signal only sets a flag: the meta-trainer finishes its current task, writes ``latest.pt``
-and stops (so at most one task of work is lost), and the run exits non-zero with one line saying
-how to resume. A second SIGINT interrupts at once, as usual.
+before it; submitit uses SIGUSR1 too); Ctrl-C is SIGINT; a closed terminal or ssh session
+sends SIGHUP. Inside :class:`GracefulStop` the first such signal only sets a flag: the
+meta-trainer finishes its current task, writes ``latest.pt`` and stops (so at most one task of
+work is lost), and the run exits with status 128 + the signal and one line saying how to
+resume. A second SIGINT interrupts at once, as usual.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from l2l.meta_training import Callback, MetaTrainer
 log = logging.getLogger("l2l")
 
 SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None),
-                            getattr(signal, "SIGUSR1", None)) if s is not None)
+                            getattr(signal, "SIGUSR1", None), getattr(signal, "SIGHUP", None))
+                if s is not None)
 
 
 class GracefulStop(Callback):

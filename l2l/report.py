@@ -9,10 +9,13 @@ directly, never pyplot, so it works headless and leaves pyplot's global state al
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from l2l.atomic import save_figure, write_text
 
 DASH = "—"
 
@@ -306,7 +309,7 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
         ax.legend(fontsize="small", framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return path
 
 
@@ -355,7 +358,7 @@ def plot_tuning(path: str | Path, entries: Sequence[Mapping], *, title: str,
         ax.legend(fontsize="small", framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return path
 
 
@@ -408,7 +411,7 @@ def plot_meta_training(path: str | Path, history: Mapping[str, Sequence[float]],
         ax.legend(handles=handles, fontsize="small", framealpha=0.9)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi)
     return path
 
 
@@ -442,14 +445,19 @@ def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: 
              "curves": run_dir / "curves.png"}
     summary = {"task": task, "steps": steps, "title": title, **(run or {}),
                "optimizers": list(entries)}
-    paths["summary"].write_text(dumps(summary, indent=2) + "\n", encoding="utf-8")
     tuned = any(entry.get("tuning") for entry in entries)
     meta_figure = (run_dir / "meta_training.png").is_file()
-    paths["report"].write_text(markdown_report(entries, task=task, steps=steps, title=title,
-                                               tuning_figure=tuned, meta_figure=meta_figure),
-                               encoding="utf-8")
-    plot_curves(paths["curves"], entries, title=f"{title}: mean loss, 95% CI band")
-    if tuned:
-        paths["tuning"] = plot_tuning(run_dir / "tuning.png", entries,
-                                      title=f"learning-rate tuning on {task}")
+    write_text(paths["report"], markdown_report(entries, task=task, steps=steps, title=title,
+                                                tuning_figure=tuned, meta_figure=meta_figure))
+    try:
+        plot_curves(paths["curves"], entries, title=f"{title}: mean loss, 95% CI band")
+        if tuned:
+            paths["tuning"] = plot_tuning(run_dir / "tuning.png", entries,
+                                          title=f"learning-rate tuning on {task}")
+    except OSError:
+        raise  # a full disk: no summary.json either, the rerun redoes it all
+    except Exception as error:  # never lose the numbers to matplotlib
+        logging.getLogger("l2l").warning("could not draw the figures: %s", error)
+    # last: a summary.json means a complete result (l2l.run_dir.refuse_existing_results)
+    write_text(paths["summary"], dumps(summary, indent=2) + "\n")
     return paths

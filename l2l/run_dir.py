@@ -5,8 +5,9 @@
   there is never a stale lock; a second process on the same directory (a relaunched sweep, a
   double submit) is refused at once with the holder's pid, host and start time.
 * :func:`refuse_existing_results`: evaluation modes never replace a previous result.
-* :func:`save_run_config`: the resolved config, written only once the lock is held (Hydra's own
-  copy is turned off in conf/config.yaml, because Hydra writes it before any check can run).
+* :func:`save_run_config`: the resolved config, written only once the lock is held and every
+  check passed (Hydra's own copy is turned off in conf/config.yaml, because Hydra writes it
+  before any check can run).
 """
 
 from __future__ import annotations
@@ -69,12 +70,29 @@ class RunDirLock:
         self.release()
 
 
-RESULT_FILES = ("summary.json", "report.md", "generalization.json")
+#: the files that mark a complete result: each is written last, atomically, by its mode
+RESULT_FILES = ("summary.json", "generalization.json")
 
 
 def refuse_existing_results(run_dir: str | Path) -> None:
-    """Raise ``FileExistsError`` if ``run_dir`` already holds an evaluation's results."""
-    existing = [name for name in RESULT_FILES if (Path(run_dir) / name).exists()]
+    """Raise ``FileExistsError`` if ``run_dir`` already holds an evaluation's complete results.
+    A half-written directory (a run that died while writing, no complete ``summary.json``)
+    does not count: the rerun writes the results anew."""
+    import json
+    import logging
+
+    existing = []
+    for name in RESULT_FILES:
+        path = Path(run_dir) / name
+        if not path.exists():
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logging.getLogger("l2l").warning("%s is incomplete or unreadable: the rerun "
+                                             "replaces it", path)
+            continue
+        existing.append(name)
     if existing:
         raise FileExistsError(
             f"run directory {run_dir} already holds results ({', '.join(existing)}); l2l never "
@@ -83,12 +101,14 @@ def refuse_existing_results(run_dir: str | Path) -> None:
 
 def save_run_config(run_dir: str | Path, config: Any, overrides: list[str],
                     hydra_config: Any | None = None) -> None:
-    """Write ``.hydra/config.yaml`` and ``overrides.yaml`` (as Hydra would), after the lock."""
+    """Write ``.hydra/config.yaml`` and ``overrides.yaml`` (as Hydra would), atomically, once
+    the lock is held and every check passed (a refused command leaves the record alone)."""
     from omegaconf import OmegaConf
 
+    from l2l.atomic import write_text
+
     folder = Path(run_dir) / ".hydra"
-    folder.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, folder / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(config))
+    write_text(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     if hydra_config is not None:
-        OmegaConf.save(hydra_config, folder / "hydra.yaml")
+        write_text(folder / "hydra.yaml", OmegaConf.to_yaml(hydra_config))

@@ -28,10 +28,11 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from l2l.atomic import write_text
 from l2l.report import display_name, dumps, jsonable
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,14 @@ def _row_step(line: str) -> float:
         return float(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return float("inf")
+
+
+def _row_event(line: str) -> str | None:
+    """The ``event`` of a metrics.jsonl line (None for a metrics row or a damaged line)."""
+    try:
+        return json.loads(line).get("event")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _scalar(value: Any) -> Any:
@@ -218,7 +227,7 @@ class RunLogger:
         import secrets
 
         new = secrets.token_hex(4)  # 8 characters, like wandb's own ids
-        path.write_text(new + "\n", encoding="utf-8")
+        write_text(path, new + "\n")
         return new
 
     @staticmethod
@@ -261,9 +270,17 @@ class RunLogger:
     def drop_steps_after(self, step: int) -> int:
         """Remove metrics.jsonl rows logged after ``step`` (a resume from a checkpoint at
         ``step`` replays them: without this they would appear twice). Returns how many."""
+        return self._drop(lambda line: _row_step(line) > step)
+
+    def drop_events(self, event: str) -> int:
+        """Remove metrics.jsonl rows of ``event`` (e.g. ``"tune"``) that an interrupted earlier
+        attempt of this run logged: the rerun logs them again. Returns how many."""
+        return self._drop(lambda line: _row_event(line) == event)
+
+    def _drop(self, dropped: Callable[[str], bool]) -> int:
         self._metrics.flush()
         lines = self.metrics_path.read_text(encoding="utf-8").splitlines(keepends=True)
-        keep = [line for line in lines if _row_step(line) <= step]
+        keep = [line for line in lines if not dropped(line)]
         if len(keep) != len(lines):
             with open(self.metrics_path, "r+", encoding="utf-8") as handle:
                 handle.writelines(keep)

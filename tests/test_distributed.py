@@ -162,3 +162,80 @@ def test_a_sweep_of_two_process_jobs_runs_through_submitit(tmp_path):
         assert "over 2 processes" in (run_dir / "train.log").read_text()
         assert checkpoint.load(run_dir / "checkpoints" / "latest.pt")["iteration"] == 2
         assert [r["step"] for r in _meta_rows(run_dir)] == [1, 2]  # rank 0 alone logged
+
+
+# ---- a peer that never starts, or freezes: bounded waits, one line naming it ------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_env(rank: int, port: int, slurm: bool = False) -> dict[str, str]:
+    names = ("SLURM_PROCID", "SLURM_NTASKS") if slurm else ("RANK", "WORLD_SIZE")
+    return {**_env(), names[0]: str(rank), names[1]: "2", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port)}
+
+
+def test_the_timeouts_come_from_the_config_or_the_command_line():
+    from omegaconf import OmegaConf
+
+    from l2l.distributed import RENDEZVOUS_TIMEOUT, TIMEOUT, timeouts
+
+    assert timeouts() == (RENDEZVOUS_TIMEOUT, TIMEOUT)
+    cfg = OmegaConf.create({"distributed": {"rendezvous_timeout": 5, "timeout": 7}})
+    assert timeouts(cfg) == (5.0, 7.0)
+    assert timeouts(argv=["mode=meta_train", "distributed.timeout=2.5"]) == (
+        RENDEZVOUS_TIMEOUT, 2.5)
+    for bad in ("0", "-1", "abc", "inf"):
+        with pytest.raises(ValueError, match="distributed.timeout must be a positive number"):
+            timeouts(argv=[f"distributed.timeout={bad}"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank, message", [
+    (0, "rank 0 of 2: rank 1 did not join the rendezvous at 127.0.0.1:"),
+    (1, "rank 1 of 2 could not reach rank 0 at 127.0.0.1:"),
+])
+def test_a_rank_whose_peer_never_starts_fails_in_bounded_time(tmp_path, rank, message):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY,
+                           "distributed.rendezvous_timeout=1", f"hydra.run.dir={tmp_path}"],
+                          cwd=tmp_path, env=_rank_env(rank, _free_port(), slurm=True),
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert message in proc.stderr and "distributed.rendezvous_timeout" in proc.stderr
+    assert "Traceback" not in proc.stderr and "frame #" not in proc.stderr, proc.stderr[-3000:]
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.slow
+def test_a_frozen_peer_stops_rank_0_after_the_timeout(tmp_path):
+    """kill -STOP on rank 1 mid-training: rank 0's next gradient exchange times out (gloo)
+    after distributed.timeout seconds and it exits with one line naming rank 1."""
+    port = _free_port()
+    args = [sys.executable, str(ROOT / "train.py"), *TINY, "meta.iterations=100000",
+            "distributed.timeout=2", f"hydra.run.dir={tmp_path}"]
+    ranks = [subprocess.Popen(args, cwd=tmp_path, env=_rank_env(r, port),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    try:
+        log = tmp_path / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 3):
+            time.sleep(0.05)
+        os.kill(ranks[1].pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        _, err = ranks[0].communicate(timeout=60)
+        assert ranks[0].returncode == 1, err[-3000:]
+        assert "rank 0 of 2: rank 1 stopped answering" in err, err[-3000:]
+        assert "distributed.timeout=2 s" in err and "Traceback" not in err
+        assert time.monotonic() - frozen < 45
+    finally:
+        for proc in ranks:
+            proc.kill()
+            proc.communicate()
