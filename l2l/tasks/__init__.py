@@ -1,7 +1,8 @@
 """Task families (optimizees) and ``build_task``, the registry of families by name.
 
-A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression); a *variant* such as
-the paper's ``mnist_40`` or the official code's ``quadratic_official`` is a family plus
+A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression, the synthetic
+ill-conditioned quadratics, Rosenbrock, Gaussian logistic regression and teacher-student MLPs);
+a *variant* such as the paper's ``mnist_40`` or the official code's ``quadratic_official`` is a family plus
 keyword arguments, and lives only in ``conf/task/<variant>.yaml`` (``family:`` and
 ``kwargs:``), so each preset is defined in exactly one place.
 """
@@ -12,6 +13,11 @@ import inspect
 from typing import Any
 
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
+from l2l.tasks.conditioned_quadratic import (
+    ConditionedQuadraticFamily,
+    ConditionedQuadraticInstances,
+)
+from l2l.tasks.gaussian_logreg import GaussianLogRegFamily, GaussianLogRegInstances
 from l2l.tasks.mixture import MixtureFamily
 from l2l.tasks.mnist_cnn import MNISTCNNFamily
 from l2l.tasks.mnist_common import MNISTFamily, MNISTInstances
@@ -26,6 +32,8 @@ from l2l.tasks.mnist_data import (
 from l2l.tasks.mnist_logreg import MNISTLogRegFamily
 from l2l.tasks.mnist_mlp import MNISTMLPFamily, MNISTMLPInstances
 from l2l.tasks.quadratic import QuadraticFamily, QuadraticInstances
+from l2l.tasks.rosenbrock import RosenbrockFamily, RosenbrockInstances
+from l2l.tasks.teacher_student import TeacherStudentFamily, TeacherStudentInstances
 
 #: family name -> class; ``build_task(name, **kwargs)`` is ``FAMILIES[name](**kwargs)``
 FAMILIES: dict[str, type[TaskFamily]] = {
@@ -34,6 +42,10 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     "mnist_cnn": MNISTCNNFamily,
     "mnist_logreg": MNISTLogRegFamily,
     "mixture": MixtureFamily,
+    "conditioned_quadratic": ConditionedQuadraticFamily,
+    "rosenbrock": RosenbrockFamily,
+    "gaussian_logreg": GaussianLogRegFamily,
+    "teacher_student": TeacherStudentFamily,
 }
 TASK_NAMES = tuple(FAMILIES)
 
@@ -41,7 +53,9 @@ TASK_NAMES = tuple(FAMILIES)
 def build_task(name: str, **kwargs: Any) -> TaskFamily:
     """The task family ``name`` built with ``kwargs`` (its constructor's arguments).
 
-    Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``. Presets (the
+    Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``, ``mixture``, and
+    the synthetic ``conditioned_quadratic``, ``rosenbrock``, ``gaussian_logreg``,
+    ``teacher_student``. Presets (the
     paper's ``mnist``, ``mnist_40``, ``mnist_2layer``, ``mnist_relu``, the official code's
     ``quadratic_official``, ...) are ``conf/task`` yamls naming a family and its kwargs. An
     unknown name or keyword raises ``ValueError`` listing the valid ones, so that a config typo
@@ -69,6 +83,14 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
 
 __all__ = [
     "FAMILIES",
+    "ConditionedQuadraticFamily",
+    "ConditionedQuadraticInstances",
+    "GaussianLogRegFamily",
+    "GaussianLogRegInstances",
+    "RosenbrockFamily",
+    "RosenbrockInstances",
+    "TeacherStudentFamily",
+    "TeacherStudentInstances",
     "MNIST",
     "SPLITS",
     "TASK_NAMES",

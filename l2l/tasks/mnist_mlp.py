@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from l2l.tasks import mlp
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
     MNISTFamily,
@@ -85,8 +86,8 @@ class MNISTMLPFamily(MNISTFamily):
         self.activation = activation
         self.init_std = check_init_std(init_std)
         self.layer_sizes = (IMAGE_SIZE, *hidden, NUM_CLASSES)
-        self.shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True))
-        self._num_params = sum(i * o + o for i, o in self.shapes)
+        self.shapes = mlp.layer_shapes(self.layer_sizes)
+        self._num_params = mlp.count_params(self.shapes)
         self.eval_width = max(self.layer_sizes[1:])
 
     def __repr__(self) -> str:
@@ -100,36 +101,23 @@ class MNISTMLPFamily(MNISTFamily):
 
     # -- parameters ---------------------------------------------------------------------------
 
+    @property
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape), ...]`` of every tensor in flat order (``l2l.tasks.mlp``)."""
+        return mlp.param_shapes(self.shapes)
+
     def unflatten(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Views ``[(W (B, in, out), b (B, out)), ...]`` of flat ``params (B, n)``, per layer."""
         self.check_params(params)
-        B = params.shape[0]
-        layers, off = [], 0
-        for i, o in self.shapes:
-            W = params[:, off : off + i * o].reshape(B, i, o)
-            off += i * o
-            b = params[:, off : off + o]
-            off += o
-            layers.append((W, b))
-        return layers
+        return mlp.unflatten(params, self.shapes)
 
     def flatten(self, layers: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
         """Inverse of ``unflatten``: ``(B, n)`` from ``[(W (B, in, out), b (B, out)), ...]``."""
-        parts = []
-        for W, b in layers:
-            parts += [W.reshape(W.shape[0], -1), b]
-        return torch.cat(parts, dim=1)
+        return mlp.flatten(layers)
 
     def logits(self, params: Tensor, x: Tensor) -> Tensor:
         """Logits ``(B, m, 10)`` of every instance on its own inputs ``x (B, m, 784)``."""
-        act = ACTIVATIONS[self.activation]
-        layers = self.unflatten(params)
-        h = x
-        for k, (W, b) in enumerate(layers):
-            h = torch.baddbmm(b.unsqueeze(1), h, W)
-            if k < len(layers) - 1:
-                h = act(h)
-        return h
+        return mlp.forward(self.unflatten(params), x, ACTIVATIONS[self.activation])
 
     def logits_shared(self, params: Tensor, x: Tensor) -> Tensor:
         """Logits ``(B, m, 10)`` of every instance on the same inputs ``x (m, 784)``."""
