@@ -9,11 +9,15 @@ from torch import nn
 
 from l2l.tasks import (
     FAMILIES,
+    ConditionedQuadraticFamily,
+    GaussianLogRegFamily,
     MixtureFamily,
     MNISTCNNFamily,
     MNISTInstances,
     MNISTLogRegFamily,
     MNISTMLPFamily,
+    RosenbrockFamily,
+    TeacherStudentFamily,
     build_task,
 )
 
@@ -212,7 +216,9 @@ def test_logreg_learns(logreg):
 
 
 def test_build_task_registry_and_bad_kwargs(mnist_dir):
-    assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture"}
+    assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture",
+                             "conditioned_quadratic", "rosenbrock", "gaussian_logreg",
+                             "teacher_student"}
     fam = build_task("mnist_cnn", channels=[2, 2], data_dir=mnist_dir)
     assert isinstance(fam, MNISTCNNFamily) and fam.channels == (2, 2)
     assert fam.name == "mnist_cnn"
@@ -270,6 +276,12 @@ def test_conf_task_presets_build_their_family():
         "mnist_mixture": (MixtureFamily, {}),
         "quadratic": (type(build_task("quadratic")), {"w_dist": "normal"}),
         "quadratic_official": (type(build_task("quadratic")), {"w_dist": "uniform"}),
+        "conditioned_quadratic": (ConditionedQuadraticFamily, {"dim": 20, "condition": 100.0}),
+        "conditioned_quadratic_100d": (ConditionedQuadraticFamily,
+                                       {"dim": 100, "condition": 1e4}),
+        "rosenbrock": (RosenbrockFamily, {"dim": 10, "curvature": 100.0}),
+        "gaussian_logreg": (GaussianLogRegFamily, {"num_params": 21}),
+        "teacher_student": (TeacherStudentFamily, {"num_params": 577}),
     }
     assert {p.stem for p in (conf / "task").glob("*.yaml")} == set(want)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -2,8 +2,8 @@
 
 A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression, the synthetic
 ill-conditioned quadratics, Rosenbrock, Gaussian logistic regression and teacher-student MLPs);
-a *variant* such as the paper's ``mnist_40`` or the official code's ``quadratic_official`` is a family plus
-keyword arguments, and lives only in ``conf/task/<variant>.yaml`` (``family:`` and
+a *variant* such as the paper's ``mnist_40`` or the official code's ``quadratic_official`` is a
+family plus keyword arguments, and lives only in ``conf/task/<variant>.yaml`` (``family:`` and
 ``kwargs:``), so each preset is defined in exactly one place.
 """
 

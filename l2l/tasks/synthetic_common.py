@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from l2l.interface import check_range
 from l2l.tasks.base import Instances
 from l2l.tasks.mnist_common import MAX_COUNTER, hash_indices
 
@@ -27,15 +28,10 @@ from l2l.tasks.mnist_common import MAX_COUNTER, hash_indices
 def check_number(name: str, value: object, low: float, high: float = math.inf, *,
                  open_low: bool = False) -> float:
     """``value`` as a float if it is a number in ``[low, high]`` (``(low, high]`` if
-    ``open_low``), else a ValueError naming ``name`` and the range."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok:
-        ok = (value > low if open_low else value >= low) and value <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}], "
-                         f"got {value!r}")
-    return float(value)
+    ``open_low``), else a ValueError naming ``name`` and the range
+    (``l2l.interface.check_range``)."""
+    check_range(name, value, low, high, low_inclusive=not open_low)  # type: ignore[arg-type]
+    return float(value)  # type: ignore[arg-type]
 
 
 def positive_ints(name: str, values: object, *, allow_empty: bool = False) -> tuple[int, ...]:
