@@ -12,6 +12,7 @@ from l2l.tasks import (
     ConditionedQuadraticFamily,
     GaussianLogRegFamily,
     MixtureFamily,
+    MNISTAutoencoderFamily,
     MNISTCNNFamily,
     MNISTInstances,
     MNISTLogRegFamily,
@@ -218,7 +219,7 @@ def test_logreg_learns(logreg):
 def test_build_task_registry_and_bad_kwargs(mnist_dir):
     assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture",
                              "conditioned_quadratic", "rosenbrock", "gaussian_logreg",
-                             "teacher_student"}
+                             "teacher_student", "mnist_autoencoder"}
     fam = build_task("mnist_cnn", channels=[2, 2], data_dir=mnist_dir)
     assert isinstance(fam, MNISTCNNFamily) and fam.channels == (2, 2)
     assert fam.name == "mnist_cnn"
@@ -282,6 +283,11 @@ def test_conf_task_presets_build_their_family():
         "rosenbrock": (RosenbrockFamily, {"dim": 10, "curvature": 100.0}),
         "gaussian_logreg": (GaussianLogRegFamily, {"num_params": 21}),
         "teacher_student": (TeacherStudentFamily, {"num_params": 577}),
+        "mnist_8x8": (MNISTMLPFamily, {"resolution": 8, "num_params": 2410}),
+        "mnist_14x14": (MNISTMLPFamily, {"resolution": 14, "num_params": 4150}),
+        "mnist_8x8_relu_2layer": (MNISTMLPFamily, {"activation": "relu", "num_params": 3466}),
+        "mnist_14x14_tanh_wide": (MNISTMLPFamily, {"activation": "tanh", "num_params": 13258}),
+        "mnist_autoencoder": (MNISTAutoencoderFamily, {"resolution": 14, "num_params": 12772}),
     }
     assert {p.stem for p in (conf / "task").glob("*.yaml")} == set(want)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -1,10 +1,11 @@
 """Task families (optimizees) and ``build_task``, the registry of families by name.
 
-A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression, the synthetic
-ill-conditioned quadratics, Rosenbrock, Gaussian logistic regression and teacher-student MLPs);
-a *variant* such as the paper's ``mnist_40`` or the official code's ``quadratic_official`` is a
-family plus keyword arguments, and lives only in ``conf/task/<variant>.yaml`` (``family:`` and
-``kwargs:``), so each preset is defined in exactly one place.
+A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression, autoencoders, the
+synthetic ill-conditioned quadratics, Rosenbrock, Gaussian logistic regression and
+teacher-student MLPs); a *variant* such as the paper's ``mnist_40`` or the official code's
+``quadratic_official`` is a family plus keyword arguments, and lives only in
+``conf/task/<variant>.yaml`` (``family:`` and ``kwargs:``), so each preset is defined in exactly
+one place.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from l2l.tasks.conditioned_quadratic import (
 )
 from l2l.tasks.gaussian_logreg import GaussianLogRegFamily, GaussianLogRegInstances
 from l2l.tasks.mixture import MixtureFamily
+from l2l.tasks.mnist_autoencoder import MNISTAutoencoderFamily, MNISTAutoencoderInstances
 from l2l.tasks.mnist_cnn import MNISTCNNFamily
 from l2l.tasks.mnist_common import MNISTFamily, MNISTInstances
 from l2l.tasks.mnist_data import (
@@ -46,6 +48,7 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     "rosenbrock": RosenbrockFamily,
     "gaussian_logreg": GaussianLogRegFamily,
     "teacher_student": TeacherStudentFamily,
+    "mnist_autoencoder": MNISTAutoencoderFamily,
 }
 TASK_NAMES = tuple(FAMILIES)
 
@@ -53,7 +56,8 @@ TASK_NAMES = tuple(FAMILIES)
 def build_task(name: str, **kwargs: Any) -> TaskFamily:
     """The task family ``name`` built with ``kwargs`` (its constructor's arguments).
 
-    Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``, ``mixture``, and
+    Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``,
+    ``mnist_autoencoder``, ``mixture``, and
     the synthetic ``conditioned_quadratic``, ``rosenbrock``, ``gaussian_logreg``,
     ``teacher_student``. Presets (the
     paper's ``mnist``, ``mnist_40``, ``mnist_2layer``, ``mnist_relu``, the official code's
@@ -87,6 +91,8 @@ __all__ = [
     "ConditionedQuadraticInstances",
     "GaussianLogRegFamily",
     "GaussianLogRegInstances",
+    "MNISTAutoencoderFamily",
+    "MNISTAutoencoderInstances",
     "RosenbrockFamily",
     "RosenbrockInstances",
     "TeacherStudentFamily",
