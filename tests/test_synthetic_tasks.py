@@ -19,6 +19,7 @@ from l2l.evaluation import lr_grid, run_optimizer, tune_learning_rate
 from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.registry import build_optimizer, optimizers
 from l2l.tasks import (
+    CharRNNFamily,
     ConditionedQuadraticFamily,
     GaussianLogRegFamily,
     RosenbrockFamily,
@@ -26,6 +27,7 @@ from l2l.tasks import (
     build_task,
     mlp,
 )
+from l2l.tasks.char_rnn import grammar_corpus
 from l2l.tasks.synthetic_common import DatasetInstances
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +47,11 @@ CASES = {
                                                         "activation": "relu", "init": "normal",
                                                         "init_std": 0.3, "num_examples": 30,
                                                         "batch_size": 4}),
+    "char_rnn": ("char_rnn", {"hidden": 3, "seq_len": 4, "batch_size": 3, "corpus_chars": 2000,
+                              "eval_windows": 8}),
 }
 PRESETS = ["conditioned_quadratic", "conditioned_quadratic_100d", "rosenbrock",
-           "gaussian_logreg", "teacher_student"]
+           "gaussian_logreg", "teacher_student", "char_rnn"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -269,6 +273,57 @@ def test_teacher_student_targets_init_and_learning():
     assert (result.metrics["loss"] < 0.3).all()  # from about 2: the student fits the teacher
 
 
+def test_grammar_corpus_is_fixed_text():
+    text = grammar_corpus(5000)
+    assert len(text) == 5000 and text == grammar_corpus(5000)
+    assert text.startswith("some tree that waits chases some red teacher that sees no teacher. ")
+    assert set(text) <= set(" .abcdefghijklmnopqrstuvwxyz") and text != grammar_corpus(5000, 1)
+
+
+def test_char_rnn_equals_nn_rnn_and_reads_its_split():
+    fam = CharRNNFamily(hidden=6, seq_len=5, batch_size=3, corpus_chars=3000, eval_windows=4)
+    assert fam.vocab_size == len(fam.vocab) and fam.num_params == sum(
+        math.prod(s) for _, s in fam.param_shapes)
+    inst = fam.sample(2, seed=0, split="valid", dtype=torch.float64)
+    assert torch.equal(inst.tokens, fam.split_tokens("valid")) and inst.tokens.shape == (300,)
+    text = grammar_corpus(3000)[2400:2700]
+    assert "".join(fam.vocab[k] for k in inst.tokens.tolist()) == text
+    p = _perturbed(inst, 0.3)
+    losses, grads = inst.loss_and_grad(p, 2)
+    win = inst.windows(inst.window_starts(2))
+    assert win.shape == (2, 3, 6) and torch.equal(win[:, :, 1:-1], inst.windows(
+        inst.window_starts(2) + 1)[:, :, :-2])
+    for i in range(2):
+        E, W, b, Vo, c = (t[0] for t in fam.unflatten(p[i : i + 1]))
+        rnn = nn.RNN(fam.vocab_size, 6, batch_first=True, dtype=torch.float64)
+        head = nn.Linear(6, fam.vocab_size, dtype=torch.float64)
+        with torch.no_grad():
+            rnn.weight_ih_l0.copy_(E.T)
+            rnn.weight_hh_l0.copy_(W.T)
+            rnn.bias_ih_l0.copy_(b)
+            rnn.bias_hh_l0.zero_()
+            head.weight.copy_(Vo.T)
+            head.bias.copy_(c)
+        x = nn.functional.one_hot(win[i, :, :-1], fam.vocab_size).double()
+        out, _ = rnn(x)
+        ref = nn.functional.cross_entropy(head(out).flatten(0, 1), win[i, :, 1:].flatten())
+        ref.backward()
+        want = torch.cat([rnn.weight_ih_l0.grad.T.reshape(-1), rnn.weight_hh_l0.grad.T.reshape(-1),
+                          rnn.bias_ih_l0.grad, head.weight.grad.T.reshape(-1), head.bias.grad])
+        assert abs(losses[i].item() - ref.item()) < 1e-10
+        assert (grads[i] - want).abs().max() < 1e-10
+    ev = inst.evaluate(p)
+    assert set(ev) == {"loss", "accuracy"} and (ev["loss"] > 0).all()
+
+
+def test_char_rnn_learns():
+    fam = CharRNNFamily()
+    inst = fam.sample(2, seed=0, split="test")
+    start = inst.evaluate(inst.init_params)["loss"]
+    result = run_optimizer(build_optimizer("adam", lr=0.03), inst, 60)
+    assert (result.metrics["loss"] < 0.6 * start).all() and (result.metrics["accuracy"] > 0.4).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Arguments
 
@@ -299,6 +354,12 @@ def test_teacher_student_targets_init_and_learning():
         ("teacher_student", {"output_dim": 0}, "output_dim"),
         ("teacher_student", {"input_dim": -3}, "input_dim"),
         ("teacher_student", {"noise": float("nan")}, "noise"),
+        ("char_rnn", {"hidden": 0}, "hidden must be a positive int"),
+        ("char_rnn", {"seq_len": 1.5}, "seq_len"),
+        ("char_rnn", {"batch_size": -1}, "batch_size"),
+        ("char_rnn", {"eval_windows": 0}, "eval_windows"),
+        ("char_rnn", {"init_gain": -1.0}, "init_std|init_gain"),
+        ("char_rnn", {"corpus_chars": 100, "seq_len": 16}, "corpus_chars=100 leaves the valid"),
     ],
 )
 def test_bad_arguments_raise_one_line_errors(name, kwargs, match):
@@ -338,7 +399,7 @@ def test_every_optimizer_runs_and_tunes_on_every_family(case):
 @pytest.mark.parametrize(("case", "optimizer"), [
     ("conditioned_quadratic", "lstm"), ("rosenbrock", "adam_anchored"),
     ("gaussian_logreg", "rnnprop"), ("teacher_student", "adam_anchored"),
-    ("teacher_student", "lstm")])
+    ("teacher_student", "lstm"), ("char_rnn", "rnnprop")])
 def test_meta_training_runs_on_every_family(case, optimizer):
     torch.manual_seed(0)
     config = MetaConfig(iterations=2, horizon=6, unroll=3, batch_size=2, meta_lr=1e-3,

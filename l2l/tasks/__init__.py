@@ -2,8 +2,8 @@
 
 A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression, autoencoders, the
 synthetic ill-conditioned quadratics, Rosenbrock, Gaussian logistic regression and
-teacher-student MLPs); a *variant* such as the paper's ``mnist_40`` or the official code's
-``quadratic_official`` is a family plus keyword arguments, and lives only in
+teacher-student MLPs, a character RNN); a *variant* such as the paper's ``mnist_40`` or the
+official code's ``quadratic_official`` is a family plus keyword arguments, and lives only in
 ``conf/task/<variant>.yaml`` (``family:`` and ``kwargs:``), so each preset is defined in exactly
 one place.
 """
@@ -14,6 +14,7 @@ import inspect
 from typing import Any
 
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
+from l2l.tasks.char_rnn import CharRNNFamily, CharRNNInstances
 from l2l.tasks.conditioned_quadratic import (
     ConditionedQuadraticFamily,
     ConditionedQuadraticInstances,
@@ -49,6 +50,7 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     "gaussian_logreg": GaussianLogRegFamily,
     "teacher_student": TeacherStudentFamily,
     "mnist_autoencoder": MNISTAutoencoderFamily,
+    "char_rnn": CharRNNFamily,
 }
 TASK_NAMES = tuple(FAMILIES)
 
@@ -59,7 +61,7 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
     Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``,
     ``mnist_autoencoder``, ``mixture``, and
     the synthetic ``conditioned_quadratic``, ``rosenbrock``, ``gaussian_logreg``,
-    ``teacher_student``. Presets (the
+    ``teacher_student``, ``char_rnn``. Presets (the
     paper's ``mnist``, ``mnist_40``, ``mnist_2layer``, ``mnist_relu``, the official code's
     ``quadratic_official``, ...) are ``conf/task`` yamls naming a family and its kwargs. An
     unknown name or keyword raises ``ValueError`` listing the valid ones, so that a config typo
@@ -87,6 +89,8 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
 
 __all__ = [
     "FAMILIES",
+    "CharRNNFamily",
+    "CharRNNInstances",
     "ConditionedQuadraticFamily",
     "ConditionedQuadraticInstances",
     "GaussianLogRegFamily",
