@@ -9,6 +9,7 @@ from torch import nn
 
 from l2l.tasks import (
     FAMILIES,
+    AugmentedFamily,
     CharRNNFamily,
     ConditionedQuadraticFamily,
     GaussianLogRegFamily,
@@ -220,7 +221,7 @@ def test_logreg_learns(logreg):
 def test_build_task_registry_and_bad_kwargs(mnist_dir):
     assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture",
                              "conditioned_quadratic", "rosenbrock", "gaussian_logreg",
-                             "teacher_student", "mnist_autoencoder", "char_rnn"}
+                             "teacher_student", "mnist_autoencoder", "char_rnn", "augmented"}
     fam = build_task("mnist_cnn", channels=[2, 2], data_dir=mnist_dir)
     assert isinstance(fam, MNISTCNNFamily) and fam.channels == (2, 2)
     assert fam.name == "mnist_cnn"
@@ -290,6 +291,8 @@ def test_conf_task_presets_build_their_family():
         "mnist_14x14_tanh_wide": (MNISTMLPFamily, {"activation": "tanh", "num_params": 13258}),
         "mnist_autoencoder": (MNISTAutoencoderFamily, {"resolution": 14, "num_params": 12772}),
         "char_rnn": (CharRNNFamily, {"num_params": 2811, "vocab_size": 27}),
+        "teacher_student_augmented": (AugmentedFamily, {"num_params": 577,
+                                                        "param_scale_range": 1.0}),
     }
     assert {p.stem for p in (conf / "task").glob("*.yaml")} == set(want)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -49,9 +49,13 @@ CASES = {
                                                         "batch_size": 4}),
     "char_rnn": ("char_rnn", {"hidden": 3, "seq_len": 4, "batch_size": 3, "corpus_chars": 2000,
                               "eval_windows": 8}),
+    "augmented_teacher_student": ("augmented", {
+        "task": {"family": "teacher_student", "kwargs": {"input_dim": 3, "hidden_sizes": [4],
+                                                         "num_examples": 20, "batch_size": 5}},
+        "param_scale_range": 1.0, "loss_scale_range": 0.5}),
 }
 PRESETS = ["conditioned_quadratic", "conditioned_quadratic_100d", "rosenbrock",
-           "gaussian_logreg", "teacher_student", "char_rnn"]
+           "gaussian_logreg", "teacher_student", "char_rnn", "teacher_student_augmented"]
 
 
 @pytest.fixture(autouse=True, scope="module")

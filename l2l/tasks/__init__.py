@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from l2l.tasks.augmented import AugmentedFamily, LossScaledInstances
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
 from l2l.tasks.char_rnn import CharRNNFamily, CharRNNInstances
 from l2l.tasks.conditioned_quadratic import (
@@ -51,6 +52,7 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     "teacher_student": TeacherStudentFamily,
     "mnist_autoencoder": MNISTAutoencoderFamily,
     "char_rnn": CharRNNFamily,
+    "augmented": AugmentedFamily,
 }
 TASK_NAMES = tuple(FAMILIES)
 
@@ -59,7 +61,7 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
     """The task family ``name`` built with ``kwargs`` (its constructor's arguments).
 
     Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``,
-    ``mnist_autoencoder``, ``mixture``, and
+    ``mnist_autoencoder``, ``mixture``, ``augmented`` (any family, augmented), and
     the synthetic ``conditioned_quadratic``, ``rosenbrock``, ``gaussian_logreg``,
     ``teacher_student``, ``char_rnn``. Presets (the
     paper's ``mnist``, ``mnist_40``, ``mnist_2layer``, ``mnist_relu``, the official code's
@@ -89,6 +91,8 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
 
 __all__ = [
     "FAMILIES",
+    "AugmentedFamily",
+    "LossScaledInstances",
     "CharRNNFamily",
     "CharRNNInstances",
     "ConditionedQuadraticFamily",
