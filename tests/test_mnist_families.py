@@ -321,3 +321,21 @@ def test_cuda_matches_cpu(cnn, logreg, kind):
         assert torch.allclose(lc, lg.cpu(), atol=1e-4) and torch.allclose(gc, gg.cpu(), atol=1e-4)
     ev_c, ev_g = cpu.evaluate(cpu.init_params), gpu.evaluate(gpu.init_params)
     assert torch.allclose(ev_c["loss"], ev_g["loss"].cpu(), atol=1e-4)
+
+
+def test_every_family_lists_its_tensors_in_flat_order(mnist_dir):
+    """``param_shapes`` (for per-tensor views such as augmentation) covers the flat vector."""
+    import math
+
+    for name, cls in FAMILIES.items():
+        if name in ("mixture", "augmented"):
+            continue
+        kwargs = {"data_dir": mnist_dir} if "data_dir" in cls.__init__.__code__.co_varnames else {}
+        fam = build_task(name, **kwargs)
+        assert sum(math.prod(s) for _, s in fam.param_shapes) == fam.num_params, name
+    cnn = MNISTCNNFamily(data_dir=mnist_dir)
+    p = torch.arange(cnn.num_params, dtype=torch.float32).view(1, -1)
+    convs, W_head, _ = cnn.unflatten(p)
+    assert [s for _, s in cnn.param_shapes][2] == tuple(convs[1][0].shape[1:])
+    assert cnn.param_shapes[-2] == ("head.W", tuple(W_head.shape[1:]))
+    assert MNISTLogRegFamily().param_shapes == [("W", (784, 10)), ("b", (10,))]
