@@ -84,6 +84,8 @@ class DatasetInstances(Instances):
         return {}
 
     def repeat(self, times: int) -> DatasetInstances:
+        """The batch tiled ``times`` times; a subclass's own attributes (say, its family) are
+        shared, the per-instance tensors tiled."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.x = self.x.repeat(times, *[1] * (self.x.dim() - 1))
