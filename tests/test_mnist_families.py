@@ -9,11 +9,18 @@ from torch import nn
 
 from l2l.tasks import (
     FAMILIES,
+    AugmentedFamily,
+    CharRNNFamily,
+    ConditionedQuadraticFamily,
+    GaussianLogRegFamily,
     MixtureFamily,
+    MNISTAutoencoderFamily,
     MNISTCNNFamily,
     MNISTInstances,
     MNISTLogRegFamily,
     MNISTMLPFamily,
+    RosenbrockFamily,
+    TeacherStudentFamily,
     build_task,
 )
 
@@ -212,7 +219,9 @@ def test_logreg_learns(logreg):
 
 
 def test_build_task_registry_and_bad_kwargs(mnist_dir):
-    assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture"}
+    assert set(FAMILIES) == {"quadratic", "mnist_mlp", "mnist_cnn", "mnist_logreg", "mixture",
+                             "conditioned_quadratic", "rosenbrock", "gaussian_logreg",
+                             "teacher_student", "mnist_autoencoder", "char_rnn", "augmented"}
     fam = build_task("mnist_cnn", channels=[2, 2], data_dir=mnist_dir)
     assert isinstance(fam, MNISTCNNFamily) and fam.channels == (2, 2)
     assert fam.name == "mnist_cnn"
@@ -270,6 +279,20 @@ def test_conf_task_presets_build_their_family():
         "mnist_mixture": (MixtureFamily, {}),
         "quadratic": (type(build_task("quadratic")), {"w_dist": "normal"}),
         "quadratic_official": (type(build_task("quadratic")), {"w_dist": "uniform"}),
+        "conditioned_quadratic": (ConditionedQuadraticFamily, {"dim": 20, "condition": 100.0}),
+        "conditioned_quadratic_100d": (ConditionedQuadraticFamily,
+                                       {"dim": 100, "condition": 1e4}),
+        "rosenbrock": (RosenbrockFamily, {"dim": 10, "curvature": 100.0}),
+        "gaussian_logreg": (GaussianLogRegFamily, {"num_params": 21}),
+        "teacher_student": (TeacherStudentFamily, {"num_params": 577}),
+        "mnist_8x8": (MNISTMLPFamily, {"resolution": 8, "num_params": 2410}),
+        "mnist_14x14": (MNISTMLPFamily, {"resolution": 14, "num_params": 4150}),
+        "mnist_8x8_relu_2layer": (MNISTMLPFamily, {"activation": "relu", "num_params": 3466}),
+        "mnist_14x14_tanh_wide": (MNISTMLPFamily, {"activation": "tanh", "num_params": 13258}),
+        "mnist_autoencoder": (MNISTAutoencoderFamily, {"resolution": 14, "num_params": 12772}),
+        "char_rnn": (CharRNNFamily, {"num_params": 2811, "vocab_size": 27}),
+        "teacher_student_augmented": (AugmentedFamily, {"num_params": 577,
+                                                        "param_scale_range": 1.0}),
     }
     assert {p.stem for p in (conf / "task").glob("*.yaml")} == set(want)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -298,3 +321,21 @@ def test_cuda_matches_cpu(cnn, logreg, kind):
         assert torch.allclose(lc, lg.cpu(), atol=1e-4) and torch.allclose(gc, gg.cpu(), atol=1e-4)
     ev_c, ev_g = cpu.evaluate(cpu.init_params), gpu.evaluate(gpu.init_params)
     assert torch.allclose(ev_c["loss"], ev_g["loss"].cpu(), atol=1e-4)
+
+
+def test_every_family_lists_its_tensors_in_flat_order(mnist_dir):
+    """``param_shapes`` (for per-tensor views such as augmentation) covers the flat vector."""
+    import math
+
+    for name, cls in FAMILIES.items():
+        if name in ("mixture", "augmented"):
+            continue
+        kwargs = {"data_dir": mnist_dir} if "data_dir" in cls.__init__.__code__.co_varnames else {}
+        fam = build_task(name, **kwargs)
+        assert sum(math.prod(s) for _, s in fam.param_shapes) == fam.num_params, name
+    cnn = MNISTCNNFamily(data_dir=mnist_dir)
+    p = torch.arange(cnn.num_params, dtype=torch.float32).view(1, -1)
+    convs, W_head, _ = cnn.unflatten(p)
+    assert [s for _, s in cnn.param_shapes][2] == tuple(convs[1][0].shape[1:])
+    assert cnn.param_shapes[-2] == ("head.W", tuple(W_head.shape[1:]))
+    assert MNISTLogRegFamily().param_shapes == [("W", (784, 10)), ("b", (10,))]

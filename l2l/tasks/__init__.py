@@ -1,9 +1,11 @@
 """Task families (optimizees) and ``build_task``, the registry of families by name.
 
-A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression); a *variant* such as
-the paper's ``mnist_40`` or the official code's ``quadratic_official`` is a family plus
-keyword arguments, and lives only in ``conf/task/<variant>.yaml`` (``family:`` and
-``kwargs:``), so each preset is defined in exactly one place.
+A *family* is a class (quadratics, MNIST MLPs, CNNs, logistic regression, autoencoders, the
+synthetic ill-conditioned quadratics, Rosenbrock, Gaussian logistic regression and
+teacher-student MLPs, a character RNN); a *variant* such as the paper's ``mnist_40`` or the
+official code's ``quadratic_official`` is a family plus keyword arguments, and lives only in
+``conf/task/<variant>.yaml`` (``family:`` and ``kwargs:``), so each preset is defined in exactly
+one place.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from l2l.tasks.augmented import AugmentedFamily, LossScaledInstances
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
+from l2l.tasks.char_rnn import CharRNNFamily, CharRNNInstances
+from l2l.tasks.conditioned_quadratic import (
+    ConditionedQuadraticFamily,
+    ConditionedQuadraticInstances,
+)
+from l2l.tasks.gaussian_logreg import GaussianLogRegFamily, GaussianLogRegInstances
 from l2l.tasks.mixture import MixtureFamily
+from l2l.tasks.mnist_autoencoder import MNISTAutoencoderFamily, MNISTAutoencoderInstances
 from l2l.tasks.mnist_cnn import MNISTCNNFamily
 from l2l.tasks.mnist_common import MNISTFamily, MNISTInstances
 from l2l.tasks.mnist_data import (
@@ -26,6 +36,8 @@ from l2l.tasks.mnist_data import (
 from l2l.tasks.mnist_logreg import MNISTLogRegFamily
 from l2l.tasks.mnist_mlp import MNISTMLPFamily, MNISTMLPInstances
 from l2l.tasks.quadratic import QuadraticFamily, QuadraticInstances
+from l2l.tasks.rosenbrock import RosenbrockFamily, RosenbrockInstances
+from l2l.tasks.teacher_student import TeacherStudentFamily, TeacherStudentInstances
 
 #: family name -> class; ``build_task(name, **kwargs)`` is ``FAMILIES[name](**kwargs)``
 FAMILIES: dict[str, type[TaskFamily]] = {
@@ -34,6 +46,13 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     "mnist_cnn": MNISTCNNFamily,
     "mnist_logreg": MNISTLogRegFamily,
     "mixture": MixtureFamily,
+    "conditioned_quadratic": ConditionedQuadraticFamily,
+    "rosenbrock": RosenbrockFamily,
+    "gaussian_logreg": GaussianLogRegFamily,
+    "teacher_student": TeacherStudentFamily,
+    "mnist_autoencoder": MNISTAutoencoderFamily,
+    "char_rnn": CharRNNFamily,
+    "augmented": AugmentedFamily,
 }
 TASK_NAMES = tuple(FAMILIES)
 
@@ -41,7 +60,10 @@ TASK_NAMES = tuple(FAMILIES)
 def build_task(name: str, **kwargs: Any) -> TaskFamily:
     """The task family ``name`` built with ``kwargs`` (its constructor's arguments).
 
-    Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``. Presets (the
+    Families: ``quadratic``, ``mnist_mlp``, ``mnist_cnn``, ``mnist_logreg``,
+    ``mnist_autoencoder``, ``mixture``, ``augmented`` (any family, augmented), and
+    the synthetic ``conditioned_quadratic``, ``rosenbrock``, ``gaussian_logreg``,
+    ``teacher_student``, ``char_rnn``. Presets (the
     paper's ``mnist``, ``mnist_40``, ``mnist_2layer``, ``mnist_relu``, the official code's
     ``quadratic_official``, ...) are ``conf/task`` yamls naming a family and its kwargs. An
     unknown name or keyword raises ``ValueError`` listing the valid ones, so that a config typo
@@ -69,6 +91,20 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
 
 __all__ = [
     "FAMILIES",
+    "AugmentedFamily",
+    "LossScaledInstances",
+    "CharRNNFamily",
+    "CharRNNInstances",
+    "ConditionedQuadraticFamily",
+    "ConditionedQuadraticInstances",
+    "GaussianLogRegFamily",
+    "GaussianLogRegInstances",
+    "MNISTAutoencoderFamily",
+    "MNISTAutoencoderInstances",
+    "RosenbrockFamily",
+    "RosenbrockInstances",
+    "TeacherStudentFamily",
+    "TeacherStudentInstances",
     "MNIST",
     "SPLITS",
     "TASK_NAMES",

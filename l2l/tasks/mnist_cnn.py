@@ -130,6 +130,15 @@ class MNISTCNNFamily(MNISTFamily):
                   torch.zeros(NUM_CLASSES)]
         return torch.cat(parts).to(torch.float64)
 
+    @property
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape), ...]`` of every tensor in flat order: each block's ``conv<k>.W (co,
+        ci, k, k)`` and ``conv<k>.b (co,)``, then ``head.W (F, 10)`` and ``head.b (10,)``."""
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for k, shape in enumerate(self.conv_shapes):
+            out += [(f"conv{k}.W", shape), (f"conv{k}.b", (shape[0],))]
+        return out + [("head.W", (self.features, NUM_CLASSES)), ("head.b", (NUM_CLASSES,))]
+
     def unflatten(self, params: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor]:
         """Views ``([(W (B, co, ci, k, k), b (B, co)), ...], W_head (B, F, 10), b_head (B, 10))``
         of flat ``params (B, n)``."""

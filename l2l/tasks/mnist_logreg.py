@@ -47,6 +47,11 @@ class MNISTLogRegFamily(MNISTFamily):
     def init_scale(self) -> float:
         return self.init_std
 
+    @property
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape), ...]`` of every tensor in flat order."""
+        return [("W", (IMAGE_SIZE, NUM_CLASSES)), ("b", (NUM_CLASSES,))]
+
     def unflatten(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """Views ``W (B, 784, 10)`` and ``b (B, 10)`` of flat ``params (B, 7850)``."""
         self.check_params(params)

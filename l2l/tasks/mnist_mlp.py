@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from l2l.tasks import mlp
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
     MNISTFamily,
@@ -24,7 +25,7 @@ from l2l.tasks.mnist_common import (
     mix32,
     positive_int,
 )
-from l2l.tasks.mnist_data import IMAGE_SIZE, NUM_CLASSES
+from l2l.tasks.mnist_data import NUM_CLASSES
 
 #: the instances of every MNIST family are ``MNISTInstances``; this name is kept for old imports
 MNISTMLPInstances = MNISTInstances
@@ -33,7 +34,8 @@ __all__ = ["ACTIVATIONS", "MNISTMLPFamily", "MNISTMLPInstances", "hash_indices",
 
 
 class MNISTMLPFamily(MNISTFamily):
-    """MLPs ``784 -> hidden_sizes... -> 10`` with softmax cross-entropy on MNIST minibatches.
+    """MLPs ``784 -> hidden_sizes... -> 10`` with softmax cross-entropy on MNIST minibatches
+    (``resolution**2 -> ...`` on images pooled to ``resolution x resolution``).
 
     The loss at step ``t`` is the mean cross-entropy over a minibatch of ``batch_size`` images
     drawn (with replacement) from the split the instances were sampled from. Every weight and
@@ -50,8 +52,14 @@ class MNISTMLPFamily(MNISTFamily):
     ignore ``activation`` and give a convex problem, softmax regression, which is its own family,
     ``mnist_logreg``; a config typo should not turn into a different experiment).
 
-    The paper's generalisation variants (40 units, 2 layers, ReLU) are presets in
-    ``conf/task/mnist_*.yaml``, not names known to this module.
+    ``resolution`` (default 28, the full images) average-pools every image to ``resolution x
+    resolution`` first (``l2l.tasks.mnist_common``): 8 x 8 and 14 x 14 MLPs are the cheap
+    small-image nets of learned-optimizer task suites (Celo trains on 8 x 8 MNIST). It is a
+    keyword of this family, not a family of its own, because nothing else changes: data,
+    splits, minibatches, layout and evaluation are the same, only the input size shrinks.
+
+    The paper's generalisation variants (40 units, 2 layers, ReLU) and the small-image MLPs are
+    presets in ``conf/task/mnist_*.yaml``, not names known to this module.
     """
 
     name = "mnist_mlp"
@@ -66,6 +74,7 @@ class MNISTMLPFamily(MNISTFamily):
         init_std: float = 0.01,
         data_dir: str | Path | None = None,
         download: bool = True,
+        resolution: int = 28,
     ) -> None:
         if isinstance(hidden_sizes, (int, str)):
             raise ValueError(
@@ -80,19 +89,21 @@ class MNISTMLPFamily(MNISTFamily):
         for h in hidden:
             positive_int("every hidden size", h)
         check_activation(activation)
-        super().__init__(batch_size=batch_size, data_dir=data_dir, download=download)
+        super().__init__(batch_size=batch_size, data_dir=data_dir, download=download,
+                         resolution=resolution)
         self.hidden_sizes = hidden
         self.activation = activation
         self.init_std = check_init_std(init_std)
-        self.layer_sizes = (IMAGE_SIZE, *hidden, NUM_CLASSES)
-        self.shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True))
-        self._num_params = sum(i * o + o for i, o in self.shapes)
+        self.layer_sizes = (self.input_size, *hidden, NUM_CLASSES)
+        self.shapes = mlp.layer_shapes(self.layer_sizes)
+        self._num_params = mlp.count_params(self.shapes)
         self.eval_width = max(self.layer_sizes[1:])
 
     def __repr__(self) -> str:
         return (
             f"MNISTMLPFamily(hidden_sizes={self.hidden_sizes}, activation={self.activation!r}, "
-            f"batch_size={self.batch_size}, init_std={self.init_std})"
+            f"batch_size={self.batch_size}, init_std={self.init_std}, "
+            f"resolution={self.resolution})"
         )
 
     def init_scale(self) -> float:
@@ -100,44 +111,31 @@ class MNISTMLPFamily(MNISTFamily):
 
     # -- parameters ---------------------------------------------------------------------------
 
+    @property
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape), ...]`` of every tensor in flat order (``l2l.tasks.mlp``)."""
+        return mlp.param_shapes(self.shapes)
+
     def unflatten(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Views ``[(W (B, in, out), b (B, out)), ...]`` of flat ``params (B, n)``, per layer."""
         self.check_params(params)
-        B = params.shape[0]
-        layers, off = [], 0
-        for i, o in self.shapes:
-            W = params[:, off : off + i * o].reshape(B, i, o)
-            off += i * o
-            b = params[:, off : off + o]
-            off += o
-            layers.append((W, b))
-        return layers
+        return mlp.unflatten(params, self.shapes)
 
     def flatten(self, layers: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
         """Inverse of ``unflatten``: ``(B, n)`` from ``[(W (B, in, out), b (B, out)), ...]``."""
-        parts = []
-        for W, b in layers:
-            parts += [W.reshape(W.shape[0], -1), b]
-        return torch.cat(parts, dim=1)
+        return mlp.flatten(layers)
 
     def logits(self, params: Tensor, x: Tensor) -> Tensor:
-        """Logits ``(B, m, 10)`` of every instance on its own inputs ``x (B, m, 784)``."""
-        act = ACTIVATIONS[self.activation]
-        layers = self.unflatten(params)
-        h = x
-        for k, (W, b) in enumerate(layers):
-            h = torch.baddbmm(b.unsqueeze(1), h, W)
-            if k < len(layers) - 1:
-                h = act(h)
-        return h
+        """Logits ``(B, m, 10)`` of every instance on its own inputs ``x (B, m, input_size)``."""
+        return mlp.forward(self.unflatten(params), x, ACTIVATIONS[self.activation])
 
     def logits_shared(self, params: Tensor, x: Tensor) -> Tensor:
-        """Logits ``(B, m, 10)`` of every instance on the same inputs ``x (m, 784)``."""
+        """Logits ``(B, m, 10)`` of every instance on the same inputs ``x (m, input_size)``."""
         act = ACTIVATIONS[self.activation]
         layers = self.unflatten(params)
         (W0, b0), rest = layers[0], layers[1:]
         B, i0, o0 = W0.shape
-        # one GEMM for all instances' first layer: (m, 784) @ (784, B * o0)
+        # one GEMM for all instances' first layer: (m, input_size) @ (input_size, B * o0)
         h = x @ W0.permute(1, 0, 2).reshape(i0, B * o0)
         h = h.reshape(x.shape[0], B, o0).permute(1, 0, 2) + b0.unsqueeze(1)
         for W, b in rest:

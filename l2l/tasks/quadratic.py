@@ -102,6 +102,10 @@ class QuadraticFamily(TaskFamily):
     def num_params(self) -> int:
         return self.dim
 
+    @property
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [("theta", (self.dim,))]
+
     @staticmethod
     def _draw(dist: str, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
         if dist == "normal":
