@@ -208,3 +208,27 @@ def test_changing_a_trained_architecture_is_refused():
     assert opt.with_hyperparameters(alpha=0.2).config["alpha"] == 0.2
     with pytest.raises(ValueError, match="learned weights would not fit"):
         opt.with_hyperparameters(hidden_size=7)
+
+
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
+def test_learnable_frozen_step_is_their_update_and_follows_weight_changes(name):
+    """The drop-in's in-place step runs the baseline's float kernels on cached hyperparameters
+    (so it costs what Adam costs): it must still be the pure ``update``, schedule included, and
+    a change of the learned weights must reach it."""
+    opt = _build(name, schedule_steps=3 if name == "learnable_adam" else 0).double()
+    with torch.no_grad():
+        for p in opt.parameters():
+            p.copy_(torch.linspace(-0.3, 0.2, p.numel(), dtype=p.dtype).view_as(p))
+    problems = build_task("quadratic").sample(1, 0, "test", dtype=torch.float64)
+    pure, frozen = problems.init_params, problems.init_params.clone()
+    pure_state, frozen_state = opt.init(pure), opt.init(frozen)
+    for t in range(6):
+        if t == 4:  # the learned weights change between steps (a meta-step)
+            with torch.no_grad():
+                opt.log_lr_delta.add_(0.5)
+        _, grads = problems.loss_and_grad(pure, t)
+        with torch.no_grad():
+            update, pure_state = opt.update(grads, pure_state, pure)
+            pure = pure + update
+            opt.step_(grads, frozen_state, frozen)
+        torch.testing.assert_close(frozen, pure, rtol=1e-12, atol=1e-14)
