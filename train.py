@@ -23,7 +23,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import distributed, experiments, generalization, pretrained
+from l2l import checkpoint_task, distributed, experiments, generalization, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.config_store import register_configs
 from l2l.evaluation import EvaluationRecord
@@ -64,6 +64,8 @@ def main(cfg: DictConfig) -> float | None:
 def run(cfg: DictConfig) -> float | None:
     # ---- check everything before any work starts -------------------------------------------
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # checkpoint= without task=: the checkpoint's training task, before the run is recorded
+    checkpoint_task.adopt(cfg, list(HydraConfig.get().overrides.task))
     distributed.setup(cfg)  # several processes (torchrun, srun): join them; rank 0 writes
     with distributed.run_dir_lock(run_dir):  # RunDirLock on rank 0 (released even by kill -9)
         if distributed.is_writer():
@@ -109,6 +111,8 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         refuse_existing_results(run_dir)
     experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
     study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
+    if cfg.checkpoint is not None:  # the log names what runs: the checkpoint's optimizer
+        study = checkpoint_task.training_record(cfg.checkpoint)[0] or study
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 

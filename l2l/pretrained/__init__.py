@@ -103,15 +103,16 @@ def path(name: str) -> Path:
 def resolve(checkpoint: str | Path) -> Path:
     """A checkpoint argument as a file: an existing path, a zoo name, or a path of the form
     ``l2l/pretrained/<name>.pt`` (found inside the installed package from any working
-    directory). Raises :class:`CheckpointError` naming the zoo entries when it is none of them."""
+    directory); a zoo file is checked against its sha256. Raises :class:`CheckpointError`
+    naming the zoo entries when it is none of them."""
     given = Path(checkpoint)
     if given.is_file():
-        return given
+        return _verified(given)
     if given.parent.parts[-2:] == ("l2l", "pretrained") and (ZOO_DIR / given.name).is_file():
-        return ZOO_DIR / given.name
+        return _verified(ZOO_DIR / given.name)
     text = str(checkpoint)
     if text in index():
-        return path(text)
+        return verify(text)
     known = ", ".join(index()) or "none"
     raise CheckpointError(f"checkpoint={text} does not exist: give a checkpoint file (a run's "
                           f"checkpoints/best.pt) or a pretrained optimizer's name ({known})")
@@ -140,6 +141,15 @@ def verify(name: str) -> Path:
     return file
 
 
+def _verified(file: Path) -> Path:
+    """``file``, checked against its entry's sha256 if it is one of the zoo's files."""
+    if file.resolve().parent == ZOO_DIR:
+        record = next((r for r in index().values() if r["file"] == file.name), None)
+        if record is not None:
+            verify(record["name"])
+    return file
+
+
 def entry_of(checkpoint: str | Path) -> dict[str, Any] | None:
     """The zoo entry a checkpoint argument is (a zoo name or a zoo file), else None."""
     if is_zoo_name(checkpoint):
@@ -162,7 +172,7 @@ def load(name: str, device: str | torch.device = "cpu") -> LearnedOptimizer:
     record = entry_of(name)
     if record is None:
         return load_learned_optimizer(resolve(name), device)
-    learned = load_learned_optimizer(verify(record["name"]), device)
+    learned = load_learned_optimizer(resolve(name), device)
     learned.pretrained_name = record["name"]
     log.info(suits_line(record))
     return learned
