@@ -30,7 +30,7 @@ from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
 from l2l.registry import build_optimizer, is_learned
-from l2l.report import markdown_table, write_report
+from l2l.report import table_with_verdict, write_report
 from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
 from l2l.runtime import available_cpus, resolve_device, resolve_threads
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
@@ -155,7 +155,7 @@ def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
     for record in records:
         logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
                         f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
-    print(f"\n{markdown_table(entries)}\n\nreport: {paths['report']}", flush=True)
+    print(f"\n{table_with_verdict(entries)}\n\nreport: {paths['report']}", flush=True)
     finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
     return min(finite) if finite else math.inf
 
