@@ -23,6 +23,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, or does not fit what it is loaded into."""
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file (0666 less the umask: 0644 by default), for files
+    written through a private temporary file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_atomic(payload: dict[str, Any], path: str | Path,
                 previous: str | Path | None = None) -> None:
     """Write ``payload`` to ``path`` so that ``path`` is always either the old or the new file.
@@ -38,6 +46,7 @@ def save_atomic(payload: dict[str, Any], path: str | Path,
             torch.save({"format": FORMAT, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would hide it from the rest of a cluster
         if previous is not None and path.exists():
             os.replace(path, previous)
         os.replace(tmp, path)

@@ -57,6 +57,7 @@ def test_groups_and_seed_statistics(tmp_path):
     assert (sweep / "aggregate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     _job(tmp_path, 0, ["optimizer=sgd", "seed=0"], {"sgd": 1.0})
     _job(tmp_path, 1, ["optimizer=sgd", "seed=1"], {"sgd": 3.0})

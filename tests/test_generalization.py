@@ -53,6 +53,7 @@ def seeds(tmp_path_factory) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_study_in_one_command_aggregates_seeds_per_variant(tmp_path, seeds):
     run_dir = tmp_path / "study"
     checkpoints = ",".join(str(p / "checkpoints" / "best.pt") for p in seeds)
@@ -94,6 +95,7 @@ def test_study_in_one_command_aggregates_seeds_per_variant(tmp_path, seeds):
     assert (run_dir / "generalization.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_labelled_zoo_entry_is_its_own_group(tmp_path):
     run_dir = tmp_path / "study"
     proc = _train([*TINY, "mode=generalization", "eval.baselines=[adam]",
@@ -108,6 +110,7 @@ def test_a_labelled_zoo_entry_is_its_own_group(tmp_path):
     assert "100-step horizon" in result["groups"]["zoo"]["trained_on"]
 
 
+@pytest.mark.slow
 def test_a_bad_study_fails_before_any_work(tmp_path):
     for args, message in [([], "needs checkpoints="),
                           (["checkpoints=[nowhere.pt]"], "nowhere.pt"),
@@ -189,6 +192,7 @@ def test_winner_needs_separated_intervals():
     assert generalization.Study([], []).groups == {}
 
 
+@pytest.mark.slow
 def test_train_zoo_script_writes_an_index_entry_from_a_run(seeds):
     spec = importlib.util.spec_from_file_location("train_zoo", ROOT / "scripts" / "train_zoo.py")
     module = importlib.util.module_from_spec(spec)
@@ -206,6 +210,7 @@ def test_train_zoo_script_writes_an_index_entry_from_a_run(seeds):
     assert module.index_entry("lstm-tiny", seeds[1], note="seed 1 of 3")["note"] == "seed 1 of 3"
 
 
+@pytest.mark.slow
 def test_a_finished_study_is_never_overwritten(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -232,3 +232,20 @@ def test_learnable_frozen_step_is_their_update_and_follows_weight_changes(name):
             pure = pure + update
             opt.step_(grads, frozen_state, frozen)
         torch.testing.assert_close(frozen, pure, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoints_get_the_mode_a_new_file_gets(tmp_path, umask):
+    """Readable by the group and others (0644) under the usual umask, as any new file is;
+    a private umask keeps them private."""
+    import os
+    import stat
+
+    from l2l import checkpoint
+
+    old = os.umask(umask)
+    try:
+        checkpoint.save_atomic({"optimizer": {"x": 1}}, tmp_path / "best.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "best.pt").stat().st_mode) == 0o666 & ~umask

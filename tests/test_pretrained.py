@@ -65,6 +65,7 @@ def test_resolve_accepts_names_package_paths_and_files(tmp_path, monkeypatch):
         zoo.resolve("no-such-optimizer")
 
 
+@pytest.mark.slow
 def test_listing_command_prints_how_each_entry_was_trained():
     proc = subprocess.run([sys.executable, "-m", "l2l.pretrained"], cwd=ROOT, text=True,
                           capture_output=True, timeout=120)
@@ -80,6 +81,7 @@ def test_package_data_declares_the_zoo_files():
     assert {e["file"] for e in index["entries"]} <= {p.name for p in zoo.ZOO_DIR.glob("*.pt")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint", ["lstm-quadratic", "l2l/pretrained/lstm-quadratic.pt"])
 def test_train_evaluates_a_zoo_entry_by_name_or_package_path(tmp_path, checkpoint):
     run_dir = tmp_path / "run"
@@ -95,6 +97,7 @@ def test_train_evaluates_a_zoo_entry_by_name_or_package_path(tmp_path, checkpoin
     assert entry["final_loss_mean"] < entry["mean_curve"][0]
 
 
+@pytest.mark.slow
 def test_an_unknown_checkpoint_name_fails_fast_listing_the_zoo(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "mode=evaluate", "checkpoint=lstm-nowhere",

@@ -173,6 +173,7 @@ def test_everything_diverged_still_reports(tmp_path):
     assert [r[6] for r in _rows(markdown_table(entries))] == ["4/4", "4/4"]
 
 
+@pytest.mark.slow
 def test_report_leaves_pyplot_alone(tmp_path):
     code = (
         "import math, sys\n"

@@ -88,6 +88,7 @@ def test_metrics_jsonl_appends_and_takes_tensors(tmp_path):
     assert rows == [{"step": 0, "loss": 0.5, "acc": 0.75}, {"step": 1, "loss": 0.5, "acc": 0.75}]
 
 
+@pytest.mark.slow
 def test_backend_none_never_imports_wandb(tmp_path):
     code = textwrap.dedent(f"""
         import sys
@@ -200,6 +201,7 @@ def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch, ca
     assert logger.wandb_run_dir.name.startswith("offline-run-")
 
 
+@pytest.mark.slow
 def test_online_unreachable_server_falls_back_quickly(tmp_path):
     """A real online attempt at a closed localhost port, in a fresh process (wandb reads its
     base URL once per process). A hang would trip the subprocess timeout; how fast the fallback
