@@ -41,10 +41,11 @@ except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import cpu_model  # noqa: E402
+
 import baselines  # noqa: E402
 import l2l.pretrained as zoo  # noqa: E402
 from l2l import TorchOptimizer  # noqa: E402
-from machine import cpu_model  # noqa: E402
 
 
 class _Block(nn.Module):

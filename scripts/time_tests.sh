@@ -10,7 +10,7 @@ cpu=$(grep -m1 "model name" /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *
 cores=$(nproc 2>/dev/null || echo "?")
 load_before=$(cut -d" " -f1 /proc/loadavg 2>/dev/null || echo "?")
 start=$(date +%s.%N)
-"$python" -m pytest -m "not slow" -q -p no:cacheprovider "$@" | tail -3
+"$python" -m pytest -m "not slow" -q -p no:cacheprovider "$@" | tail -n "${TAIL:-3}"
 status=${PIPESTATUS[0]}
 end=$(date +%s.%N)
 load_after=$(cut -d" " -f1 /proc/loadavg 2>/dev/null || echo "?")

@@ -30,7 +30,8 @@ def test_without_task_the_checkpoints_training_task_is_used(caplog):
     assert cfg.task.name == "mnist" and cfg.task.family == "mnist_mlp"
     assert cfg.task.kwargs.activation == "sigmoid" and list(cfg.task.kwargs.hidden_sizes) == [20]
     assert cfg.task.threshold == task_preset("mnist", ROOT / "conf").threshold
-    assert "task= not given: evaluating on the checkpoint's training task, task=mnist" in caplog.text
+    assert ("task= not given: evaluating on the checkpoint's training task, task=mnist"
+            in caplog.text)
 
 
 def test_a_mixture_checkpoint_brings_the_mixture():

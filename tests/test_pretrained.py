@@ -134,9 +134,10 @@ def test_every_entry_says_what_it_suits_fails_on_and_costs():
 def test_the_listing_states_one_recommended_default():
     best = zoo.recommended()
     assert best is not None and best["name"] in ENTRIES and best["why"]
-    from l2l.pretrained.__main__ import main
     import contextlib
     import io
+
+    from l2l.pretrained.__main__ import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -182,8 +182,8 @@ def suits_line(record: dict[str, Any]) -> str:
     """The one-line "suits / fails on" summary of an entry."""
     works = record.get("works_on") or "not evaluated on held-out problems"
     fails = record.get("fails_on") or "not evaluated on held-out problems"
-    return (f"pretrained {record['name']}: trained on {record.get('trained_on') or record.get('task')}"
-            f"; suits: {works}; fails on: {fails}")
+    trained = record.get("trained_on") or record.get("task")
+    return f"pretrained {record['name']}: trained on {trained}; suits: {works}; fails on: {fails}"
 
 
 def warn_task(checkpoint: str | Path, task_name: str) -> bool:
