@@ -121,6 +121,7 @@ def test_every_entry_says_what_it_suits_fails_on_and_costs():
             cost = record["cost"][model]
             assert cost["ns_per_param_step"] > 0 and cost["x_adam"] > 0, record["name"]
         assert record["cost"]["source"] == "benchmarks/bench_dropin.py"
+        assert zoo.verify(record["name"]) == zoo.path(record["name"])  # the shipped sha256
         for source in record["evidence"].replace(",", ";").split(";"):  # cited files exist
             source = source.strip().split(" ")[0]
             if source.startswith("docs/"):

@@ -239,7 +239,8 @@ def cost_text(record: dict[str, Any]) -> str | None:
     first = max((c.get("first_step_s", 0) for c in cost.values() if isinstance(c, dict)),
                 default=0)
     return (f"{', '.join(parts)}; first step up to {first:.2g} s ({cost.get('source')}, "
-            f"{cost.get('machine')}, {cost.get('date')})")
+            f"{cost.get('machine')}, sgemm {cost.get('sgemm_gflops')} GFLOP/s, "
+            f"{cost.get('date')})")
 
 
 def describe(record: dict[str, Any]) -> str:
