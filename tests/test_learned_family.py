@@ -91,6 +91,7 @@ def test_drop_in_torch_optimizer_applies_the_batched_rule(name):
             torch.testing.assert_close(p, p0 + update.view_as(p0), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", learned_names())
 def test_short_meta_training_lowers_the_validation_loss(name):
     config = MetaConfig(iterations=12, horizon=20, unroll=10, batch_size=8, meta_lr=0.03,

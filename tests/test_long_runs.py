@@ -117,6 +117,7 @@ def _lstm(seed: int = 0) -> LSTMOptimizer:
     return LSTMOptimizer(preprocessing="none", output_scale=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["delete", "corrupt_both"])
 def test_best_checkpoint_never_gets_worse(tmp_path, damage):
     task = build_task("quadratic")

@@ -34,6 +34,7 @@ def test_the_zoo_ships_the_quadratic_lstm_with_its_recipe():
         assert zoo.path(record["name"]).is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ENTRIES)
 def test_every_entry_beats_the_no_op_on_held_out_problems_of_its_task(name):
     record = zoo.entry(name)
