@@ -24,7 +24,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import distributed, experiments, generalization, job_status, pretrained
+from l2l import checkpoint_task, distributed, experiments, generalization, job_status, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_checks import check_config
@@ -33,7 +33,7 @@ from l2l.evaluation import EvaluationRecord
 from l2l.experiments import MetaTrainingFailed, plain
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
 from l2l.registry import build_optimizer, is_learned
-from l2l.report import markdown_table, write_report
+from l2l.report import table_with_verdict, write_report
 from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
 from l2l.runtime import available_cpus, resolve_device, resolve_threads
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
@@ -99,6 +99,8 @@ def record_failure(error: BaseException, code: int, status: str = "failed") -> N
 def run(cfg: DictConfig) -> float | None:
     # ---- check everything before any work starts -------------------------------------------
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # checkpoint= without task=: the checkpoint's training task, before the run is recorded
+    checkpoint_task.adopt(cfg, list(HydraConfig.get().overrides.task))
     distributed.setup(cfg)  # several processes (torchrun, srun): join them; rank 0 writes
     with distributed.run_dir_lock(run_dir):  # RunDirLock on rank 0 (released even by kill -9)
         return checked_run(cfg, run_dir)
@@ -151,6 +153,8 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         experiments.check_resume(cfg, task, device, run_dir)  # e.g. seed= changed: refused
     if distributed.is_writer():  # the record of what ran, once nothing refused it
         save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
+    if cfg.checkpoint is not None:  # the log names what runs: the checkpoint's optimizer
+        study = checkpoint_task.training_record(cfg.checkpoint)[0] or study
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 
@@ -195,7 +199,7 @@ def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
     for record in records:
         logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
                         f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
-    print(f"\n{markdown_table(entries)}\n\nreport: {paths['report']}", flush=True)
+    print(f"\n{table_with_verdict(entries)}\n\nreport: {paths['report']}", flush=True)
     finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
     return min(finite) if finite else math.inf
 

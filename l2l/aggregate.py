@@ -27,7 +27,7 @@ from typing import Any
 
 from l2l import job_status
 from l2l.atomic import save_figure, write_text
-from l2l.report import DASH, _cell, _finite, dumps, fmt
+from l2l.report import DASH, _cell, _finite, dumps, fmt, verdict_line
 from l2l.stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
             name = entry.get("name") or entry.get("optimizer")
             groups[setting][name].append({"seed": seed, "job": job["dir"].name,
                                           "final_loss": entry.get("final_loss_mean"),
+                                          "final_log10": entry.get("final_log10_loss_mean"),
                                           "tuned_lr": entry.get("tuned_lr"),
                                           "learned": bool(entry.get("learned")),
                                           "untrained": entry.get("status") == "untrained"})
@@ -173,8 +174,12 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
         for name, runs in optimizers.items():
             losses = [float(r["final_loss"]) for r in runs if _finite(r["final_loss"]) is not None]
             mean, ci = mean_ci95(losses) if losses else (math.nan, math.nan)
+            logs = [float(r["final_log10"]) for r in runs
+                    if _finite(r["final_log10"]) is not None]
+            log_mean, log_ci = mean_ci95(logs) if logs else (math.nan, math.nan)
             rows.append({"settings": dict(setting), "optimizer": name, "n": len(losses),
                          "jobs": len(runs), "final_loss_mean": mean, "final_loss_ci95": ci,
+                         "final_log10_loss_mean": log_mean, "final_log10_loss_ci95": log_ci,
                          "learned": any(r["learned"] for r in runs),
                          "untrained": sum(r["untrained"] for r in runs),
                          "seeds": [r["seed"] for r in runs],
@@ -255,6 +260,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             [*(_cell(str(row["settings"].get(k, "all"))) for k in keys),
              f"**{name}**" if row["learned"] else name, cell,
              f"{row['n']}/{row['jobs']}", ", ".join(lrs) or DASH]) + " |")
+    lines += ["", *_verdicts(result["rows"], keys)]
     for failure in result.get("failed", []):
         lines += ["", f"**{failure['status']}**: `{failure['job']}`: "
                   + _cell(failure["reason"] or "no reason recorded")]
@@ -266,6 +272,23 @@ def markdown(result: Mapping[str, Any]) -> str:
                   f"{result['planned']}): " + ", ".join(f"`{m}`" for m in result["never_ran"])]
     lines += ["", "![sweep](aggregate.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _verdicts(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[str]:
+    """One verdict line per group of the table (over seeds): the winner with separated 95%
+    intervals, or overlap, on the mean final loss and on the mean log10 final loss."""
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[_label({k: row["settings"].get(k) for k in keys})].append(row)
+    lines = []
+    for label, members in groups.items():
+        line = verdict_line(
+            [(str(r["optimizer"]), r["final_loss_mean"], r["final_loss_ci95"]) for r in members],
+            [(str(r["optimizer"]), r.get("final_log10_loss_mean", math.nan),
+              r.get("final_log10_loss_ci95", math.nan)) for r in members])
+        lines.append(line if len(groups) == 1 else
+                     line.replace("**Verdict**", f"**Verdict** ({label})", 1))
+    return lines
 
 
 def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:

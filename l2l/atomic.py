@@ -62,7 +62,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
-        os.chmod(name, _file_mode())  # what open() would give, not mkstemp's private 0600
+        os.chmod(name, file_mode())  # what open() would give, not mkstemp's private 0600
     except OSError as error:
         raise write_error(error, path) from error
     tmp = Path(name)
@@ -81,7 +81,9 @@ def replacing(path: str | Path) -> Iterator[Path]:
     fault_point("after", path)
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file (0666 less the umask: 0644 by default), for files
+    written through a private temporary file (mkstemp's 0600 would hide them on a cluster)."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask

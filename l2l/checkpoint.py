@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from l2l.atomic import fault_point, replacing, write_error
+from l2l.atomic import fault_point, file_mode, replacing, write_error
 from l2l.learned.base import LearnedOptimizer
 
 FORMAT = "l2l-checkpoint/1"
@@ -51,6 +51,7 @@ def save_atomic(payload: dict[str, Any], path: str | Path,
             torch.save({"format": FORMAT, **payload}, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would hide it from the rest of a cluster
         if previous is not None and path.exists():
             _keep_as(path, Path(previous))
         os.replace(tmp, path)

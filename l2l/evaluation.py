@@ -189,6 +189,8 @@ class EvaluationRecord:
     notes: list[str] = field(default_factory=list)  #: caveats shown beside the row
     #: the learning-rate search behind ``tuned_lr`` (:meth:`TuneResult.as_dict`), or None
     tuning: dict[str, Any] | None = None
+    #: the 95% CI of ``final_log10_loss_mean`` (the verdicts compare geometric means too)
+    final_log10_loss_ci95: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         """The flat form of summary.json (``final_<metric>_mean``/``_ci95`` per metric)."""
@@ -217,7 +219,8 @@ def evaluation_record(result: RunResult, *, name: str, optimizer: BatchedOptimiz
         name=name, optimizer=optimizer.name, learned=learned, tuned_lr=tuned_lr,
         hyperparameters=hyperparameters, final_loss_mean=summary["final_loss_mean"],
         final_loss_ci95=summary["final_loss_ci95"],
-        final_log10_loss_mean=summary["final_log10_loss_mean"], diverged=summary["diverged"],
+        final_log10_loss_mean=summary["final_log10_loss_mean"],
+        final_log10_loss_ci95=summary["final_log10_loss_ci95"], diverged=summary["diverged"],
         instances=summary["instances"], seconds_per_step=summary["seconds_per_step"],
         steps_to_threshold=summary["steps_to_threshold"], threshold=threshold,
         mean_curve=summary["mean_curve"], ci_curve=summary["ci_curve"], metrics=metrics)
@@ -230,11 +233,13 @@ def summarize(result: RunResult, *, threshold: float | None = None) -> dict:
     rest. The mean curve averages, per step, the instances still running.
     """
     mean, ci = mean_ci95(result.final_loss)
+    log_mean, log_ci = mean_ci95(result.final_loss.log10())
     curve = torch.nanmean(result.losses, dim=1)
     summary = {
         "final_loss_mean": mean,
         "final_loss_ci95": ci,
-        "final_log10_loss_mean": mean_ci95(result.final_loss.log10())[0],
+        "final_log10_loss_mean": log_mean,
+        "final_log10_loss_ci95": log_ci,
         "diverged": int(result.diverged.sum()),
         "instances": int(result.diverged.numel()),
         "seconds_per_step": result.seconds_per_step,

@@ -220,6 +220,11 @@ def load_checkpoint(checkpoint: str | Path, device: torch.device,
                  learned.name, expected)
     log.info("loaded the learned optimizer from %s (%s: %s)", path, learned.name,
              learned.extra_repr())
+    from l2l.pretrained import entry_of, suits_line
+
+    record = entry_of(checkpoint)
+    if record is not None:  # a zoo entry: what it suits and fails on, in one line
+        log.info(suits_line(record))
     return learned
 
 

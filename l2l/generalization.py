@@ -40,8 +40,8 @@ from l2l.config_checks import SIZE_LIMITS
 from l2l.evaluation import EvaluationRecord
 from l2l.learned.base import LearnedOptimizer
 from l2l.progress import Progress
-from l2l.report import DASH, _finite, dumps, fmt
-from l2l.stats import mean_ci95
+from l2l.report import DASH, _finite, dumps, fmt, verdict_text
+from l2l.stats import mean_ci95, separated_winner
 from l2l.tasks import build_task
 from l2l.tasks.base import TaskFamily
 from l2l.tracking import RunLogger
@@ -352,11 +352,8 @@ def winner(learned: tuple[float, float], baseline: tuple[float, float], name: st
         return DASH
     if _finite(lc) is None or _finite(bc) is None:
         return "overlap (no CI)"
-    if lm + lc < bm - bc:
-        return "learned"
-    if bm + bc < lm - lc:
-        return name
-    return "overlap"
+    found, _ = separated_winner([("learned", lm, lc), (name, bm, bc)])
+    return found or "overlap"
 
 
 def _seed_curves(records: Sequence[EvaluationRecord]) -> tuple[list[float], list[float]]:
@@ -386,6 +383,8 @@ def summarize_study(cfg: DictConfig, study: Study, results: Mapping[str, Mapping
         baselines: list[EvaluationRecord] = result["baselines"]
         ok = [b for b in baselines if _finite(b.final_loss_mean) is not None]
         best = min(ok, key=lambda b: b.final_loss_mean) if ok else None
+        ok_log = [b for b in baselines if _finite(b.final_log10_loss_mean) is not None]
+        best_log = min(ok_log, key=lambda b: b.final_log10_loss_mean) if ok_log else None
         variants.append({"name": name, "task": vcfg.task.name, "preset": variant.task,
                          "kwargs": variant.kwargs, "steps": vcfg.eval.steps,
                          "baselines": [b.as_dict() for b in baselines],
@@ -396,8 +395,11 @@ def summarize_study(cfg: DictConfig, study: Study, results: Mapping[str, Mapping
             if len(records) == 1:
                 mean, ci, over = records[0].final_loss_mean, records[0].final_loss_ci95, \
                     "instances"
+                log_mean, log_ci = (records[0].final_log10_loss_mean,
+                                    records[0].final_log10_loss_ci95)
             else:
                 mean, ci = mean_ci95(finals)
+                log_mean, log_ci = mean_ci95([r.final_log10_loss_mean for r in records])
                 over = "seeds"
             finite = [(f, c) for f, c in zip(finals, members) if _finite(f) is not None]
             worst = max(finite, key=lambda fc: fc[0]) if finite else None
@@ -425,6 +427,14 @@ def summarize_study(cfg: DictConfig, study: Study, results: Mapping[str, Mapping
                 "ratio": mean / best_pair[0] if _finite(mean) is not None and best
                 and best_pair[0] > 0 else math.nan,
                 "winner": winner((mean, ci), best_pair, best.name if best else DASH),
+                "learned_log10_mean": log_mean, "learned_log10_ci95": log_ci,
+                "best_log10_baseline": best_log.name if best_log else None,
+                "best_log10_mean": best_log.final_log10_loss_mean if best_log else math.nan,
+                "best_log10_ci95": best_log.final_log10_loss_ci95 if best_log else math.nan,
+                "winner_log10": winner(
+                    (log_mean, log_ci),
+                    (best_log.final_log10_loss_mean, best_log.final_log10_loss_ci95)
+                    if best_log else (math.nan, math.nan), best_log.name if best_log else DASH),
                 "mean_curve": curve, "ci_curve": ci_curve,
             })
     trained_on = {group: _trained_on_text(members) for group, members in groups.items()}
@@ -483,8 +493,8 @@ def markdown_tables(result: Mapping[str, Any]) -> str:
         ci_head = "mean ± 95% CI over seeds" if seeds > 1 else "± 95% CI over test instances"
         out.append(f"| variant | task | steps | seen in training | learned final loss "
                    f"({ci_head}) | worst seed | best tuned baseline (lr) | its final loss | "
-                   "learned / best | winner |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|")
+                   "learned / best | winner | winner (log10) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             worst = r["worst_seed"]
             worst_text = DASH if worst is None or seeds < 2 else \
@@ -496,9 +506,35 @@ def markdown_tables(result: Mapping[str, Any]) -> str:
                        f"{_cell(r['seen_in_training'])} | "
                        f"{_pm(r['learned_mean'], r['learned_ci95'])}{diverged} | {worst_text} | "
                        f"{_cell(base)} | {_pm(r['best_baseline_mean'], r['best_baseline_ci95'])}"
-                       f" | {fmt(r['ratio'], 3)} | {_cell(r['winner'])} |")
-        out.append("")
+                       f" | {fmt(r['ratio'], 3)} | {_cell(r['winner'])} | "
+                       f"{_cell(r.get('winner_log10', DASH))} |")
+        out += ["", study_verdict(rows), ""]
     return "\n".join(out)
+
+
+def study_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The one-line verdict of a group's table: per variant, the learned optimizer against the
+    best tuned baseline (:func:`l2l.report.verdict_text`), on the mean final loss and on the
+    mean log10 final loss."""
+    def one(r: Mapping[str, Any], log: bool) -> str:
+        if log:
+            base = r.get("best_log10_baseline") or DASH
+            pairs = [("learned", r.get("learned_log10_mean"), r.get("learned_log10_ci95")),
+                     (base, r.get("best_log10_mean"), r.get("best_log10_ci95"))]
+            found = r.get("winner_log10", DASH)
+        else:
+            pairs = [("learned", r["learned_mean"], r["learned_ci95"]),
+                     (r["best_baseline"] or DASH, r["best_baseline_mean"],
+                      r["best_baseline_ci95"])]
+            found = r["winner"]
+        text = (f"{found} wins" if found not in ("overlap", "overlap (no CI)", DASH)
+                else verdict_text(pairs) if found != DASH else "no result")
+        return f"{r['variant']} {text}"
+
+    loss = "; ".join(one(r, False) for r in rows)
+    log = "; ".join(one(r, True) for r in rows)
+    return (f"**Verdict** (learned vs the best tuned baseline, separated 95% intervals) — "
+            f"mean final loss: {loss}. Mean log10 final loss: {log}.")
 
 
 def summary_matrix(result: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ import functools
 import importlib
 import inspect
 import pkgutil
+import re
 import sys
 from typing import Any
 
@@ -117,6 +118,7 @@ def describe() -> str:
             cls = optimizer_class(name)
             module_doc = (sys.modules[cls.__module__].__doc__ or "").strip()
             summary = getattr(cls, "summary", "") or module_doc.splitlines()[0]
+            summary = re.sub(r"``([^`]*)``", r"\1", summary)  # reST literals as plain text
             hyper = ", ".join(f"{k}={v}" for k, v in
                               optimizer_defaults(name)["hyperparameters"].items())
             lines.append(f"  {name:<19} {summary}\n  {'':<19} {hyper}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from l2l.atomic import save_figure, write_text
+from l2l.stats import separated_winner
 
 DASH = "—"
 
@@ -143,6 +144,7 @@ def markdown_table(entries: Sequence[Mapping]) -> str:
         header.append("test accuracy")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     index = {id(e): i for i, e in enumerate(entries)}
+    best = _best_per_column(entries)
     for entry in sort_entries(entries):
         name = _cell(display_name(entry, index[id(entry)]))
         seconds = _finite(entry.get("seconds_per_step"))
@@ -160,8 +162,70 @@ def markdown_table(entries: Sequence[Mapping]) -> str:
         ]
         if with_accuracy:
             row.append(_accuracy(entry))
+        for column, winner in best.items():  # the best value of each column, marked
+            if winner is entry and column < len(row):
+                row[column] = f"{row[column]} ▲"
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def table_with_verdict(entries: Sequence[Mapping]) -> str:
+    """:func:`markdown_table`, then its one-line verdict (what the console and report.md show)."""
+    return f"{markdown_table(entries)}\n\n{entries_verdict(entries)} ▲: best in its column."
+
+
+def _best_per_column(entries: Sequence[Mapping]) -> dict[int, Mapping]:
+    """Column index -> the entry with the best value there (lowest final loss, log10 loss,
+    steps to threshold and time per step; highest accuracy); ties and all-missing: none."""
+    def pick(value, highest: bool = False) -> Mapping | None:
+        scored = [(v, e) for e in entries if (v := value(e)) is not None]
+        if not scored:
+            return None
+        top = (max if highest else min)(v for v, _ in scored)
+        winners = [e for v, e in scored if v == top]
+        return winners[0] if len(winners) == 1 else None
+
+    def ok(entry: Mapping, key: str) -> float | None:
+        return None if all_diverged(entry) else _finite(entry.get(key))
+
+    columns = {
+        2: pick(lambda e: ok(e, "final_loss_mean")),
+        3: pick(lambda e: ok(e, "final_log10_loss_mean")),
+        4: pick(lambda e: None if e.get("threshold") is None or all_diverged(e)
+                else _finite(e.get("steps_to_threshold"))),
+        5: pick(lambda e: ok(e, "seconds_per_step")),
+        7: pick(lambda e: ok(e, "final_accuracy_mean"), highest=True),
+    }
+    return {k: v for k, v in columns.items() if v is not None}
+
+
+def verdict_text(rows: Sequence[tuple[str, float, float]]) -> str:
+    """``"<name> wins (separated 95% intervals)"`` or ``"overlap (lowest: <name>)"``."""
+    winner, lowest = separated_winner(rows)
+    if winner is not None:
+        return f"{winner} wins (separated 95% intervals)"
+    return f"overlap (lowest: {lowest})" if lowest is not None else "no finite result"
+
+
+def verdict_line(loss_rows: Sequence[tuple[str, float, float]],
+                 log_rows: Sequence[tuple[str, float, float]]) -> str:
+    """The one-line verdict every comparison table ends with: the winner with separated 95%
+    intervals, or overlap, on the mean final loss and on the mean log10 final loss (rows:
+    ``(name, mean, ci95)``)."""
+    return (f"**Verdict** — mean final loss: {verdict_text(loss_rows)}; mean log10 final loss: "
+            f"{verdict_text(log_rows)}.")
+
+
+def entries_verdict(entries: Sequence[Mapping]) -> str:
+    """:func:`verdict_line` over a comparison's entries (summary.json rows)."""
+    if len(entries) < 2:
+        return "**Verdict** — one optimizer only: nothing to compare."
+    named = [(display_name(e, i), e) for i, e in enumerate(entries)]
+    return verdict_line(
+        [(n, _finite(e.get("final_loss_mean")), _finite(e.get("final_loss_ci95")))
+         for n, e in named],
+        [(n, _finite(e.get("final_log10_loss_mean")), _finite(e.get("final_log10_loss_ci95")))
+         for n, e in named])
 
 
 def _instances_text(entries: Sequence[Mapping]) -> str:
@@ -183,9 +247,11 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
         "(the same instances for every optimizer); ± is the 95% confidence interval of the mean "
         "over the held-out instances (Student t); final-loss statistics leave out diverged "
         "instances; mean log10 loss averages log10 of each instance's final loss; time / step "
-        "is the wall time of one step (gradient and update) of the whole batch of instances.",
+        "is the wall time of one step (gradient and update) of the whole batch of instances; "
+        "▲ marks the best value of each column, and the verdict below the table names a winner "
+        "only where its 95% interval is separated from every other row's.",
         "",
-        markdown_table(entries),
+        table_with_verdict(entries),
         "",
         "![loss curves](curves.png)",
     ]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -133,3 +136,18 @@ def problem_size(task: object) -> int:
     if components:
         return max(problem_size(c) for c in components)
     return int(task.num_params)
+
+
+@contextmanager
+def quiet_broken_pipe() -> Iterator[None]:
+    """Let a command-line listing be cut short (``| head``) as Unix tools are: when the reader
+    closes the pipe, stop printing and exit 0 without a traceback. Output still pending is
+    flushed inside, and stdout is pointed at /dev/null so that the interpreter's own final
+    flush does not raise again."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)

@@ -38,3 +38,23 @@ def mean_ci95(values: Tensor | Sequence[float]) -> tuple[float, float]:
         return mean, math.nan
     sem = x.std(unbiased=True).item() / math.sqrt(x.numel())
     return mean, t_quantile_975(x.numel() - 1) * sem
+
+
+def separated_winner(rows: Sequence[tuple[str, float, float]]) -> tuple[str | None, str | None]:
+    """``(winner, lowest)`` among ``(name, mean, ci95)`` rows, lower is better: ``lowest`` is the
+    row with the lowest finite mean, ``winner`` the same name only if its 95% interval lies
+    entirely below every other finite row's (an unknown interval never separates), else None.
+    A claim of "better" needs the separation, not just the lower mean."""
+    finite = [(n, m, c) for n, m, c in rows if m is not None and math.isfinite(m)]
+    if not finite:
+        return None, None
+    name, mean, ci = min(finite, key=lambda r: r[1])
+    others = [(m, c) for n, m, c in finite if n != name]
+    if not others:  # the only finite row (the others diverged): it wins
+        return name, name
+    if ci is None or not math.isfinite(ci):
+        return None, name
+    for m, c in others:
+        if c is None or not math.isfinite(c) or mean + ci >= m - c:
+            return None, name
+    return name, name

@@ -155,6 +155,11 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._views: dict[Tensor, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
         defaults = {**rule.torch_group_constants(), **rule.hyperparameters()}
         super().__init__(params, defaults=defaults)
+        zoo_name = getattr(rule, "pretrained_name", None)  # set by l2l.pretrained.load
+        if zoo_name is not None:  # one log line where the entry is documented to fail
+            from l2l.pretrained import warn_drop_in
+
+            warn_drop_in(zoo_name, [p for g in self.param_groups for p in g["params"]])
 
     def __getstate__(self) -> dict[str, Any]:
         """torch.optim pickles defaults, state and groups only; the rule must come along."""

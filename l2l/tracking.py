@@ -90,6 +90,26 @@ def _scalar(value: Any) -> Any:
     return value.item() if size == 1 and hasattr(value, "item") else value
 
 
+#: wandb's folders outside the run (artifact staging and cache, ~/.local/share/wandb and
+#: ~/.cache/wandb by default) and where l2l puts them: under ``<run dir>/wandb/``
+WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache",
+              "WANDB_ARTIFACT_DIR": "artifacts"}
+_own_wandb_dirs: dict[str, str] = {}  # the values l2l itself set (a user's are left alone)
+
+
+def keep_wandb_files_in(run_dir: Path) -> None:
+    """Point wandb's staging, cache and artifact folders into ``<run_dir>/wandb/`` (unless the
+    user set them), so that everything a run gives wandb -- the best-checkpoint artifact
+    staged for upload included -- lives in the run folder: a run folder copied elsewhere and
+    synced there loses nothing, and deleting it leaves nothing behind in the home directory."""
+    for var, sub in WANDB_DIRS.items():
+        current = os.environ.get(var)
+        if current is not None and current != _own_wandb_dirs.get(var):
+            continue  # the user's choice
+        path = str(Path(run_dir) / "wandb" / sub)
+        os.environ[var] = _own_wandb_dirs[var] = path
+
+
 class RunLogger:
     """Metrics, curves, summaries and artifacts of one run: ``metrics.jsonl`` plus wandb.
 
@@ -199,6 +219,7 @@ class RunLogger:
     def _init(self, mode: str, init_kwargs: dict, extra_settings: dict,
               init_timeout: float | None, run_id: str | None = None) -> Any:
         wandb = self._wandb
+        keep_wandb_files_in(self.run_dir)
         fields: dict[str, Any] = {"silent": True, "console": "off"}
         if init_timeout is not None:
             # login_timeout bounds the interactive API-key prompt, if wandb shows one

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +31,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "l2l" / "pretrained"
+#: a zoo name is a plain file stem: no path separators, no "..", nothing a shell must quote
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    """A zoo name that stays a file inside l2l/pretrained/, else SystemExit saying why."""
+    if not NAME.fullmatch(name) or ".." in name:
+        raise SystemExit(f"invalid zoo name {name!r}: use letters, digits, '-', '_' and '.' "
+                         "(no '/' or '..'), e.g. lstm-quadratic; the entry is written to "
+                         "l2l/pretrained/<name>.pt")
+    return name
 
 
 def l2l_version() -> str:
@@ -90,9 +103,13 @@ def index_entry(name: str, run_dir: Path, note: str | None = None) -> dict[str, 
         "seed": config.get("seed"),
         "iteration": iteration,
         "meta_batch_size": batch,
-        "meta_training_tasks": iteration * batch if iteration is not None and batch else None,
+        # one unit: a task is one meta-iteration of ``problems_per_task`` problems
+        "meta_training_tasks": iteration,
+        "problems_per_task": batch,
+        "run_tasks": meta.get("iterations"),
         "horizon": meta.get("horizon"),
         "val_loss": payload.get("val_loss"),
+        "score": score_name(task),
         "untrained_val_loss": payload.get("untrained_val_loss"),
         "l2l_version": l2l_version(),
         "date": datetime.date.today().isoformat(),
@@ -102,18 +119,27 @@ def index_entry(name: str, run_dir: Path, note: str | None = None) -> dict[str, 
     return record
 
 
+def score_name(task: dict[str, Any]) -> str:
+    """What best.pt's val_loss measures (the Validator's score: a mixture's is a mean of logs)."""
+    return ("validation mean ln(final loss) over the mixture's components"
+            if task.get("family") == "mixture" else "validation final loss")
+
+
 def add_to_zoo(name: str, run_dir: Path, note: str | None = None) -> dict[str, Any]:
     """Copy ``run_dir``'s best.pt into the zoo and write its index entry (replacing one of the
     same name); returns the entry."""
     best = run_dir / "checkpoints" / "best.pt"
     if not best.is_file():
         raise SystemExit(f"{best} does not exist: is {run_dir} a finished meta-training run?")
+    check_name(name)
     record = index_entry(name, run_dir, note)
-    shutil.copyfile(best, ZOO / record["file"])
+    target = ZOO / record["file"]
+    shutil.copyfile(best, target)
+    record["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
     index_path = ZOO / "index.json"
     data = json.loads(index_path.read_text()) if index_path.is_file() else {"entries": []}
-    data["entries"] = [e for e in data["entries"] if e["name"] != name] + [record]
-    index_path.write_text(json.dumps(data, indent=2) + "\n")
+    data["entries"] = [e for e in data["entries"] if e.get("name") != name] + [record]
+    index_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return record
 
 
@@ -124,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", help="a sentence kept in the entry (shown by the listing)")
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --)")
     args = parser.parse_args(argv)
+    check_name(args.name)  # before any training: the entry must land inside l2l/pretrained/
     sys.path.insert(0, str(ROOT))  # l2l from this checkout, installed or not
     if (args.from_run is None) == (not args.overrides):
         parser.error("give either train.py overrides (after --) or --from-run, not both")

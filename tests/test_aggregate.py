@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ def test_groups_and_seed_statistics(tmp_path):
     assert (sweep / "aggregate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     _job(tmp_path, 0, ["optimizer=sgd", "seed=0"], {"sgd": 1.0})
     _job(tmp_path, 1, ["optimizer=sgd", "seed=1"], {"sgd": 3.0})
@@ -63,3 +65,25 @@ def test_command_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "2 ± " in proc.stdout and (tmp_path / "aggregate.md").exists()
+
+
+def test_the_aggregate_table_ends_with_a_verdict_per_group(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in range(3):  # lstm clearly lower on both means; adam the same in every job
+        _job(sweep, seed, ["optimizer=lstm", f"seed={seed}", "eval.steps=10"],
+             {"lstm": 0.1 + 0.01 * seed, "adam": 3.0 + 0.1 * seed})
+        _job(sweep, 3 + seed, ["optimizer=lstm", f"seed={seed}", "eval.steps=20"],
+             {"lstm": [0.1, 5.0, 0.2][seed], "adam": 3.0 + 0.1 * seed})
+    for job in sweep.iterdir():  # the log10 means, as summary.json holds them
+        summary = json.loads((job / "summary.json").read_text())
+        for entry in summary["optimizers"]:
+            entry["final_log10_loss_mean"] = math.log10(entry["final_loss_mean"])
+        (job / "summary.json").write_text(json.dumps(summary))
+    aggregate(sweep)
+    lines = (sweep / "aggregate.md").read_text().splitlines()
+    verdicts = [line for line in lines if line.startswith("**Verdict**")]
+    assert verdicts == [
+        "**Verdict** (eval.steps=10) — mean final loss: lstm wins (separated 95% intervals); "
+        "mean log10 final loss: lstm wins (separated 95% intervals).",
+        "**Verdict** (eval.steps=20) — mean final loss: overlap (lowest: lstm); "
+        "mean log10 final loss: overlap (lowest: lstm)."]

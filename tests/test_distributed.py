@@ -82,6 +82,7 @@ def test_shards_cover_the_meta_batch_and_uneven_splits_are_refused():
         Rank(0).shard(3)
 
 
+@pytest.mark.slow
 def test_two_processes_learn_what_one_learns_and_only_rank_0_writes(tmp_path):
     args = [*TINY, "meta.iterations=4"]
     proc = subprocess.run(_torchrun(args), cwd=tmp_path, env=_env(), capture_output=True,
@@ -103,6 +104,7 @@ def test_two_processes_learn_what_one_learns_and_only_rank_0_writes(tmp_path):
     assert proc.stderr.count("meta-training done") == 1  # rank 1 keeps quiet
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     run_dir = tmp_path / "run"
     common = [*TINY, "meta.iterations=60", "meta.val_every=1000", "meta.checkpoint_every=1000"]
@@ -148,6 +150,7 @@ def test_the_slurm_launcher_config_runs_one_process_per_gpu():
     assert launcher.signal_delay_s > 0 and launcher.max_num_timeout > 0
 
 
+@pytest.mark.slow
 def test_a_sweep_of_two_process_jobs_runs_through_submitit(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"

@@ -82,6 +82,7 @@ def test_sequence_applies_to_lstm_cores_only_and_first_order_only():
                                                  second_order=False)
 
 
+@pytest.mark.slow
 def test_meta_training_with_the_sequence_estimator_lowers_validation_loss():
     torch.manual_seed(0)
     config = MetaConfig(iterations=30, horizon=20, unroll=10, batch_size=4, meta_lr=3e-3,

@@ -19,6 +19,7 @@ from l2l.generalization import (
     Variant,
     in_mixture,
     parse_variants,
+    study_verdict,
     task_preset,
     variant_config,
     winner,
@@ -52,6 +53,7 @@ def seeds(tmp_path_factory) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_study_in_one_command_aggregates_seeds_per_variant(tmp_path, seeds):
     run_dir = tmp_path / "study"
     checkpoints = ",".join(str(p / "checkpoints" / "best.pt") for p in seeds)
@@ -84,9 +86,16 @@ def test_study_in_one_command_aggregates_seeds_per_variant(tmp_path, seeds):
     table = (run_dir / "generalization.md").read_text()
     for name in ("| base |", "| steps20 |", "| dim5 |", "mean ± 95% CI over seeds", "worst seed"):
         assert name in table
+    for row in rows:
+        assert row["winner_log10"] in ("learned", row["best_log10_baseline"], "overlap")
+    # the table ends with its verdict, in the file and on the console
+    verdict = [line for line in table.splitlines() if line.startswith("**Verdict**")]
+    assert len(verdict) == 1 and "mean final loss: base " in verdict[0]
+    assert "Mean log10 final loss: base " in verdict[0] and verdict[0] in proc.stdout
     assert (run_dir / "generalization.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_labelled_zoo_entry_is_its_own_group(tmp_path):
     run_dir = tmp_path / "study"
     proc = _train([*TINY, "mode=generalization", "eval.baselines=[adam]",
@@ -101,6 +110,7 @@ def test_a_labelled_zoo_entry_is_its_own_group(tmp_path):
     assert "100-step horizon" in result["groups"]["zoo"]["trained_on"]
 
 
+@pytest.mark.slow
 def test_a_bad_study_fails_before_any_work(tmp_path):
     for args, message in [([], "needs checkpoints="),
                           (["checkpoints=[nowhere.pt]"], "nowhere.pt"),
@@ -182,6 +192,7 @@ def test_winner_needs_separated_intervals():
     assert generalization.Study([], []).groups == {}
 
 
+@pytest.mark.slow
 def test_train_zoo_script_writes_an_index_entry_from_a_run(seeds):
     spec = importlib.util.spec_from_file_location("train_zoo", ROOT / "scripts" / "train_zoo.py")
     module = importlib.util.module_from_spec(spec)
@@ -191,11 +202,15 @@ def test_train_zoo_script_writes_an_index_entry_from_a_run(seeds):
                                                                       "lstm")
     assert record["task"] == "quadratic" and record["seed"] == 1
     assert record["command"].startswith("python train.py ") and "seed=1" in record["command"]
-    assert record["meta_training_tasks"] == record["iteration"] * 2
+    # one unit: a task is one meta-iteration, of problems_per_task problems
+    assert record["meta_training_tasks"] == record["iteration"]
+    assert record["problems_per_task"] == 2 and record["run_tasks"] == 2
+    assert record["score"] == "validation final loss"
     assert math.isfinite(record["val_loss"]) and "note" not in record
     assert module.index_entry("lstm-tiny", seeds[1], note="seed 1 of 3")["note"] == "seed 1 of 3"
 
 
+@pytest.mark.slow
 def test_a_finished_study_is_never_overwritten(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -204,3 +219,14 @@ def test_a_finished_study_is_never_overwritten(tmp_path):
                    f"hydra.run.dir={run_dir}"], tmp_path, timeout=120)
     assert proc.returncode == 1 and "already holds results" in proc.stderr
     assert (run_dir / "generalization.json").read_text() == "{}"
+
+
+def test_the_study_verdict_names_each_variants_winner_or_overlap():
+    rows = [{**_row("base", "lstm", 0.2, 0.01, "learned"), "learned_log10_mean": -1.0,
+             "learned_log10_ci95": 0.5, "best_log10_baseline": "adam", "best_log10_mean": -0.9,
+             "best_log10_ci95": 0.5, "winner_log10": "overlap"},
+            {**_row("relu", "lstm", 0.5, 0.3, "overlap"), "winner_log10": "adam"}]
+    assert study_verdict(rows) == (
+        "**Verdict** (learned vs the best tuned baseline, separated 95% intervals) — mean final "
+        "loss: base learned wins; relu overlap (lowest: adam). Mean log10 final loss: base "
+        "overlap (lowest: learned); relu adam wins.")

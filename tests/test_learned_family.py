@@ -91,6 +91,7 @@ def test_drop_in_torch_optimizer_applies_the_batched_rule(name):
             torch.testing.assert_close(p, p0 + update.view_as(p0), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", learned_names())
 def test_short_meta_training_lowers_the_validation_loss(name):
     config = MetaConfig(iterations=12, horizon=20, unroll=10, batch_size=8, meta_lr=0.03,
@@ -208,3 +209,44 @@ def test_changing_a_trained_architecture_is_refused():
     assert opt.with_hyperparameters(alpha=0.2).config["alpha"] == 0.2
     with pytest.raises(ValueError, match="learned weights would not fit"):
         opt.with_hyperparameters(hidden_size=7)
+
+
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
+def test_learnable_frozen_step_is_their_update_and_follows_weight_changes(name):
+    """The drop-in's in-place step runs the baseline's float kernels on cached hyperparameters
+    (so it costs what Adam costs): it must still be the pure ``update``, schedule included, and
+    a change of the learned weights must reach it."""
+    opt = _build(name, schedule_steps=3 if name == "learnable_adam" else 0).double()
+    with torch.no_grad():
+        for p in opt.parameters():
+            p.copy_(torch.linspace(-0.3, 0.2, p.numel(), dtype=p.dtype).view_as(p))
+    problems = build_task("quadratic").sample(1, 0, "test", dtype=torch.float64)
+    pure, frozen = problems.init_params, problems.init_params.clone()
+    pure_state, frozen_state = opt.init(pure), opt.init(frozen)
+    for t in range(6):
+        if t == 4:  # the learned weights change between steps (a meta-step)
+            with torch.no_grad():
+                opt.log_lr_delta.add_(0.5)
+        _, grads = problems.loss_and_grad(pure, t)
+        with torch.no_grad():
+            update, pure_state = opt.update(grads, pure_state, pure)
+            pure = pure + update
+            opt.step_(grads, frozen_state, frozen)
+        torch.testing.assert_close(frozen, pure, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoints_get_the_mode_a_new_file_gets(tmp_path, umask):
+    """Readable by the group and others (0644) under the usual umask, as any new file is;
+    a private umask keeps them private."""
+    import os
+    import stat
+
+    from l2l import checkpoint
+
+    old = os.umask(umask)
+    try:
+        checkpoint.save_atomic({"optimizer": {"x": 1}}, tmp_path / "best.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "best.pt").stat().st_mode) == 0o666 & ~umask

@@ -41,6 +41,7 @@ def _metric_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in rows if "meta/loss" in r]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_and_the_resume_ends_where_an_uninterrupted_run_ends(tmp_path, signum):
     iterations = ["mode=meta_train", "meta.iterations=150", "meta.val_every=1000",
@@ -75,6 +76,7 @@ def test_a_signal_saves_and_the_resume_ends_where_an_uninterrupted_run_ends(tmp_
     assert steps == sorted(set(steps)) == list(range(1, 151))  # no duplicated rows
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     with RunDirLock(tmp_path):
         proc = _train(["mode=meta_train", "meta.iterations=2", *QUICK,
@@ -87,6 +89,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     RunDirLock(tmp_path).acquire().release()  # free again once the holder is gone
 
 
+@pytest.mark.slow
 def test_a_changed_setting_on_resume_is_refused_and_an_allowed_one_accepted(tmp_path):
     base = ["mode=meta_train", "meta.iterations=3", "meta.val_every=1", *QUICK,
             f"hydra.run.dir={tmp_path}"]
@@ -114,6 +117,7 @@ def _lstm(seed: int = 0) -> LSTMOptimizer:
     return LSTMOptimizer(preprocessing="none", output_scale=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["delete", "corrupt_both"])
 def test_best_checkpoint_never_gets_worse(tmp_path, damage):
     task = build_task("quadratic")
@@ -137,6 +141,7 @@ def test_best_checkpoint_never_gets_worse(tmp_path, damage):
     assert after["val_loss"] <= best["val_loss"]
 
 
+@pytest.mark.slow
 def test_finite_blow_up_is_reported_not_called_success(tmp_path):
     proc = _train(["mode=meta_train", "meta.iterations=4", "meta.val_every=2", *QUICK,
                    "meta.meta_lr=1000", "optimizer.hyperparameters.output_scale=1000",
@@ -154,6 +159,7 @@ def test_finite_blow_up_is_reported_not_called_success(tmp_path):
     assert "untrained" in (tmp_path / "eval" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_results_are_never_overwritten(tmp_path):
     args = ["mode=evaluate", "optimizer=adam", "eval.instances=4", "eval.steps=5", "logger=none",
             "progress=false", f"hydra.run.dir={tmp_path}"]
@@ -164,6 +170,7 @@ def test_results_are_never_overwritten(tmp_path):
     assert (tmp_path / "summary.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_compare_reports_a_baseline_that_cannot_be_tuned_and_the_rest(tmp_path):
     proc = _train(["mode=compare", "optimizer=sgd", "eval.baselines=[sgd,adam]",
                    "tune.low=1000", "tune.high=100000", "tune.per_decade=1", "eval.instances=4",
@@ -177,6 +184,7 @@ def test_compare_reports_a_baseline_that_cannot_be_tuned_and_the_rest(tmp_path):
     assert "failed to tune" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, message", [
     (["device=nonsense"], "device=nonsense is not a device"),
     (["threads=-1"], "threads=-1 must be a positive integer"),
@@ -193,6 +201,7 @@ def test_bad_input_is_one_line_without_a_traceback(tmp_path, override, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_with_unknown_fields_is_one_line(tmp_path):
     payload = LSTMOptimizer().payload()
     payload["config"]["wings"] = 2
@@ -203,6 +212,7 @@ def test_checkpoint_with_unknown_fields_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_corrupt_mnist_file_is_one_line(tmp_path):
     data = tmp_path / "mnist"
     data.mkdir()

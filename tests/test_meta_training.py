@@ -21,6 +21,7 @@ def _quadratic_lstm(seed: int = 0) -> LSTMOptimizer:
     return LSTMOptimizer(preprocessing="none", output_scale=1.0)
 
 
+@pytest.mark.slow
 def test_meta_training_beats_untrained_and_tuned_sgd():
     """Paper's quadratic setting, shortened: a minute of meta-training must clearly pay off."""
     task = build_task("quadratic")
@@ -46,6 +47,7 @@ def _config(**overrides) -> MetaConfig:
     return MetaConfig(**{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_weights(tmp_path):
     task = build_task("quadratic")
     straight = MetaTrainer(_quadratic_lstm(), task, _config(), run_dir=tmp_path / "a")

@@ -62,6 +62,7 @@ def test_impossible_value_is_rejected_by_name():
         build_optimizer("sgd", lr=-0.1)
 
 
+@pytest.mark.slow
 def test_baselines_import_before_l2l():
     """The README's order (``import baselines`` first) must not hit a circular import: the
     learned optimizers import ``baselines``, so ``import l2l`` must stay light."""

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from l2l.report import fmt, markdown_table, sort_entries, write_report
+from l2l.report import (
+    entries_verdict,
+    fmt,
+    markdown_report,
+    markdown_table,
+    sort_entries,
+    table_with_verdict,
+    write_report,
+)
+from l2l.stats import separated_winner
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -112,10 +121,11 @@ def test_table_sorted_learned_bold_diverged_last(entries):
     assert [r[0] for r in rows] == ["**lstm**", "rmsprop", "adam", "sgd"]
     lstm, rmsprop, adam, sgd = rows
     assert lstm[1] == "—" and adam[1] == "0.1"
-    assert lstm[2] == "3.2e-07 ± 3.2e-08"
-    assert lstm[3] == "-6.495"
-    assert lstm[4] == "3" and adam[4] == "never"
+    assert lstm[2] == "3.2e-07 ± 3.2e-08 ▲"  # ▲: the best of its column
+    assert lstm[3] == "-6.495 ▲"
+    assert lstm[4] == "3 ▲" and adam[4] == "never"
     assert adam[5] == "0.25"  # 2.5e-4 s -> ms
+    assert sum("▲" in cell for row in rows for cell in row) == 3  # equal times: a tie, no mark
     assert rmsprop[6] == "1/4" and sgd[6] == "4/4"
     assert sgd[2] == "—" and sgd[3] == "—"
     assert [e["name"] for e in sort_entries(entries)] == ["lstm", "rmsprop", "adam", "sgd"]
@@ -129,7 +139,7 @@ def test_table_accuracy_column_and_no_threshold():
     assert "steps to loss ≤ threshold" in table.splitlines()[0]
     rows = _rows(table)
     assert [r[0] for r in rows] == ["**lstm**", "adam"]
-    assert rows[0][-1] == "95.00% ± 0.40" and rows[1][-1] == "91.23% ± 0.40"
+    assert rows[0][-1] == "95.00% ± 0.40 ▲" and rows[1][-1] == "91.23% ± 0.40"
     assert rows[0][4] == "—"  # no threshold: no "never"
 
 
@@ -163,6 +173,7 @@ def test_everything_diverged_still_reports(tmp_path):
     assert [r[6] for r in _rows(markdown_table(entries))] == ["4/4", "4/4"]
 
 
+@pytest.mark.slow
 def test_report_leaves_pyplot_alone(tmp_path):
     code = (
         "import math, sys\n"
@@ -219,3 +230,29 @@ def test_meta_training_figure_is_embedded(tmp_path, entries):
     assert "![meta-training](meta_training.png)" in text
     assert "meta_training.png" not in write_report(tmp_path / "other", entries,
                                                    task="quadratic", steps=5)["report"].read_text()
+
+
+def test_separated_winner_needs_separated_intervals():
+    assert separated_winner([("a", 1.0, 0.1), ("b", 2.0, 0.1)]) == ("a", "a")
+    assert separated_winner([("a", 1.0, 0.6), ("b", 2.0, 0.5)]) == (None, "a")  # touching
+    assert separated_winner([("a", 1.0, math.nan), ("b", 2.0, 0.1)]) == (None, "a")
+    assert separated_winner([("a", 1.0, 0.1), ("b", math.nan, 0.1)]) == ("a", "a")
+    assert separated_winner([("a", math.nan, 0.1)]) == (None, None)
+
+
+def test_every_comparison_table_ends_with_its_verdict(entries):
+    text = table_with_verdict(entries)
+    last = text.splitlines()[-1]
+    assert last.startswith("**Verdict** — mean final loss: ") and "mean log10 final loss: " in last
+    assert markdown_report(entries, task="quadratic", steps=5, title="t").count(last) == 1
+    # the demo's case (README section 1): lowest mean, overlapping intervals, another row
+    # ahead on the log mean: the verdict says so instead of leaving it to the reader
+    demo = [_entry("lstm", 0.1314, learned=True), _entry("momentum", 0.2277)]
+    demo[0].update(final_loss_ci95=0.0862, final_log10_loss_mean=-2.051,
+                   final_log10_loss_ci95=0.3)
+    demo[1].update(final_loss_ci95=0.1306, final_log10_loss_mean=-2.23,
+                   final_log10_loss_ci95=0.3)
+    assert entries_verdict(demo) == ("**Verdict** — mean final loss: overlap (lowest: lstm); "
+                                     "mean log10 final loss: overlap (lowest: momentum).")
+    demo[1].update(final_loss_mean=0.9, final_loss_ci95=0.01)
+    assert "mean final loss: lstm wins (separated 95% intervals)" in entries_verdict(demo)

@@ -71,14 +71,21 @@ def test_optimizer_yamls_take_their_defaults_from_the_classes():
         assert "lr: " not in path.read_text() or path.stem == "lstm", path
 
 
+@pytest.mark.slow
 def test_help_lists_modes_groups_and_presets():
     out = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True,
                          text=True, timeout=60).stdout
+    modes = out.split("== Modes (mode=) ==", 1)[1].split("==", 1)[0]
+    source = (ROOT / "train.py").read_text()  # every mode train.py accepts is in the list
+    modes_tuple = source.split("\nMODES = ", 1)[1].split("\n", 1)[0]
+    for mode in eval(modes_tuple):  # noqa: S307 - a literal tuple of strings from train.py
+        assert f"  {mode} " in modes, mode
     for word in ("meta_train", "compare", "evaluate", "tune", "experiment:", "paper_mnist",
                  "optimizer:", "rnnprop", "task:", "mnist_cnn", "python -m l2l"):
         assert word in out, word
 
 
+@pytest.mark.slow
 def test_seed_sweeps_keep_the_test_problems_unless_eval_seed_changes(tmp_path):
     """`seed` is the meta-training seed; `eval.seed` alone picks validation and test problems."""
     import json

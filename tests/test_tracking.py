@@ -88,6 +88,7 @@ def test_metrics_jsonl_appends_and_takes_tensors(tmp_path):
     assert rows == [{"step": 0, "loss": 0.5, "acc": 0.75}, {"step": 1, "loss": 0.5, "acc": 0.75}]
 
 
+@pytest.mark.slow
 def test_backend_none_never_imports_wandb(tmp_path):
     code = textwrap.dedent(f"""
         import sys
@@ -200,6 +201,7 @@ def test_online_falls_back_to_offline_when_init_raises(tmp_path, monkeypatch, ca
     assert logger.wandb_run_dir.name.startswith("offline-run-")
 
 
+@pytest.mark.slow
 def test_online_unreachable_server_falls_back_quickly(tmp_path):
     """A real online attempt at a closed localhost port, in a fresh process (wandb reads its
     base URL once per process). A hang would trip the subprocess timeout; how fast the fallback
@@ -269,3 +271,30 @@ def test_log_tuning_line_in_metrics_jsonl(tmp_path):
     assert lines[-1] == {"event": "tune", "optimizer": "adam", "grid": [0.1, 1.0],
                          "scores": [0.5, None], "diverged": [False, True], "best_lr": 0.1,
                          "edge": "low"}
+
+
+def test_wandb_staging_and_cache_live_in_the_run_folder(tmp_path, monkeypatch, _wandb_sandbox):
+    """The best-checkpoint artifact is staged under <run dir>/wandb/ (not ~/.local/share), so
+    a run folder copied elsewhere and synced there keeps its artifact; a user's own setting of
+    the folders is left alone."""
+    from l2l import tracking
+
+    for var in tracking.WANDB_DIRS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(tracking, "_own_wandb_dirs", {})
+    run_dir = tmp_path / "run"
+    content = b"weights of the staging test"
+    with RunLogger(run_dir, {"x": 1}, mode="offline", name="staging-test") as logger:
+        (run_dir / "best.pt").write_bytes(content)
+        logger.log_artifact(run_dir / "best.pt", "lstm/best")
+        assert os.environ["WANDB_DATA_DIR"] == str(run_dir / "wandb" / "data")
+    def copies(folder: Path) -> list[Path]:
+        return [p for p in folder.rglob("*") if p.is_file() and p.read_bytes() == content]
+
+    assert copies(run_dir / "wandb" / "data"), "the artifact was not staged in the run folder"
+    assert not copies(_wandb_sandbox)  # no copy outside the run
+    tracking.keep_wandb_files_in(tmp_path / "second")  # l2l's own value follows the run
+    assert os.environ["WANDB_CACHE_DIR"] == str(tmp_path / "second" / "wandb" / "cache")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "mine"))  # the user's: kept
+    tracking.keep_wandb_files_in(tmp_path / "third")
+    assert os.environ["WANDB_CACHE_DIR"] == str(tmp_path / "mine")

@@ -67,6 +67,7 @@ def _train(args: list[str], tmp_path: Path, timeout: int = 240) -> subprocess.Co
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_with_wandb_offline(tmp_path):
     run_dir = tmp_path / "run"
     proc = _train([*TINY, f"hydra.run.dir={run_dir}"], tmp_path)
@@ -95,6 +96,7 @@ def test_compare_end_to_end_with_wandb_offline(tmp_path):
     assert "| optimizer |" in proc.stdout  # the table is printed
 
 
+@pytest.mark.slow
 def test_any_learned_optimizer_meta_trains_and_evaluates_from_its_checkpoint(tmp_path):
     """No mode knows the learned optimizers by name: rnnprop goes through meta_train and
     evaluate like the LSTM, and its checkpoint rebuilds an RNNprop."""
@@ -109,6 +111,7 @@ def test_any_learned_optimizer_meta_trains_and_evaluates_from_its_checkpoint(tmp
     assert [(e["name"], e["learned"]) for e in summary["optimizers"]] == [("rnnprop", True)]
 
 
+@pytest.mark.slow
 def test_logger_none_writes_no_wandb_files(tmp_path):
     run_dir = tmp_path / "run"
     proc = _train([*TINY, "mode=evaluate", "optimizer=adam", "logger=none",
@@ -119,6 +122,7 @@ def test_logger_none_writes_no_wandb_files(tmp_path):
     assert not (tmp_path / "wandb").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_two_job_multirun(tmp_path, launcher):
     if launcher == "joblib":
@@ -134,6 +138,7 @@ def test_two_job_multirun(tmp_path, launcher):
     assert tuned == {"sgd", "adam"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -159,6 +164,7 @@ def test_bad_override_fails_fast_with_a_clear_message(tmp_path, override, messag
     assert not (tmp_path / "run" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_tune_keeps_the_whole_grid_and_warns_at_its_edge(tmp_path):
     """adam's best lr on quadratics is far above 0.01: with tune.high=0.01 the best is the
     grid's top, which the log, report.md and summary.json say, naming the override to use."""
@@ -180,6 +186,7 @@ def test_tune_keeps_the_whole_grid_and_warns_at_its_edge(tmp_path):
     assert [x["optimizer"] for x in lines if x.get("event") == "tune"] == ["adam"]
 
 
+@pytest.mark.slow
 def test_missing_mnist_fails_before_any_wandb_run(tmp_path):
     """Inputs are checked before the logger starts: no MNIST in data_dir (and no download)
     fails the run with the data error and leaves no wandb run behind."""
@@ -195,6 +202,7 @@ def test_missing_mnist_fails_before_any_wandb_run(tmp_path):
     assert not (tmp_path / "wandb").exists()
 
 
+@pytest.mark.slow
 def test_sweep_is_aggregated_by_swept_settings_over_seeds(tmp_path):
     """A 2x2 sweep (optimizer x seed): short job folder names, and the Hydra callback writes
     one aggregate grouping the 4 jobs by optimizer, with mean and CI over the 2 seeds."""

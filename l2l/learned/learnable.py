@@ -57,6 +57,45 @@ class _Learnable(LearnedOptimizer):
     def update(self, grads: Tensor, state: State, params: Tensor) -> tuple[Tensor, State]:
         return self._rule(state).update(grads, state, params)
 
+    def _frozen_values(self) -> dict[str, object]:
+        """The hyperparameters as Python floats (``lr``: a list, one per step of the schedule),
+        recomputed only when a learned weight changed: the frozen step then runs the
+        baseline's own float kernels, as cheap as ``torch.optim``'s, instead of building tensor
+        hyperparameters and a fresh rule per call."""
+        # the learned weights are this module's own (no submodules): its _parameters dict
+        key = tuple((p.data_ptr(), p._version) for p in self._parameters.values()
+                    if p is not None)
+        cached = getattr(self, "_frozen_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            values = self._float_values()
+            log_lr = self.log_lr_delta
+            if self.log_schedule is not None:  # one lr per step, the last one held beyond
+                log_lr = log_lr + self.log_schedule
+            values["lr"] = (self.config["lr"] * torch.exp(log_lr)).reshape(-1).tolist()
+        self._frozen_cache = (key, values)
+        return values
+
+    def _float_values(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def _float_rule(self, values: dict[str, object], lr: float) -> BatchedOptimizer:
+        raise NotImplementedError
+
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        if state["step"].numel() != 1:  # a batch: per-instance steps index the schedule
+            super()._step_(grads, state, params)
+            return
+        values = self._frozen_values()
+        lrs = values["lr"]
+        lr = lrs[min(int(state["step"].item()), len(lrs) - 1)]
+        rules = values.setdefault("rules", {})  # one per distinct lr (one without a schedule)
+        rule = rules.get(lr)
+        if rule is None:
+            rule = rules[lr] = self._float_rule(values, lr)
+        rule._step_(grads, state, params)
+
 
 class LearnableAdam(_Learnable):
     """Adam with meta-learned ``lr`` (and schedule), ``betas`` and ``eps``."""
@@ -84,6 +123,15 @@ class LearnableAdam(_Learnable):
                            self._beta(b2, self.beta_deltas[1])),
                     eps=self.config["eps"] * torch.exp(self.log_eps_delta))
 
+    def _float_values(self) -> dict[str, object]:
+        b1, b2 = self.config["betas"]
+        return {"betas": (float(self._beta(b1, self.beta_deltas[0])),
+                          float(self._beta(b2, self.beta_deltas[1]))),
+                "eps": float(self.config["eps"] * torch.exp(self.log_eps_delta))}
+
+    def _float_rule(self, values: dict[str, object], lr: float) -> Adam:
+        return Adam(lr=lr, betas=values["betas"], eps=values["eps"])
+
 
 class LearnableMomentum(_Learnable):
     """SGD with momentum (heavy ball) with meta-learned ``lr`` (and schedule) and ``momentum``."""
@@ -104,3 +152,10 @@ class LearnableMomentum(_Learnable):
     def _rule(self, state: State) -> Momentum:
         momentum = self._beta(self.config["momentum"], self.momentum_delta).clamp(min=1e-6)
         return Momentum(lr=self.learning_rate(state["step"]), momentum=momentum)
+
+    def _float_values(self) -> dict[str, object]:
+        momentum = self._beta(self.config["momentum"], self.momentum_delta).clamp(min=1e-6)
+        return {"momentum": float(momentum)}
+
+    def _float_rule(self, values: dict[str, object], lr: float) -> Momentum:
+        return Momentum(lr=lr, momentum=values["momentum"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from l2l.pretrained import INDEX, describe, entries
+from l2l.pretrained import INDEX, describe, entries, recommended
+from l2l.runtime import quiet_broken_pipe
 
 
 def main() -> None:
@@ -10,11 +11,17 @@ def main() -> None:
     if not found:
         print(f"no pretrained optimizers ({INDEX} lists none)")
         return
-    print(f"{len(found)} pretrained optimizer(s) in {INDEX.parent}:\n")
+    print(f"{len(found)} pretrained optimizer(s) in {INDEX.parent}")
+    print("(a task is one meta-training iteration of N problems; costs are of the optimizer "
+          "step alone, per parameter)\n")
+    best = recommended()
+    if best:
+        print(f"recommended default: {best['name']}: {best['why']}\n")
     for record in found:
         print(describe(record) + "\n")
     print("use one: l2l.pretrained.load(name), or python train.py checkpoint=<name> ...")
 
 
 if __name__ == "__main__":
-    main()
+    with quiet_broken_pipe():
+        main()
