@@ -21,6 +21,9 @@
 - **Checked loading.** ``load_state_dict`` refuses, with a ``ValueError`` naming both
   optimizers, the state of a different algorithm (an SGD state dict for an Adam drop-in), and
   state shaped unlike the parameter it would be loaded into (naming the parameter).
+- **Tensor layouts.** A rule that reads tensor structure (``uses_layout``: per-tensor
+  normalisation, Adafactor factors, fan-ins; e.g. ``mlp_lopt``) steps each parameter bound to
+  that parameter's own layout (its shape; ``group_layout`` gives a whole group's).
 - **Complex parameters** are stepped as their real views, as torch.optim does (real and
   imaginary parts are two coordinates), for baselines and learned optimizers alike; the
   baselines' per-coordinate state is kept complex, shaped like the parameter, as torch's is.
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor
 
 from l2l.interface import BatchedOptimizer
+from l2l.layout import ParamLayout
 
 
 class _NoLearningRateGroup(dict):
@@ -153,6 +157,8 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._cache: dict[int, tuple[tuple, BatchedOptimizer]] = {}
         # per parameter: (its torch-layout state tensors, the rule-layout views of them)
         self._views: dict[Tensor, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+        # per parameter: (the group's rule, that rule bound to the parameter's layout)
+        self._bound: dict[Tensor, tuple[BatchedOptimizer, BatchedOptimizer]] = {}
         defaults = {**rule.torch_group_constants(), **rule.hyperparameters()}
         super().__init__(params, defaults=defaults)
 
@@ -167,6 +173,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._has_lr = "lr" in self._names
         self._cache = {}
         self._views = {}
+        self._bound = {}
 
     def __repr__(self) -> str:
         return f"TorchOptimizer({self.rule!r}, {len(self.param_groups)} param group(s))"
@@ -217,8 +224,23 @@ class TorchOptimizer(torch.optim.Optimizer):
                     continue
                 if grad.is_sparse:
                     raise RuntimeError("l2l optimizers do not support sparse gradients")
-                self._step_param(rule, p, grad)
+                self._step_param(self._param_rule(rule, p), p, grad)
         return loss
+
+    def _param_rule(self, rule: BatchedOptimizer, p: Tensor) -> BatchedOptimizer:
+        """``rule`` bound to ``p``'s layout (``rule`` itself for rules that ignore layouts),
+        kept until the group's rule changes."""
+        cached = self._bound.get(p)
+        if cached is not None and cached[0] is rule:
+            return cached[1]
+        bound = rule.with_layout(ParamLayout.from_tensors([p]))
+        self._bound[p] = (rule, bound)
+        return bound
+
+    def group_layout(self, index: int = 0) -> ParamLayout:
+        """The layout of param group ``index``'s parameters flattened and concatenated in
+        order (what a rule stepping the group as one flat buffer is bound to)."""
+        return ParamLayout.from_tensors(self.param_groups[index]["params"])
 
     def _step_param(self, rule: BatchedOptimizer, p: Tensor, grad: Tensor) -> None:
         """``rule.step_`` on ``(1, numel)`` views of ``p``, its gradient and its state.

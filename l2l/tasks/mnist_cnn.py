@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
     MNISTFamily,
@@ -116,6 +117,20 @@ class MNISTCNNFamily(MNISTFamily):
         )
 
     # -- parameters ---------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> ParamLayout:
+        """``conv0.weight (co, ci, k, k), conv0.bias, ..., head.W (F, 10), head.b``; the
+        head's fan-in is its first dimension, the convolutions' torch's."""
+        names, shapes, fan_ins = [], [], []
+        for k, shape in enumerate(self.conv_shapes):
+            names += [f"conv{k}.weight", f"conv{k}.bias"]
+            shapes += [shape, (shape[0],)]
+            fan_ins += [math.prod(shape[1:]), 1]
+        names += ["head.W", "head.b"]
+        shapes += [(self.features, NUM_CLASSES), (NUM_CLASSES,)]
+        fan_ins += [self.features, 1]
+        return ParamLayout(tuple(names), tuple(shapes), tuple(fan_ins))
 
     def init_scale(self) -> float | Tensor:
         if self.init == "normal":

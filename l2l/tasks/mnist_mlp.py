@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
     MNISTFamily,
@@ -99,6 +100,16 @@ class MNISTMLPFamily(MNISTFamily):
         return self.init_std
 
     # -- parameters ---------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> ParamLayout:
+        """``W0 (in, out), b0, W1, b1, ...``; a weight's fan-in is its first dimension."""
+        names, shapes, fan_ins = [], [], []
+        for k, (i, o) in enumerate(self.shapes):
+            names += [f"W{k}", f"b{k}"]
+            shapes += [(i, o), (o,)]
+            fan_ins += [i, 1]
+        return ParamLayout(tuple(names), tuple(shapes), tuple(fan_ins))
 
     def unflatten(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Views ``[(W (B, in, out), b (B, out)), ...]`` of flat ``params (B, n)``, per layer."""
