@@ -174,6 +174,10 @@ class ParamLayout:
         """``(n,)`` long: the index of each coordinate's tensor."""
         return self._ids("segment", torch.device(device))
 
+    @functools.cached_property
+    def _vectors_only(self) -> bool:
+        return all(c == 1 for _, c in self.matrix_shapes)
+
     def _groups(self, kind: str) -> int:
         if kind == "segment":
             return len(self)
@@ -194,6 +198,8 @@ class ParamLayout:
         single-tensor mean)."""
         if x.shape[1] != self.numel:
             self.check(x.shape[1])
+        if kind != "segment" and self._vectors_only:  # rows of one coordinate
+            return x if kind == "row" else self._reduce_mean(x, "segment")
         if kind == "segment" and len(self) == 1:
             return x.mean(dim=1, keepdim=True) if self.numel else x
         ids = self._ids(kind, x.device)
