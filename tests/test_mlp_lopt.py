@@ -129,7 +129,8 @@ def test_bad_layouts_are_refused(kwargs, message):
 
 
 def test_a_layout_of_another_size_is_refused_where_it_is_applied():
-    with pytest.raises(ValueError, match=r"describes 4 parameters \(params\) but the parameter vector has 5"):
+    with pytest.raises(ValueError,
+                       match=r"describes 4 parameters \(params\) but the parameter vector has 5"):
         ParamLayout.flat(4).split(torch.zeros(1, 5))
 
 
