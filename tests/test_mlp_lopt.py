@@ -210,7 +210,7 @@ def test_features_are_normalised_per_tensor_like_a_reference_loop():
     def bias(d):
         return torch.full((2, 1), 1 - d, dtype=torch.float64)
 
-    x = bound._features(g, p, state, new_state, MIXED, bias, bias(0.999))
+    x = bound._features(g, p, state, new_state, MIXED, bias, bias(0.999)).transpose(1, 2)
     for off, size, shape in zip(MIXED.offsets, MIXED.sizes, MIXED.shapes):
         for b in range(2):
             ref = _reference_features(opt, g[b, off:off + size], p[b, off:off + size], shape)

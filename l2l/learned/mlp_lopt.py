@@ -44,7 +44,6 @@ meta-gradient is exact for it (``test_surrogate_equals_autograd_for_every_learne
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from l2l.interface import State, check_range, safe_sqrt
@@ -57,14 +56,21 @@ TINY = 1e-30
 
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x (B, N, in) -> (B, N, out)`` with ``weight (out, in)``, or with one weight per row
-    ``b`` given as ``(out, in, B, 1)`` (the particle axis of ``LearnedOptimizer``)."""
+    """``x (B, in, N) -> (B, out, N)`` with ``weight (out, in)``, or with one weight per row
+    ``b`` given as ``(out, in, B, 1)`` (the particle axis of ``LearnedOptimizer``).
+
+    Feature-major (coordinates last): a GEMM with the few features and units as its short
+    sides and the coordinates as its long one runs 3-6x faster on CPUs than ``(N, in) @ (in,
+    out)`` at these widths."""
     if weight.dim() == 2:
-        return F.linear(x, weight, bias)
-    out = torch.bmm(x, weight[..., 0].permute(2, 1, 0))
-    if bias is not None:
-        out = out + bias[..., 0].T.unsqueeze(1)
-    return out
+        if x.shape[0] == 1:
+            out = (torch.mm(weight, x[0]) if bias is None
+                   else torch.addmm(bias.unsqueeze(1), weight, x[0]))
+            return out.unsqueeze(0)
+        out = torch.matmul(weight, x)
+        return out if bias is None else out + bias.unsqueeze(1)
+    out = torch.bmm(weight[..., 0].permute(2, 0, 1), x)
+    return out if bias is None else out + bias[..., 0].T.unsqueeze(-1)
 
 
 class MLPLOpt(LearnedOptimizer):
@@ -183,12 +189,12 @@ class MLPLOpt(LearnedOptimizer):
                      if taus else None)
         h = _dense(x, self.input.weight, self.input.bias)
         if self.time is not None:
-            h = h + _dense(times.unsqueeze(1), self.time.weight, None)
+            h = h + _dense(times.unsqueeze(-1), self.time.weight, None)
         h = torch.relu(h)
         for layer in self.hidden:
             h = torch.relu(_dense(h, layer.weight, layer.bias))
-        out = _dense(h, self.head.weight, self.head.bias)  # (B, n, 2)
-        direction, magnitude = out[..., 0], out[..., 1]
+        out = _dense(h, self.head.weight, self.head.bias)  # (B, 2, n)
+        direction, magnitude = out[:, 0], out[:, 1]
         size = cfg["step_mult"] * torch.exp(cfg["exp_mult"] * magnitude)
         update = -(direction + cfg["anchor_scale"] * adam) * size
         if cfg["mup"]:
@@ -197,8 +203,8 @@ class MLPLOpt(LearnedOptimizer):
 
     def _features(self, g: Tensor, p: Tensor, state: State, new_state: State, layout,
                   bias, bias2: Tensor) -> Tensor:
-        """The normalised per-coordinate inputs ``(B, n, num_features)``; advances the feature
-        moments in ``new_state``."""
+        """The normalised per-coordinate inputs ``(B, num_features, n)`` (feature-major, see
+        ``_dense``); advances the feature moments in ``new_state``."""
         cfg = self.config
         eps = cfg["eps"]
         momenta = []
@@ -218,8 +224,10 @@ class MLPLOpt(LearnedOptimizer):
         factored = row * col / (layout.tensor_mean(row) + TINY) / bias(fd)
         feats = [g, p, *momenta, v_hat, *(m * inv_rms for m in momenta), inv_rms,
                  row, col, g / (factored.sqrt() + eps)]
-        x = torch.stack(feats, dim=-1)
-        return x * torch.rsqrt(layout.tensor_mean(x * x) + TINY)
+        x = torch.stack(feats, dim=1)
+        B, n = g.shape
+        rows = x.view(B * len(feats), n)  # every (instance, feature) normalised as a row
+        return (rows * torch.rsqrt(layout.tensor_mean(rows * rows) + TINY)).view(B, -1, n)
 
     @staticmethod
     def _mup_scale(layout, like: Tensor) -> Tensor:
