@@ -53,6 +53,9 @@ from l2l.learned.core import zero_linear
 #: keeps the normaliser and the factored estimate finite for all-zero features, scale-free
 #: for any gradient scale a float32 can hold
 TINY = 1e-30
+#: coordinates per chunk of a frozen step's network: its hidden units stay in cache, and a
+#: 1M-parameter tensor does not allocate 2 x 32 x 1M hidden activations at once
+FROZEN_CHUNK = 1 << 15
 
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -187,19 +190,28 @@ class MLPLOpt(LearnedOptimizer):
             taus = cfg["time_scales"]
             times = (torch.tanh(t.to(dtype) / torch.tensor(taus, dtype=dtype, device=g.device))
                      if taus else None)
-        h = _dense(x, self.input.weight, self.input.bias)
-        if self.time is not None:
-            h = h + _dense(times.unsqueeze(-1), self.time.weight, None)
-        h = torch.relu(h)
-        for layer in self.hidden:
-            h = torch.relu(_dense(h, layer.weight, layer.bias))
-        out = _dense(h, self.head.weight, self.head.bias)  # (B, 2, n)
+        if torch.is_grad_enabled() or n <= FROZEN_CHUNK:
+            out = self._net(x, times)
+        else:  # frozen use (evaluation, the drop-in): the hidden units of a chunk at a time
+            out = torch.cat([self._net(x[..., lo:lo + FROZEN_CHUNK], times)
+                             for lo in range(0, n, FROZEN_CHUNK)], dim=-1)
         direction, magnitude = out[:, 0], out[:, 1]
         size = cfg["step_mult"] * torch.exp(cfg["exp_mult"] * magnitude)
         update = -(direction + cfg["anchor_scale"] * adam) * size
         if cfg["mup"]:
             update = update * self._mup_scale(layout, update)
         return update.to(grads.dtype), new_state
+
+    def _net(self, x: Tensor, times: Tensor | None) -> Tensor:
+        """The MLP: inputs ``(B, F, N)`` (and time features ``(B, T)``) to ``(B, 2, N)``."""
+        relu = torch.relu if torch.is_grad_enabled() else torch.relu_  # frozen: no copies
+        h = _dense(x, self.input.weight, self.input.bias)
+        if self.time is not None:
+            h = h + _dense(times.unsqueeze(-1), self.time.weight, None)
+        h = relu(h)
+        for layer in self.hidden:
+            h = relu(_dense(h, layer.weight, layer.bias))
+        return _dense(h, self.head.weight, self.head.bias)
 
     def _features(self, g: Tensor, p: Tensor, state: State, new_state: State, layout,
                   bias, bias2: Tensor) -> Tensor:
