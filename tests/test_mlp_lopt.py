@@ -445,3 +445,21 @@ def test_bad_config_values_are_one_line_errors(overrides, message):
     with pytest.raises(ValueError, match=message) as error:
         build_optimizer("mlp_lopt", **overrides)
     assert "\n" not in str(error.value)
+
+
+def test_a_frozen_step_in_chunks_equals_the_differentiable_update():
+    from l2l.learned.mlp_lopt import FROZEN_CHUNK
+
+    opt = _perturb(MLPLOpt(hidden_size=4)).double()
+    layout = ParamLayout(("W",), ((FROZEN_CHUNK // 100 + 7, 100),))
+    rule = opt.with_layout(layout)
+    g = torch.randn(1, layout.numel, dtype=torch.float64)
+    p = torch.randn(1, layout.numel, dtype=torch.float64)
+    state = rule.init(p)
+    differentiable, _ = rule.update(g, state, p)
+    with torch.no_grad():
+        frozen, _ = rule.update(g, state, p)
+        stepped = p.clone()
+        rule.step_(g, rule.init(p), stepped)
+    torch.testing.assert_close(frozen, differentiable.detach(), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(stepped, p + frozen, rtol=1e-12, atol=1e-15)
