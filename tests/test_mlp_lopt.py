@@ -463,3 +463,16 @@ def test_a_frozen_step_in_chunks_equals_the_differentiable_update():
         rule.step_(g, rule.init(p), stepped)
     torch.testing.assert_close(frozen, differentiable.detach(), rtol=1e-12, atol=1e-15)
     torch.testing.assert_close(stepped, p + frozen, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.slow
+def test_mlp_lopt_meta_trains_on_the_mnist_mlp(mnist_dir):
+    torch.manual_seed(0)
+    opt = MLPLOpt(hidden_size=8, step_mult=0.01)
+    config = MetaConfig(iterations=10, horizon=20, unroll=10, batch_size=4, meta_lr=0.01,
+                        val_every=10, val_instances=8, compile=False)
+    trainer = MetaTrainer(opt, build_task("mnist_mlp"), config)
+    untrained = trainer.validate()
+    result = trainer.train()
+    assert result["skipped"] == 0
+    assert result["best_val_loss"] < 0.95 * untrained, (untrained, result["history"])
