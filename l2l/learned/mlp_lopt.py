@@ -3,9 +3,10 @@ AdafacMLP, Metz et al. 2022), and its width-transferable muLO form (2024).
 
 The paper's 2x20 LSTM costs ~10 kFLOP per parameter and step; this rule is a 2-hidden-layer MLP
 of ``hidden_size`` (4 to 32) units applied to every coordinate, ~3 kFLOP at 32 units and
-~0.3 kFLOP at 4 (1,504 and 76 multiply-adds, plus ~100 FLOP of features). What makes so small a network work is its inputs, computed per coordinate from
-the gradient ``g``, the parameter ``p`` and running statistics, each normalised over its tensor
-(the bound ``ParamLayout``; without one the whole vector is one tensor)::
+~0.3 kFLOP at 4 (1,504 and 76 multiply-adds, plus ~100 FLOP of features). What makes so small
+a network work is its inputs, computed per coordinate from the gradient ``g``, the parameter
+``p`` and running statistics, each normalised over its tensor (the bound ``ParamLayout``;
+without one the whole vector is one tensor)::
 
     g, p, m_k (momenta at momentum_decays), v^ (RMS accumulator, bias-corrected),
     m_k / (sqrt(v^) + eps), 1 / (sqrt(v^) + eps),
