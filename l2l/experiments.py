@@ -280,6 +280,7 @@ def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
              device: torch.device, *, name: str, tuned_lr: float | None) -> EvaluationRecord:
     """Run ``optimizer`` on the run's held-out test problems (the same for every optimizer)."""
     instances = task.sample(cfg.eval.instances, cfg.eval.seed, "test", device=device)
+    optimizer = optimizer.with_layout(task.layouts())  # for rules that read tensor structure
     with Progress(cfg.eval.steps, f"evaluate {name}", enabled=cfg.progress, leave=False) as bar:
         result = run_optimizer(optimizer, instances, cfg.eval.steps, progress=bar.step)
     hyper = {k: (list(v) if isinstance(v, tuple) else v)

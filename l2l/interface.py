@@ -27,12 +27,17 @@ rules (no update tensor is allocated and then read again).
 from __future__ import annotations
 
 import abc
+import copy
 import dataclasses
 import math
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from l2l.layout import ParamLayout
 
 State = dict[str, Tensor]
 Hyper = float | Tensor
@@ -47,6 +52,52 @@ class BatchedOptimizer(abc.ABC):
     #: torch.optim's per-parameter layout (see :meth:`to_torch_state`). Every other state tensor
     #: has one entry per coordinate, shape ``(B, n)`` or ``(B, n, ...)``.
     scalar_state_keys: ClassVar[frozenset[str]] = frozenset({"step"})
+
+    #: True for a rule that reads the tensor structure of the flat vector (per-tensor
+    #: normalisation, Adafactor factors, fan-ins): :meth:`with_layout` binds it to layouts.
+    uses_layout: ClassVar[bool] = False
+    #: the layouts this rule is bound to, by parameter count (empty: every vector is one tensor)
+    layouts: dict[int, ParamLayout] = {}
+
+    def with_layout(self, layouts: ParamLayout | Iterable[ParamLayout] | None) -> BatchedOptimizer:
+        """This rule bound to ``layouts`` (one, or several: a task mixture's), a shallow copy
+        that shares every learned weight; ``self`` itself for a rule that ignores layouts.
+
+        Why a bound copy and not an argument of ``init``/``update``: ``init`` and ``update``
+        stay the pure pair every caller, estimator and ``torch.func`` transform already uses
+        (and the state stays tensors only, which a layout is not), while the caller that knows
+        the problems (the meta-trainer, an evaluation, the drop-in) binds once. The bound rule
+        picks the layout by the vector's length ``n`` (:meth:`layout_for`); a problem of a size
+        it was not told about is one flat tensor. Two different layouts of the same size (a
+        mixture of architectures with equal parameter counts) cannot be told apart by the rule:
+        that size is then one flat tensor too, rather than a wrong layout.
+        """
+        if not self.uses_layout or layouts is None:
+            return self
+        from l2l.layout import ParamLayout
+
+        given = [layouts] if isinstance(layouts, ParamLayout) else list(layouts)
+        by_size: dict[int, ParamLayout | None] = {}
+        for layout in given:
+            if not isinstance(layout, ParamLayout):
+                raise ValueError(f"with_layout takes ParamLayouts, got {type(layout).__name__}")
+            known = by_size.get(layout.numel, layout)
+            by_size[layout.numel] = layout if known == layout else None
+        bound = copy.copy(self)
+        object.__setattr__(bound, "layouts",
+                           {n: lay for n, lay in by_size.items() if lay is not None})
+        return bound
+
+    def layout_for(self, n: int) -> ParamLayout:
+        """The bound layout of an ``n``-parameter vector, else one flat tensor ``(n,)``."""
+        layout = self.layouts.get(n)
+        if layout is None:
+            from l2l.layout import ParamLayout
+
+            layout = _FLAT_LAYOUTS.get(n)
+            if layout is None:
+                layout = _FLAT_LAYOUTS.setdefault(n, ParamLayout.flat(n))
+        return layout
 
     @abc.abstractmethod
     def init(self, params: Tensor) -> State:
@@ -178,6 +229,9 @@ class BatchedOptimizer(abc.ABC):
             raise TypeError(f"{type(self).__name__} has no replaceable hyperparameters")
         return dataclasses.replace(self, **overrides)
 
+
+#: flat layouts by size, shared (a layout caches its index tensors)
+_FLAT_LAYOUTS: dict[int, ParamLayout] = {}
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the update rules.

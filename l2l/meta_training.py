@@ -200,7 +200,9 @@ class MetaTrainer:
             raise ValueError(
                 f"{type(optimizer).__name__} has no learnable parameters to meta-train; "
                 "use a learned optimizer (l2l.registry.learned_names())")
-        self.optimizer = optimizer.to(device)
+        # bound to the task's parameter layouts (a no-op for rules that ignore them); the
+        # bound copy shares the caller's learned weights
+        optimizer = self.optimizer = optimizer.with_layout(task.layouts()).to(device)
         self.task = task
         self.config = config
         self.device = torch.device(device)

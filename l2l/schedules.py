@@ -136,6 +136,11 @@ class Scheduled(BatchedOptimizer):
             return update, new_state
         return update * self.schedule.factor(t), new_state
 
+    def with_layout(self, layouts: Any) -> Scheduled:
+        """The wrapped rule bound to ``layouts`` (see ``BatchedOptimizer.with_layout``)."""
+        inner = self.optimizer.with_layout(layouts)
+        return self if inner is self.optimizer else Scheduled(inner, self.schedule)
+
     def hyperparameters(self) -> dict[str, Any]:
         """The wrapped optimizer's hyperparameters, plus ``schedule.<name>`` entries."""
         hypers = dict(self.optimizer.hyperparameters())

@@ -12,15 +12,22 @@
   in both directions, and training continues identically.
 - **Schedulers.** ``torch.optim.lr_scheduler`` writes ``group["lr"]``; the next ``step`` uses
   the rule with that group's hyperparameters. Only the latest rule per group is cached, so a
-  schedule that changes ``lr`` every step does not accumulate rules. A learned optimizer has no
-  ``lr``: reading or writing ``group["lr"]`` (what every scheduler does first) raises a
-  ``TypeError`` that says so.
+  schedule that changes ``lr`` every step does not accumulate rules.
+- **Learned optimizers: step scale and weight decay.** A rule without an ``lr`` of its own (a
+  learned optimizer) gets two group settings from the drop-in: ``lr``, a multiplier of its
+  step (default 1: the rule as trained), and ``weight_decay``, decoupled (AdamW-style; default
+  0): ``p <- (1 - lr * weight_decay) * p + lr * update``. So a ``torch.optim.lr_scheduler``
+  scales the learned step (PyLO found schedules and weight decay matter for learned
+  optimizers), and ``lr=1, weight_decay=0`` steps exactly as the rule does.
 - **Speed.** ``step`` calls the rule's in-place ``step_`` on views of the parameter, its
   gradient and its state, which for the baselines is torch.optim's single-tensor arithmetic:
   no update tensor is allocated and read again.
 - **Checked loading.** ``load_state_dict`` refuses, with a ``ValueError`` naming both
   optimizers, the state of a different algorithm (an SGD state dict for an Adam drop-in), and
   state shaped unlike the parameter it would be loaded into (naming the parameter).
+- **Tensor layouts.** A rule that reads tensor structure (``uses_layout``: per-tensor
+  normalisation, Adafactor factors, fan-ins; e.g. ``mlp_lopt``) steps each parameter bound to
+  that parameter's own layout (its shape; ``group_layout`` gives a whole group's).
 - **Complex parameters** are stepped as their real views, as torch.optim does (real and
   imaginary parts are two coordinates), for baselines and learned optimizers alike; the
   baselines' per-coordinate state is kept complex, shaped like the parameter, as torch's is.
@@ -36,50 +43,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2l.interface import BatchedOptimizer
+from l2l.interface import BatchedOptimizer, check_range
+from l2l.layout import ParamLayout
 
-
-class _NoLearningRateGroup(dict):
-    """A param group of a rule without a learning rate (a learned optimizer).
-
-    ``torch.optim.lr_scheduler`` starts with ``group["lr"]``; a plain dict would raise a bare
-    ``KeyError: 'lr'``. This one raises a ``TypeError`` that names the problem, and refuses to
-    have an ``lr`` set (which the rule would silently ignore).
-    """
-
-    rule_name = "a learned optimizer"
-
-    def _refuse(self) -> TypeError:
-        return TypeError(
-            f"TorchOptimizer({self.rule_name}) has no learning rate 'lr': the rule's step size "
-            "is learned, so torch.optim.lr_scheduler cannot schedule it and param_group['lr'] "
-            "cannot be set; its hyperparameters are "
-            f"{sorted(k for k in self if k != 'params')}"
-        )
-
-    def __missing__(self, key: str) -> Any:
-        if key == "lr":
-            raise self._refuse()
-        raise KeyError(key)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key == "lr":
-            raise self._refuse()
-        super().__setitem__(key, value)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key == "lr" and key not in self:
-            raise self._refuse()
-        return super().setdefault(key, default)
-
-    def __reduce__(self) -> tuple:
-        return (_no_lr_group, (self.rule_name, dict(self)))
-
-
-def _no_lr_group(rule_name: str, items: dict) -> _NoLearningRateGroup:
-    group = _NoLearningRateGroup(items)
-    group.rule_name = rule_name
-    return group
+#: what the drop-in adds to the groups of a rule without an ``lr`` (see the module docstring)
+LEARNED_GROUP_DEFAULTS = {"lr": 1.0, "weight_decay": 0.0}
 
 
 def _rule_name(rule: BatchedOptimizer) -> str:
@@ -153,13 +121,24 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._cache: dict[int, tuple[tuple, BatchedOptimizer]] = {}
         # per parameter: (its torch-layout state tensors, the rule-layout views of them)
         self._views: dict[Tensor, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+        # per parameter: (the group's rule, that rule bound to the parameter's layout)
+        self._bound: dict[Tensor, tuple[BatchedOptimizer, BatchedOptimizer]] = {}
         defaults = {**rule.torch_group_constants(), **rule.hyperparameters()}
+        self._extras = self._extra_settings()
+        defaults.update({k: LEARNED_GROUP_DEFAULTS[k] for k in self._extras})
         super().__init__(params, defaults=defaults)
         zoo_name = getattr(rule, "pretrained_name", None)  # set by l2l.pretrained.load
         if zoo_name is not None:  # one log line where the entry is documented to fail
             from l2l.pretrained import warn_drop_in
 
             warn_drop_in(zoo_name, [p for g in self.param_groups for p in g["params"]])
+
+    def _extra_settings(self) -> tuple[str, ...]:
+        """The drop-in's own group settings: for a rule without ``lr``, those of
+        ``LEARNED_GROUP_DEFAULTS`` that are not the rule's hyperparameters."""
+        if self._has_lr:
+            return ()
+        return tuple(k for k in LEARNED_GROUP_DEFAULTS if k not in self._names)
 
     def __getstate__(self) -> dict[str, Any]:
         """torch.optim pickles defaults, state and groups only; the rule must come along."""
@@ -170,26 +149,15 @@ class TorchOptimizer(torch.optim.Optimizer):
         if "rule" in state:  # unpickling (load_state_dict passes state and groups only)
             self._names = tuple(self.rule.hyperparameters())
             self._has_lr = "lr" in self._names
+            self._extras = self._extra_settings()
         self._cache = {}
         self._views = {}
+        self._bound = {}
 
     def __repr__(self) -> str:
         return f"TorchOptimizer({self.rule!r}, {len(self.param_groups)} param group(s))"
 
     # -- param groups -------------------------------------------------------------------------
-
-    def _wrap_group(self, group: dict) -> dict:
-        if self._has_lr or isinstance(group, _NoLearningRateGroup):
-            return group
-        if "lr" in group:
-            raise TypeError(
-                f"TorchOptimizer({_rule_name(self.rule)}) has no learning rate 'lr' (its step "
-                "size is learned): remove 'lr' from the param group"
-            )
-        return _no_lr_group(_rule_name(self.rule), group)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(self._wrap_group(param_group))
 
     def _rule_for(self, index: int, group: dict[str, Any]) -> BatchedOptimizer:
         """The rule with this group's hyperparameters; only the latest one per group is kept."""
@@ -216,16 +184,47 @@ class TorchOptimizer(torch.optim.Optimizer):
                 loss = closure()
         for index, group in enumerate(self.param_groups):
             rule = self._rule_for(index, group)
+            scale, decay = self._scale_and_decay(group)
             for p in group["params"]:
                 grad = p.grad
                 if grad is None:
                     continue
                 if grad.is_sparse:
                     raise RuntimeError("l2l optimizers do not support sparse gradients")
-                self._step_param(rule, p, grad)
+                self._step_param(self._param_rule(rule, p), p, grad, scale, decay)
         return loss
 
-    def _step_param(self, rule: BatchedOptimizer, p: Tensor, grad: Tensor) -> None:
+    def _scale_and_decay(self, group: dict[str, Any]) -> tuple[float, float]:
+        """The group's step multiplier and decoupled weight decay (a learned optimizer's; 1 and
+        0 for rules with their own ``lr``); a ValueError unless both are numbers >= 0."""
+        values = []
+        for key in ("lr", "weight_decay"):
+            if key not in self._extras:
+                values.append(LEARNED_GROUP_DEFAULTS[key] if key == "lr" else 0.0)
+                continue
+            value = _plain(group.get(key, LEARNED_GROUP_DEFAULTS[key]))
+            check_range(f"param_group[{key!r}] of TorchOptimizer({_rule_name(self.rule)})",
+                        value, 0.0)
+            values.append(float(value))
+        return values[0], values[1]
+
+    def _param_rule(self, rule: BatchedOptimizer, p: Tensor) -> BatchedOptimizer:
+        """``rule`` bound to ``p``'s layout (``rule`` itself for rules that ignore layouts),
+        kept until the group's rule changes."""
+        cached = self._bound.get(p)
+        if cached is not None and cached[0] is rule:
+            return cached[1]
+        bound = rule.with_layout(ParamLayout.from_tensors([p]))
+        self._bound[p] = (rule, bound)
+        return bound
+
+    def group_layout(self, index: int = 0) -> ParamLayout:
+        """The layout of param group ``index``'s parameters flattened and concatenated in
+        order (what a rule stepping the group as one flat buffer is bound to)."""
+        return ParamLayout.from_tensors(self.param_groups[index]["params"])
+
+    def _step_param(self, rule: BatchedOptimizer, p: Tensor, grad: Tensor,
+                    scale: float = 1.0, decay: float = 0.0) -> None:
         """``rule.step_`` on ``(1, numel)`` views of ``p``, its gradient and its state.
 
         The rule-layout views of a parameter's state are kept between steps for as long as the
@@ -254,7 +253,10 @@ class TorchOptimizer(torch.optim.Optimizer):
         if g.shape != flat.shape:
             raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape "
                              f"{tuple(real.shape)}")
+        before = None if scale == 1.0 and decay == 0.0 else flat.clone()
         rule._step_(g, rows, flat)  # shapes checked above; autograd is off (step is no_grad)
+        if before is not None:  # p <- (1 - lr wd) p + lr u (see LEARNED_GROUP_DEFAULTS)
+            flat.sub_(before).mul_(scale).add_(before, alpha=1.0 - scale * decay)
         if flat.data_ptr() != real.data_ptr():  # a non-contiguous parameter: write back
             real.copy_(flat.view(real.shape))
         if known is not None and len(known) == len(rows) and all(
@@ -281,7 +283,6 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._check_compatible(state_dict)
         self._check_state_shapes(state_dict)
         super().load_state_dict(state_dict)
-        self.param_groups = [self._wrap_group(g) for g in self.param_groups]
 
     def _check_state_shapes(self, state_dict: dict[str, Any]) -> None:
         """Refuse, with a ``ValueError`` naming the parameter and both shapes, saved state that

@@ -88,10 +88,14 @@ def test_zero_ranges_leave_the_base_family_and_one_tensor_fallback():
     inst = fam.sample(2, seed=0)
     assert type(inst) is type(fam.base.sample(2, seed=0))
     assert _aug({"family": "quadratic", "kwargs": {"dim": 4}}).param_shapes == [("theta", (4,))]
-    # a mixture names no tensors: its whole vector is one
+    # a mixture has its components' layout when they agree, else its whole vector is one
     quad = _aug({"family": "mixture", "kwargs": {"components": [
         {"family": "quadratic", "kwargs": {"dim": 4}}]}}, param_scale_range=1.0)
-    assert quad.param_shapes == [("params", (4,))]
+    assert quad.param_shapes == [("theta", (4,))]
+    mixed = _aug({"family": "mixture", "kwargs": {"components": [
+        {"family": "quadratic", "kwargs": {"dim": 4}},
+        {"family": "rosenbrock", "kwargs": {"dim": 4}}]}}, param_scale_range=1.0)
+    assert mixed.param_shapes == [("params", (4,))]
     inst = quad.sample(2, seed=0)
     assert isinstance(inst, ScaledInstances)
     assert torch.equal(inst.scale[:, :1].expand(2, 4), inst.scale)

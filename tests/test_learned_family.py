@@ -11,6 +11,7 @@ from torch import nn
 
 import baselines
 from l2l import checkpoint
+from l2l.layout import ParamLayout
 from l2l.learned import AdamAnchored, LearnableAdam, LearnableMomentum, RNNprop
 from l2l.learned.base import LearnedOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
@@ -21,7 +22,7 @@ from l2l.torch_optimizer import TorchOptimizer
 #: settings under which each learned optimizer suits the quadratic family (raw-gradient LSTM)
 QUADRATIC = {"lstm": {"preprocessing": "none", "output_scale": 1.0},
              "adam_anchored": {"lr": 0.05}, "learnable_adam": {"lr": 0.01},
-             "learnable_momentum": {"lr": 0.001}}
+             "learnable_momentum": {"lr": 0.001}, "mlp_lopt": {"step_mult": 0.05}}
 
 
 def _build(name: str, seed: int = 0, **overrides) -> LearnedOptimizer:
@@ -87,7 +88,8 @@ def test_drop_in_torch_optimizer_applies_the_batched_rule(name):
     with torch.no_grad():
         for p0, g, p in zip(start, grads, model.parameters()):
             flat = p0.reshape(1, -1)
-            update, _ = opt.update(g.reshape(1, -1), opt.init(flat), flat)
+            rule = opt.with_layout(ParamLayout.from_tensors([p0]))  # opt unless it uses_layout
+            update, _ = rule.update(g.reshape(1, -1), rule.init(flat), flat)
             torch.testing.assert_close(p, p0 + update.view_as(p0), rtol=1e-12, atol=1e-14)
 
 

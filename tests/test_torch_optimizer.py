@@ -203,19 +203,57 @@ def test_a_changing_lr_keeps_one_rule_per_group():
     assert lrs == pytest.approx([0.01 * 0.99**199, 0.003 * 0.99**199])
 
 
-def test_a_scheduler_on_a_learned_optimizer_is_a_clear_error():
-    opt = TorchOptimizer(_model().parameters(), LSTMOptimizer().double())
-    with pytest.raises(TypeError, match=r"TorchOptimizer\(LSTMOptimizer\) has no learning rate"):
-        torch.optim.lr_scheduler.StepLR(opt, 5)
-    with pytest.raises(TypeError, match="no learning rate"):
-        opt.param_groups[0]["lr"] = 0.1
-    with pytest.raises(TypeError, match="no learning rate"):
-        TorchOptimizer([{"params": _model().parameters(), "lr": 0.1}], LSTMOptimizer())
-    # the guard survives a state-dict round trip, and the optimizer still steps
+def _one_step(opt, model, x):
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    model(x).pow(2).mean().backward()
+    opt.step()
+    return [p.detach() - b for p, b in zip(model.parameters(), before)], before
+
+
+def test_a_scheduler_scales_a_learned_optimizers_step():
+    """lr is a multiplier of the learned step (1: the rule as trained); schedulers drive it."""
+    x = torch.randn(8, 4, dtype=torch.float64)
+    lstm = LSTMOptimizer(zero_head=False).double()
+    reference = _model()
+    plain = TorchOptimizer(reference.parameters(), lstm)
+    assert plain.param_groups[0]["lr"] == 1.0 and plain.param_groups[0]["weight_decay"] == 0.0
+    full, _ = _one_step(plain, reference, x)
+    model = _model()
+    opt = TorchOptimizer(model.parameters(), lstm)
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.25)  # lr 1 -> 0.25 at once
+    assert opt.param_groups[0]["lr"] == 0.25
+    quarter, _ = _one_step(opt, model, x)
+    for a, b in zip(quarter, full):
+        torch.testing.assert_close(a, 0.25 * b, rtol=1e-12, atol=1e-15)
+    # the setting survives a state-dict round trip
     opt.load_state_dict(_roundtrip(opt.state_dict()))
-    with pytest.raises(TypeError, match="no learning rate"):
-        torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
-    assert "lr" not in opt.param_groups[0]
+    assert opt.param_groups[0]["lr"] == 0.25
+
+
+def test_decoupled_weight_decay_for_a_learned_optimizer():
+    x = torch.randn(8, 4, dtype=torch.float64)
+    lstm = LSTMOptimizer(zero_head=False).double()
+    reference = _model()
+    full, _ = _one_step(TorchOptimizer(reference.parameters(), lstm), reference, x)
+    model = _model()
+    opt = TorchOptimizer([{"params": model.parameters(), "lr": 0.5, "weight_decay": 0.1}],
+                         lstm)
+    steps, before = _one_step(opt, model, x)
+    for a, b, p in zip(steps, full, before):
+        torch.testing.assert_close(a, 0.5 * b - 0.5 * 0.1 * p, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(("group", "message"), [
+    ({"lr": -0.1}, r"param_group\['lr'\] of TorchOptimizer\(LSTMOptimizer\) must lie in"),
+    ({"weight_decay": "big"}, r"param_group\['weight_decay'\].* must be a number"),
+])
+def test_bad_step_scale_or_decay_of_a_learned_optimizer_is_a_value_error(group, message):
+    model = _model()
+    opt = TorchOptimizer([{"params": model.parameters(), **group}], LSTMOptimizer().double())
+    model(torch.randn(2, 4, dtype=torch.float64)).sum().backward()
+    with pytest.raises(ValueError, match=message):
+        opt.step()
 
 
 @pytest.mark.parametrize(

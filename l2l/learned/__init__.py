@@ -9,7 +9,8 @@ from l2l.learned.adam_anchored import AdamAnchored
 from l2l.learned.base import LearnedOptimizer
 from l2l.learned.learnable import LearnableAdam, LearnableMomentum
 from l2l.learned.lstm import LSTMOptimizer
+from l2l.learned.mlp_lopt import MLPLOpt
 from l2l.learned.rnnprop import RNNprop
 
 __all__ = ["AdamAnchored", "LSTMOptimizer", "LearnableAdam", "LearnableMomentum",
-           "LearnedOptimizer", "RNNprop"]
+           "LearnedOptimizer", "MLPLOpt", "RNNprop"]

@@ -139,7 +139,10 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
                 f"cannot change {sorted(overrides)} of a trained {self.name} optimizer: the "
                 f"learned weights would not fit; build a new one instead") from error
         reference = next(iter(self.parameters()), None)
-        return clone if reference is None else clone.to(reference)
+        clone = clone if reference is None else clone.to(reference)
+        if self.layouts:  # a bound rule stays bound
+            clone = clone.with_layout(self.layouts.values())
+        return clone
 
     @property
     def dtype(self) -> torch.dtype:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import Instances, TaskFamily, check_sample
 from l2l.tasks.scaled import ScaledInstances
 from l2l.tasks.seeding import instance_generator
@@ -79,10 +80,13 @@ class AugmentedFamily(TaskFamily):
         return self.base.num_params
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """The base family's tensors, or one tensor ``params (n,)`` if it names none."""
-        shapes = getattr(self.base, "param_shapes", None)
-        return list(shapes) if shapes is not None else [("params", (self.base.num_params,))]
+    def layout(self) -> ParamLayout:
+        """The base family's tensors; one flat tensor for a mixture whose components' layouts
+        differ (it has no single layout)."""
+        try:
+            return self.base.layout
+        except ValueError:
+            return ParamLayout.flat(self.base.num_params)
 
     def tensor_sizes(self) -> list[int]:
         sizes = [int(torch.Size(shape).numel()) for _, shape in self.param_shapes]

@@ -13,6 +13,8 @@ import abc
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -107,6 +109,24 @@ class TaskFamily(abc.ABC):
     @abc.abstractmethod
     def num_params(self) -> int:
         """Length ``n`` of each instance's flat parameter vector."""
+
+    @property
+    def layout(self) -> ParamLayout:
+        """Which tensors an instance's flat parameter vector holds (``l2l.layout``), for the
+        optimizers that read tensor structure; the default is one flat tensor ``(n,)``."""
+        return ParamLayout.flat(self.num_params)
+
+    @property
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape), ...]`` of the layout's tensors in flat order (per-tensor views
+        such as augmentation's factors)."""
+        layout = self.layout
+        return list(zip(layout.names, layout.shapes))
+
+    def layouts(self) -> tuple[ParamLayout, ...]:
+        """Every layout an instance of this family can have (a mixture: its components'):
+        what the meta-trainer binds its optimizer to (``BatchedOptimizer.with_layout``)."""
+        return (self.layout,)
 
     @abc.abstractmethod
     def sample(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import Instances, TaskFamily, check_sample
 from l2l.tasks.mnist_common import MAX_COUNTER, check_init_std, hash_indices, positive_int
 from l2l.tasks.seeding import instance_generator, stream_key
@@ -166,8 +167,8 @@ class CharRNNFamily(TaskFamily):
         return self._num_params
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return list(self._shapes)
+    def layout(self) -> ParamLayout:
+        return ParamLayout(tuple(n for n, _ in self._shapes), tuple(s for _, s in self._shapes))
 
     def split_tokens(self, split: str) -> Tensor:
         """The token ids ``(L,)`` of ``split``'s text."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import Instances, TaskFamily, check_sample
 from l2l.tasks.mnist_common import check_init_std, positive_int
 from l2l.tasks.seeding import instance_generator
@@ -75,8 +76,8 @@ class ConditionedQuadraticFamily(TaskFamily):
         return self.dim
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return [("theta", (self.dim,))]
+    def layout(self) -> ParamLayout:
+        return ParamLayout.flat(self.dim, "theta")
 
     def eigenvalues(self) -> Tensor:
         """The Hessian's eigenvalues ``(dim,)`` in float64, from ``condition`` down to 1."""

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import TaskFamily, check_sample
 from l2l.tasks.mnist_common import check_init_std, positive_int
 from l2l.tasks.seeding import instance_generator, stream_key
@@ -88,8 +89,8 @@ class GaussianLogRegFamily(TaskFamily):
         return self.dim + 1
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return [("w", (self.dim,)), ("b", (1,))]
+    def layout(self) -> ParamLayout:
+        return ParamLayout(("w", "b"), ((self.dim,), (1,)))
 
     def _draw(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         d, N = self.dim, self.num_examples

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import Instances, TaskFamily, check_sample
 
 
@@ -41,6 +42,17 @@ class MixtureFamily(TaskFamily):
             raise ValueError(f"the components of {self.name} have different parameter counts "
                              f"{sorted(sizes)}: there is no single num_params")
         return sizes.pop()
+
+    @property
+    def layout(self) -> ParamLayout:
+        layouts = set(self.layouts())
+        if len(layouts) != 1:
+            raise ValueError(f"the components of {self.name} have different parameter layouts: "
+                             "there is no single layout (use layouts())")
+        return layouts.pop()
+
+    def layouts(self) -> tuple[ParamLayout, ...]:
+        return tuple(lay for c in self.components for lay in c.layouts())
 
     def component_index(self, seed: int, split: str, offset: int) -> int:
         rng = random.Random(f"mixture/{seed}/{split}/{offset}")

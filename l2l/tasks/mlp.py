@@ -5,7 +5,7 @@ An MLP with layer sizes ``(d_0, ..., d_L)`` stores, for each layer ``k`` in orde
 ``W_k`` is the transpose of ``nn.Linear.weight``), then its bias ``b_k`` of shape
 ``(d_{k+1},)``. ``B`` instances are a ``(B, n)`` batch, and the forward pass of the batch is one
 ``torch.baddbmm`` per layer. The MNIST MLPs, the teacher-student regression and the autoencoder
-all use this module, so their layouts and ``param_shapes`` cannot drift apart.
+all use this module, so their layouts and ``layout`` cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from l2l.layout import ParamLayout
 
 Shapes = list[tuple[int, int]]
 
@@ -29,13 +31,15 @@ def count_params(shapes: Shapes) -> int:
     return sum(i * o + o for i, o in shapes)
 
 
-def param_shapes(shapes: Shapes) -> list[tuple[str, tuple[int, ...]]]:
-    """``[(name, shape), ...]`` of every tensor in flat order: ``W0 (in, out)``, ``b0 (out,)``,
-    ``W1``, ... (for per-tensor views of the flat vector)."""
-    out: list[tuple[str, tuple[int, ...]]] = []
+def layout(shapes: Shapes) -> ParamLayout:
+    """The tensors of the flat vector in order: ``W0 (in, out)``, ``b0 (out,)``, ``W1``, ...;
+    weights are stored ``(in, out)``, so a weight's fan-in is its first dimension."""
+    names, dims, fan_ins = [], [], []
     for k, (i, o) in enumerate(shapes):
-        out += [(f"W{k}", (i, o)), (f"b{k}", (o,))]
-    return out
+        names += [f"W{k}", f"b{k}"]
+        dims += [(i, o), (o,)]
+        fan_ins += [i, 1]
+    return ParamLayout(tuple(names), tuple(dims), tuple(fan_ins))
 
 
 def unflatten(params: Tensor, shapes: Shapes) -> list[tuple[Tensor, Tensor]]:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks import mlp
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
@@ -110,8 +111,8 @@ class MNISTAutoencoderFamily(MNISTFamily):
                 f"init={self.init!r}, init_std={self.init_std})")
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return mlp.param_shapes(self.shapes)
+    def layout(self) -> ParamLayout:
+        return mlp.layout(self.shapes)
 
     def init_scale(self) -> float | Tensor:
         if self.init == "normal":

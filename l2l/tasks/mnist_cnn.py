@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
     MNISTFamily,
@@ -117,6 +118,20 @@ class MNISTCNNFamily(MNISTFamily):
 
     # -- parameters ---------------------------------------------------------------------------
 
+    @property
+    def layout(self) -> ParamLayout:
+        """``conv0.weight (co, ci, k, k), conv0.bias, ..., head.W (F, 10), head.b``; the
+        head's fan-in is its first dimension, the convolutions' torch's."""
+        names, shapes, fan_ins = [], [], []
+        for k, shape in enumerate(self.conv_shapes):
+            names += [f"conv{k}.weight", f"conv{k}.bias"]
+            shapes += [shape, (shape[0],)]
+            fan_ins += [math.prod(shape[1:]), 1]
+        names += ["head.W", "head.b"]
+        shapes += [(self.features, NUM_CLASSES), (NUM_CLASSES,)]
+        fan_ins += [self.features, 1]
+        return ParamLayout(tuple(names), tuple(shapes), tuple(fan_ins))
+
     def init_scale(self) -> float | Tensor:
         if self.init == "normal":
             return self.init_std
@@ -129,15 +144,6 @@ class MNISTCNNFamily(MNISTFamily):
         parts += [torch.full((self.features * NUM_CLASSES,), 1.0 / math.sqrt(self.features)),
                   torch.zeros(NUM_CLASSES)]
         return torch.cat(parts).to(torch.float64)
-
-    @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """``[(name, shape), ...]`` of every tensor in flat order: each block's ``conv<k>.W (co,
-        ci, k, k)`` and ``conv<k>.b (co,)``, then ``head.W (F, 10)`` and ``head.b (10,)``."""
-        out: list[tuple[str, tuple[int, ...]]] = []
-        for k, shape in enumerate(self.conv_shapes):
-            out += [(f"conv{k}.W", shape), (f"conv{k}.b", (shape[0],))]
-        return out + [("head.W", (self.features, NUM_CLASSES)), ("head.b", (NUM_CLASSES,))]
 
     def unflatten(self, params: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor, Tensor]:
         """Views ``([(W (B, co, ci, k, k), b (B, co)), ...], W_head (B, F, 10), b_head (B, 10))``

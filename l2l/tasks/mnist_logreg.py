@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.mnist_common import MNISTFamily, check_init_std
 from l2l.tasks.mnist_data import IMAGE_SIZE, NUM_CLASSES
 
@@ -48,9 +49,10 @@ class MNISTLogRegFamily(MNISTFamily):
         return self.init_std
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """``[(name, shape), ...]`` of every tensor in flat order."""
-        return [("W", (IMAGE_SIZE, NUM_CLASSES)), ("b", (NUM_CLASSES,))]
+    def layout(self) -> ParamLayout:
+        """``W (784, 10)`` (fan-in 784), then ``b (10,)``."""
+        return ParamLayout(("W", "b"), ((IMAGE_SIZE, NUM_CLASSES), (NUM_CLASSES,)),
+                           (IMAGE_SIZE, 1))
 
     def unflatten(self, params: Tensor) -> tuple[Tensor, Tensor]:
         """Views ``W (B, 784, 10)`` and ``b (B, 10)`` of flat ``params (B, 7850)``."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks import mlp
 from l2l.tasks.mnist_common import (
     ACTIVATIONS,
@@ -112,9 +113,9 @@ class MNISTMLPFamily(MNISTFamily):
     # -- parameters ---------------------------------------------------------------------------
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """``[(name, shape), ...]`` of every tensor in flat order (``l2l.tasks.mlp``)."""
-        return mlp.param_shapes(self.shapes)
+    def layout(self) -> ParamLayout:
+        """``W0 (in, out), b0, W1, b1, ...`` (``l2l.tasks.mlp``)."""
+        return mlp.layout(self.shapes)
 
     def unflatten(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Views ``[(W (B, in, out), b (B, out)), ...]`` of flat ``params (B, n)``, per layer."""

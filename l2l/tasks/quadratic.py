@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import Instances, TaskFamily, check_sample
 from l2l.tasks.seeding import instance_generator
 
@@ -103,8 +104,8 @@ class QuadraticFamily(TaskFamily):
         return self.dim
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return [("theta", (self.dim,))]
+    def layout(self) -> ParamLayout:
+        return ParamLayout.flat(self.dim, "theta")
 
     @staticmethod
     def _draw(dist: str, shape: tuple[int, ...], g: torch.Generator) -> Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks.base import Instances, TaskFamily, check_sample
 from l2l.tasks.mnist_common import positive_int
 from l2l.tasks.seeding import instance_generator
@@ -66,8 +67,8 @@ class RosenbrockFamily(TaskFamily):
         return self.dim
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return [("x", (self.dim,))]
+    def layout(self) -> ParamLayout:
+        return ParamLayout.flat(self.dim, "x")
 
     def sample(self, batch_size: int, seed: int, split: str = "train", *, offset: int = 0,
                device: torch.device | str | None = None,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from l2l.layout import ParamLayout
 from l2l.tasks import mlp
 from l2l.tasks.base import TaskFamily, check_sample
 from l2l.tasks.mnist_common import ACTIVATIONS, check_activation, check_init_std, positive_int
@@ -93,8 +94,8 @@ class TeacherStudentFamily(TaskFamily):
         return mlp.count_params(self.shapes)
 
     @property
-    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        return mlp.param_shapes(self.shapes)
+    def layout(self) -> ParamLayout:
+        return mlp.layout(self.shapes)
 
     def predict(self, params: Tensor, x: Tensor) -> Tensor:
         """Student outputs ``(B, m, output_dim)`` on each instance's inputs ``x (B, m, d)``."""
