@@ -15,14 +15,15 @@ rotations, and fixed per-instance datasets read in hashed minibatches.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from l2l.interface import check_range
-from l2l.tasks.base import Instances
+from l2l.tasks.base import Instances, check_sample
 from l2l.tasks.mnist_common import MAX_COUNTER, hash_indices
+from l2l.tasks.seeding import instance_generator, stream_key
 
 
 def check_number(name: str, value: object, low: float, high: float = math.inf, *,
@@ -117,6 +118,22 @@ class DatasetInstances(Instances):
         params = params.detach()
         x, y = self.x.to(params.dtype), self.y.to(params.dtype)
         return {"loss": self.batch_loss(params, x, y), **self.metrics(params)}
+
+
+def draw_datasets(draw: Callable[[torch.Generator], tuple[Tensor, Tensor, Tensor]],
+                  namespace: str, batch_size: int, seed: int, split: str, offset: int,
+                  device: torch.device | str | None, dtype: torch.dtype,
+                  ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """``(x, y, init, ids, key)`` of instances ``offset .. offset + batch_size``: each one's
+    ``draw(generator) -> (x, y, init)`` from its own generator (so an instance is the same in
+    any batch), stacked on ``device`` in ``dtype``; ``key`` fixes the split's minibatches."""
+    check_sample(batch_size, seed, split, offset, dtype)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    drawn = [draw(instance_generator(namespace, seed, split, i))
+             for i in range(offset, offset + batch_size)]
+    x, y, init = (torch.stack(ts).to(device=dev, dtype=dtype) for ts in zip(*drawn, strict=True))
+    return x, y, init, make_ids(offset, batch_size, dev), stream_key(namespace, seed, split,
+                                                                      "minibatch")
 
 
 def make_ids(offset: int, batch_size: int, device: torch.device) -> Tensor:

@@ -15,10 +15,14 @@ from torch import Tensor
 
 from l2l.layout import ParamLayout
 from l2l.tasks import mlp
-from l2l.tasks.base import TaskFamily, check_sample
+from l2l.tasks.base import TaskFamily
 from l2l.tasks.mnist_common import ACTIVATIONS, check_activation, check_init_std, positive_int
-from l2l.tasks.seeding import instance_generator, stream_key
-from l2l.tasks.synthetic_common import DatasetInstances, check_number, make_ids, positive_ints
+from l2l.tasks.synthetic_common import (
+    DatasetInstances,
+    check_number,
+    draw_datasets,
+    positive_ints,
+)
 
 INITS = ("fan_in", "normal")
 
@@ -123,14 +127,6 @@ class TeacherStudentFamily(TaskFamily):
     def sample(self, batch_size: int, seed: int, split: str = "train", *, offset: int = 0,
                device: torch.device | str | None = None,
                dtype: torch.dtype = torch.float32) -> TeacherStudentInstances:
-        check_sample(batch_size, seed, split, offset, dtype)
-        dev = torch.device("cpu") if device is None else torch.device(device)
-        ids = make_ids(offset, batch_size, dev)
-        xs, ys, inits = zip(*(self._draw(instance_generator(self._namespace, seed, split, i))
-                              for i in range(offset, offset + batch_size)), strict=True)
-
-        def put(ts: tuple[Tensor, ...]) -> Tensor:
-            return torch.stack(ts).to(device=dev, dtype=dtype)
-
-        key = stream_key(self._namespace, seed, split, "minibatch")
-        return TeacherStudentInstances(self, put(xs), put(ys), ids, key, put(inits))
+        x, y, init, ids, key = draw_datasets(self._draw, self._namespace, batch_size, seed,
+                                             split, offset, device, dtype)
+        return TeacherStudentInstances(self, x, y, ids, key, init)
