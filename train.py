@@ -11,6 +11,7 @@ runs/README.md). A named run (run_name=...) that was killed resumes when the sam
 again.
 """
 
+# ruff: noqa: E402 - the --help check runs before the heavy imports below
 from __future__ import annotations
 
 import logging
@@ -18,6 +19,11 @@ import math
 import os
 import sys
 from pathlib import Path
+
+from l2l.app_help import exit_with_help_if_asked
+
+if __name__ == "__main__":  # the page comes from conf/ alone: no torch, no config composition
+    exit_with_help_if_asked(sys.argv[1:], Path(__file__).resolve().parent / "conf")
 
 import hydra
 import torch
