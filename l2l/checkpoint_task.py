@@ -1,9 +1,9 @@
 """A checkpoint brings its task: what ``checkpoint=`` was meta-trained on decides the default.
 
-``python train.py mode=evaluate checkpoint=lstm-mnist`` without ``task=`` used to evaluate the
-MNIST optimizer on the default quadratics, a number that means nothing, without a word. A
-checkpoint records its training task (``identity.task``: name, family, kwargs), so when the
-command line names no task, the run takes the checkpoint's and says so; when it does name one,
+Without this, ``python train.py mode=evaluate checkpoint=lstm-mnist`` would evaluate the MNIST
+optimizer on the default quadratics, a number that means nothing. A checkpoint records its
+training task (``identity.task``: name, family, kwargs), so when the command line names no
+task, the run takes the checkpoint's and says so; when it does name one,
 the log says whether the checkpoint saw that task in meta-training, and warns if the task is
 one a pretrained entry is documented to fail on.
 """
@@ -87,8 +87,13 @@ def adopt(cfg: DictConfig, overrides: Sequence[str]) -> None:
     """For a run that loads ``checkpoint=`` (evaluate, compare): take the checkpoint's training
     task when the command line names none, else say whether the checkpoint saw the given one.
     Logs one line either way; a checkpoint that records no task leaves the config alone."""
+    from l2l.registry import is_learned
+
     if cfg.get("checkpoint") is None or cfg.get("mode") not in ("evaluate", "compare"):
         return
+    name = OmegaConf.select(cfg, "optimizer.name")
+    if name is not None and not is_learned(name):
+        return  # checkpoint= with a hand-designed optimizer= is refused by train.py's checks
     _, trained_on = training_record(cfg.checkpoint)
     if not trained_on:
         log.info("checkpoint %s does not record its training task: evaluating on task=%s",
