@@ -41,7 +41,7 @@ except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import cpu_model  # noqa: E402
+from machine import cpu_model, sgemm_rate  # noqa: E402
 
 import baselines  # noqa: E402
 import l2l.pretrained as zoo  # noqa: E402
@@ -84,18 +84,6 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = 
     "cnn": (resnet_cnn, lambda: torch.randn(8, 3, 32, 32)),
     "transformer": (transformer, lambda: torch.randn(8, 32, 128)),
 }
-
-
-def sgemm_rate() -> float:
-    """GFLOP/s of a 512x512 float32 matrix product on this run's threads (best of 8)."""
-    a, b = torch.randn(512, 512), torch.randn(512, 512)
-    out = torch.empty(512, 512)
-    times = []
-    for _ in range(9):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
-    return 2 * 512**3 / min(times[1:]) / 1e9
 
 
 def with_grads(name: str) -> nn.Module:
@@ -148,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     entries = list(zoo.names()) if args.entries == "all" else args.entries.split(",")
-    gflops = sgemm_rate()
+    gflops = sgemm_rate(512, 512, 512, repeats=8) / 1e9  # a square product: the dense rate
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}, "
                f"torch {torch.__version__}, 1 thread")
     print(f"machine: {machine}")

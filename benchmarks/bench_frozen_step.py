@@ -35,6 +35,8 @@ try:
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import sgemm_rate  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from l2l import TorchOptimizer  # noqa: E402
 from l2l.interface import BatchedOptimizer  # noqa: E402
 from l2l.learned import fused_lstm  # noqa: E402
@@ -96,18 +98,6 @@ def eval_batch(repeats: int) -> dict[str, float]:
 COORDS = {"drop_in": 1_001_000, "eval_batch": 1_591_000}
 
 
-def sgemm_rate() -> float:
-    """FLOP/s of a ``(65536, 40) x (40, 80)`` float32 product (the chunked gate matmul)."""
-    a, b = torch.randn(65536, 40), torch.randn(40, 80)
-    out = torch.empty(65536, 80)
-    times = []
-    for _ in range(6):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
-    return 2 * 65536 * 40 * 80 / min(times[1:])
-
-
 def pointwise_time(coords: int) -> float:
     """Seconds of the fused gate math alone (the compiled cell: 60 sigmoid, 40 tanh and the
     products per coordinate and layer) over ``coords`` coordinates and both layers, measured
@@ -139,7 +129,8 @@ def main() -> None:
         print(f"\n{label}  (load {load:.1f} -> {os.getloadavg()[0]:.1f})")
         for k, v in t.items():
             print(f"  {k:<16}{v * 1e3:>10.1f} ms   {v / t['adam']:>7.1f}x Adam")
-        bound = 2 * (22 + 40) * 80 * COORDS[bench.__name__] / sgemm_rate()
+        rate = sgemm_rate(65536, 40, 80)  # the chunked gate matmul
+        bound = 2 * (22 + 40) * 80 * COORDS[bench.__name__] / rate
         print(f"  {'matmul bound':<16}{bound * 1e3:>10.1f} ms   {bound / t['adam']:>7.1f}x Adam")
         full = bound + pointwise_time(COORDS[bench.__name__])
         print(f"  {'+ gate math':<16}{full * 1e3:>10.1f} ms   {full / t['adam']:>7.1f}x Adam")

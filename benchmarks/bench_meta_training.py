@@ -43,7 +43,7 @@ try:
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import cpu_model, sgemm_rate  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from l2l.lstm_optimizer import LSTMOptimizer  # noqa: E402
 from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
@@ -65,18 +65,6 @@ def sync(device: torch.device) -> None:
 
 def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
-
-
-def sgemm_rate(rows: int, repeats: int = 5) -> float:
-    """This machine's float32 matmul rate (FLOP/s) on the LSTM's matmul shape, now."""
-    a, b = torch.randn(rows, 80), torch.randn(80, 20)
-    out = torch.empty(rows, 20)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
-    return 2 * rows * 80 * 20 / min(times[1:])
 
 
 def sequence_flops(n: int, batch_size: int) -> float:
@@ -210,7 +198,7 @@ def main() -> None:
                       f"   {load()}", flush=True)
                 if mode == "sequence" and (fused or args.skip_compile):
                     best[b] = min(best.get(b, float("inf")), seconds)
-    rate = sgemm_rate(task.num_params * UNROLL)
+    rate = sgemm_rate(task.num_params * UNROLL, 80, 20)
     print(f"\nsgemm on this machine now: {rate / 1e9:.1f} GFLOP/s ({load()})")
     for b, seconds in sorted(best.items()):
         flops = sequence_flops(task.num_params, b)

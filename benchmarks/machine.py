@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
+
+import torch
 
 
 def cpu_model() -> str:
@@ -15,3 +18,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def sgemm_rate(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """This machine's float32 matmul rate (FLOP/s) on an ``(m, k) x (k, n)`` product, now, on
+    the current threads: the best of ``repeats`` timings after one warm-up. Each benchmark
+    passes the shape its arithmetic bound is about, since the rate depends on the shape."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * m * k * n / min(times[1:])
