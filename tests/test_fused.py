@@ -95,6 +95,7 @@ def test_meta_training_with_the_sequence_estimator_lowers_validation_loss():
     assert trainer.validate() < before
 
 
+@pytest.mark.slow  # compiles the cell: seconds of inductor time
 def test_frozen_step_equals_torch_lstm_over_chunks(monkeypatch):
     """The chunked addmm + compiled-cell frozen step (forced on for a small problem)."""
     from l2l.learned import fused_lstm

@@ -238,7 +238,7 @@ def test_the_update_of_each_tensor_depends_on_that_tensor_alone():
             g = g + 0.1 * torch.randn_like(g)
 
 
-@pytest.mark.parametrize("family", ["quadratic", "mnist_mlp"])
+@pytest.mark.parametrize("family", ["quadratic", pytest.param("mnist_mlp", marks=pytest.mark.slow)])
 def test_untrained_mlp_lopt_is_adam_and_descends(family, request):
     if family != "quadratic":
         request.getfixturevalue("mnist_dir")  # skips without the data

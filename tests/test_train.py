@@ -31,7 +31,11 @@ def _compose(overrides: list[str]):
         return compose(config_name="config", overrides=overrides, return_hydra_config=False)
 
 
-@pytest.mark.parametrize("group", ["optimizer", "task", "meta", "logger", "experiment"])
+# The groups with many options compose for seconds each (Hydra merges ~50 files per compose), so
+# they sit outside the quick subset; CI runs them all.
+@pytest.mark.parametrize("group", [pytest.param("optimizer", marks=pytest.mark.slow),
+                                   pytest.param("task", marks=pytest.mark.slow), "meta", "logger",
+                                   pytest.param("experiment", marks=pytest.mark.slow)])
 def test_every_config_group_option_composes(group):
     options = _options(group)
     assert options, f"conf/{group} is empty"
