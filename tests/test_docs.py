@@ -72,19 +72,32 @@ def anchors(page: Path) -> set[str]:
 # -- (a) links ---------------------------------------------------------------------------------
 
 
-def test_every_relative_link_and_anchor_resolves():
+def broken_links(pages: list[Path]) -> list[str]:
     broken = []
-    for page in PAGES:
+    for page in pages:
         for target in LINK.findall(_outside_code(page.read_text())):
             if re.match(r"[a-z]+:", target):  # https:, mailto:
                 continue
             path, _, anchor = target.partition("#")
             dest = (page.parent / path).resolve() if path else page
             if not dest.exists():
-                broken.append(f"{_rel(page)}: {target} (no such file)")
+                broken.append(f"{page}: {target} (no such file)")
             elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
-                broken.append(f"{_rel(page)}: {target} (no such heading)")
+                broken.append(f"{page}: {target} (no such heading)")
+    return broken
+
+
+def test_every_relative_link_and_anchor_resolves():
+    broken = broken_links(PAGES)
     assert not broken, "\n".join(broken)
+
+
+def test_a_broken_link_or_anchor_is_caught(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Top: the `one`, here\n\n[ok](#top-the-one-here) [a](nope.md) "
+                    "[b](#nowhere) ![c](fig.png)\n```bash\n# not a heading\n```\n")
+    assert [b.split(": ", 1)[1] for b in broken_links([page])] == [
+        "nope.md (no such file)", "#nowhere (no such heading)", "fig.png (no such file)"]
 
 
 def test_docs_index_lists_every_page():
