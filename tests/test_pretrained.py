@@ -160,9 +160,10 @@ def _run_tasks_of(command: str) -> int:
 
 def test_task_counts_use_one_unit_across_index_listing_and_readme():
     """A task is one meta-iteration (of problems_per_task problems): the index, the listing and
-    the README's zoo section give the kept checkpoint's and the run's counts in that unit."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### Pretrained optimizers", 1)[1].split("\n### ", 1)[0]
+    the zoo's page (docs/pretrained.md) give the kept checkpoint's and the run's counts in that
+    unit."""
+    page = (ROOT / "docs" / "pretrained.md").read_text()
+    section = page.split("## The entries", 1)[1].split("\n## ", 1)[0]
     for record in zoo.list():
         assert record["meta_training_tasks"] == record["iteration"], record["name"]
         assert record["run_tasks"] == _run_tasks_of(record["command"]), record["name"]
