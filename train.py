@@ -5,6 +5,7 @@
     python train.py mode=evaluate optimizer=adam optimizer.hyperparameters.lr=0.03 task=mnist
     python train.py -m optimizer=sgd,adam seed=0,1,2 mode=tune    # a sweep
     python train.py experiment=generalization checkpoints=[a.pt,b.pt]   # the generalization study
+    python train.py experiment=suite checkpoints=[a.pt,rnnprop-mnist-mixture]   # held-out suite
 
 Configs live in conf/ (see conf/config.yaml for every option); outputs in runs/ (see
 runs/README.md). A named run (run_name=...) that was killed resumes when the same command runs
@@ -30,7 +31,15 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import checkpoint_task, distributed, experiments, generalization, job_status, pretrained
+from l2l import (
+    checkpoint_task,
+    distributed,
+    experiments,
+    generalization,
+    job_status,
+    pretrained,
+    suite,
+)
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_checks import check_config
@@ -47,7 +56,7 @@ from l2l.tracking import RunLogger
 
 register_configs()  # every optimizer's defaults for conf/optimizer/*.yaml (l2l/config_store.py)
 log = logging.getLogger("l2l")
-MODES = ("meta_train", "evaluate", "tune", "compare", "generalization")
+MODES = ("meta_train", "evaluate", "tune", "compare", "generalization", "suite")
 #: errors that are the user's input or environment, not a bug in l2l: one line, no traceback
 #: (``debug=true`` shows the traceback anyway)
 USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
@@ -155,6 +164,7 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         refuse_existing_results(run_dir)
     experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
     study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
+    suite_plan = suite.prepare(cfg, device) if cfg.mode == "suite" else None
     if cfg.mode in ("meta_train", "compare") and learned and cfg.checkpoint is None:
         experiments.check_resume(cfg, task, device, run_dir)  # e.g. seed= changed: refused
     if distributed.is_writer():  # the record of what ran, once nothing refused it
@@ -179,6 +189,9 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
             return None
         if study_plan is not None:
             generalization.run_study(cfg, study_plan, device, run_dir, logger)
+            return None
+        if suite_plan is not None:
+            suite.run_suite(cfg, device, run_dir, logger, suite_plan)
             return None
         if cfg.mode == "tune":
             hyper = plain(cfg.optimizer.hyperparameters)
