@@ -28,19 +28,21 @@ log = logging.getLogger("l2l")
 FORMAT = 1  #: the layout of an entry; bump it when the stored record's fields change
 
 
-def _l2l_sources(objects: list[Any]) -> list[Path]:
-    """The l2l source files that define the classes of ``objects`` (and their bases)."""
+def _project_sources(objects: list[Any]) -> list[Path]:
+    """The source files of this project (``l2l/``, ``baselines/``) that define the classes of
+    ``objects`` and their bases, with ``l2l/evaluation.py``."""
+    import baselines
     import l2l
 
-    root = Path(l2l.__file__).resolve().parent
-    files = {Path(__file__).resolve().parents[1] / "evaluation.py"}
+    roots = [Path(m.__file__).resolve().parent for m in (l2l, baselines)]
+    files = {roots[0] / "evaluation.py"}
     for obj in objects:
         for cls in inspect.getmro(type(obj)):
             try:
                 path = Path(inspect.getfile(cls)).resolve()
             except (TypeError, OSError):
                 continue
-            if root in path.parents:
+            if any(root in path.parents for root in roots):
                 files.add(path)
     return sorted(files)
 
@@ -59,7 +61,7 @@ def code_version(baseline: Any, task: Any) -> str:
     """sha256 over the source of the baseline's and task's classes and of the evaluation loop."""
     root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
-    for path in _l2l_sources([baseline, *_task_parts(task)]):
+    for path in _project_sources([baseline, *_task_parts(task)]):
         name = path.relative_to(root) if root in path.parents else path.name
         digest.update(str(name).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

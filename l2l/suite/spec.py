@@ -112,7 +112,7 @@ def suite_families(settings: Mapping[str, Any], conf: Path | None = None) -> set
     """Every base family a suite's tasks use."""
     out: set[str] = set()
     for task in parse_tasks(settings, conf):
-        out |= families(_plain(task_preset(task.task, conf)))
+        out |= families(OmegaConf.to_container(task_preset(task.task, conf)))
     return out
 
 
