@@ -67,6 +67,22 @@ def test_a_bad_suite_definition_is_refused(tasks, message):
         parse_tasks({"name": "s", "tasks": tasks}, CONF)
 
 
+def test_a_task_whose_data_is_absent_is_skipped_with_a_note(tmp_path):
+    from l2l.suite import run_suite
+
+    cfg = _compose([*TINY[:-1], "checkpoints=[lstm-quadratic]", f"suite.cache_dir={tmp_path}",
+                    "suite.tasks=[{name:quad5,task:quadratic,horizon:6,kwargs:{dim:5}},"
+                    "{name:fmnist,task:mnist_8x8,horizon:6,kwargs:{dataset:fashion_mnist,"
+                    f"download:false,data_dir:{tmp_path / 'none'}}}}}]"])
+    plan = prepare(cfg, torch.device("cpu"))
+    assert [s.name for s, _ in plan.skipped] == ["fmnist"] and len(plan.tasks) == 1
+    with RunLogger(tmp_path / "run", {}, backend="none") as logger:
+        result = run_suite(cfg, torch.device("cpu"), tmp_path / "run", logger, plan)
+    assert [r["task"] for r in result["rows"]] == ["quad5"]
+    text = (tmp_path / "run" / "suite.md").read_text()
+    assert "## Skipped tasks (data not present)" in text and "- fmnist (mnist_8x8)" in text
+
+
 def test_a_suite_task_is_tuned_at_its_horizon_even_when_run_longer():
     cfg = _compose(TINY)
     (rosen, _) = parse_tasks(OmegaConf.to_container(cfg.suite), CONF)

@@ -98,21 +98,26 @@ def task_config(cfg: DictConfig, task: SuiteTask, steps: int | None = None) -> D
 
 def families(task: Mapping[str, Any]) -> set[str]:
     """The base families a task config draws from, through ``augmented`` and ``mixture``
-    wrappers: what "disjoint from the training distribution" is checked on."""
+    wrappers: what "disjoint from the training distribution" is checked on. A family on
+    another dataset than MNIST is another family (``mnist_mlp[fashion_mnist]``): the data
+    distribution, not the architecture, is what is held out there (as Celo holds out tasks)."""
     family = task.get("family")
     kwargs = task.get("kwargs") or {}
     if family == "augmented":
         return families(kwargs.get("task") or {})
     if family == "mixture":
         return set().union(*(families(c) for c in kwargs.get("components") or []))
-    return {str(family)}
+    dataset = kwargs.get("dataset", "mnist")
+    return {str(family) if dataset == "mnist" else f"{family}[{dataset}]"}
 
 
 def suite_families(settings: Mapping[str, Any], conf: Path | None = None) -> set[str]:
     """Every base family a suite's tasks use."""
     out: set[str] = set()
     for task in parse_tasks(settings, conf):
-        out |= families(OmegaConf.to_container(task_preset(task.task, conf)))
+        preset = OmegaConf.to_container(task_preset(task.task, conf))
+        preset["kwargs"] = {**(preset.get("kwargs") or {}), **task.kwargs}
+        out |= families(preset)
     return out
 
 
