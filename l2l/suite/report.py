@@ -87,7 +87,7 @@ def summarize(cfg: DictConfig, plan: SuitePlan, measured: list[dict[str, Any]],
                 "diverged": sum(s["diverged"] for s in per_seed), "per_seed": per_seed})
     aggregates = {group: aggregate([r for r in rows if r["group"] == group], plan)
                   for group in groups}
-    return {"title": f"Held-out suite {plan.name}", "suite": plan.name,
+    return {"title": f"Held-out suite ({plan.name})", "suite": plan.name,
             "reference": plan.reference, "baselines": list(cfg.eval.baselines),
             "speedup_cap": plan.speedup_cap, "bootstrap_reps": plan.bootstrap_reps,
             "eval_seed": cfg.eval.seed, "instances": cfg.eval.instances,
@@ -244,6 +244,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
     """suite_profile.png: per group, the fraction of (seed, task) pairs whose ratio is ≤ tau."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(6.0, 4.2))
     FigureCanvasAgg(fig)
@@ -255,6 +256,9 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
                     label=f"{group} (IQM ratio {fmt(agg['ratio']['iqm'], 3)})")
     ax.axvline(1.0, color="grey", lw=1, ls="--")
     ax.set_xscale("log")
+    ticks = [0.25, 0.5, 1.0, 2.0, 4.0]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"tau (learned final loss / tuned {result['reference']}'s)")
     ax.set_ylabel("fraction of tasks with ratio ≤ tau")
