@@ -31,15 +31,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import (
-    checkpoint_task,
-    distributed,
-    experiments,
-    generalization,
-    job_status,
-    pretrained,
-    suite,
-)
+from l2l import checkpoint_task, distributed, experiments, generalization, job_status, pretrained
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_checks import check_config
@@ -51,6 +43,8 @@ from l2l.registry import build_optimizer, is_learned
 from l2l.report import table_with_verdict, write_report
 from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
 from l2l.runtime import available_cpus, resolve_device, resolve_threads
+from l2l.suite import prepare as prepare_suite
+from l2l.suite import run_suite
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
 
@@ -164,7 +158,7 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         refuse_existing_results(run_dir)
     experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
     study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
-    suite_plan = suite.prepare(cfg, device) if cfg.mode == "suite" else None
+    suite_plan = prepare_suite(cfg, device) if cfg.mode == "suite" else None
     if cfg.mode in ("meta_train", "compare") and learned and cfg.checkpoint is None:
         experiments.check_resume(cfg, task, device, run_dir)  # e.g. seed= changed: refused
     if distributed.is_writer():  # the record of what ran, once nothing refused it
@@ -191,7 +185,7 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
             generalization.run_study(cfg, study_plan, device, run_dir, logger)
             return None
         if suite_plan is not None:
-            suite.run_suite(cfg, device, run_dir, logger, suite_plan)
+            run_suite(cfg, device, run_dir, logger, suite_plan)
             return None
         if cfg.mode == "tune":
             hyper = plain(cfg.optimizer.hyperparameters)
