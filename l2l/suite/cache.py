@@ -13,6 +13,7 @@ reused; a corrupt or foreign entry is ignored (and replaced).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -57,13 +58,20 @@ def _task_parts(task: Any) -> list[Any]:
     return parts
 
 
+@functools.cache
+def _file_digest(path: Path) -> str:
+    """A source file's sha256, read once per process: the code this process runs was loaded
+    when it started, so an edit made during a long run must not relabel its results."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def code_version(baseline: Any, task: Any) -> str:
     """sha256 over the source of the baseline's and task's classes and of the evaluation loop."""
     root = Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for path in _project_sources([baseline, *_task_parts(task)]):
         name = path.relative_to(root) if root in path.parents else path.name
-        digest.update(str(name).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(f"{name}\0{_file_digest(path)}\0".encode())
     return digest.hexdigest()
 
 
