@@ -82,3 +82,30 @@ def test_ratio_and_profile():
     taus = profile_taus()
     assert taus[0] == pytest.approx(0.25) and taus[-1] == pytest.approx(4.0)
     assert pytest.approx(taus[len(taus) // 2]) == 1.0
+
+
+def _rows(ratios: list[list[float]], speeds: list[list[float]]) -> list[dict]:
+    """Rows as l2l.suite.report.summarize makes them: one per task, a value per seed."""
+    return [{"task": f"t{k}", "ratio": float(np.mean(r)),
+             "per_seed": [{"ratio": a, "speed_up": b} for a, b in zip(r, s)]}
+            for k, (r, s) in enumerate(zip(ratios, speeds))]
+
+
+def test_a_group_aggregate_is_the_iqm_over_seeds_and_tasks_with_the_goals_verdict():
+    from types import SimpleNamespace
+
+    from l2l.suite.report import aggregate
+
+    plan = SimpleNamespace(bootstrap_reps=200)
+    good = aggregate(_rows([[0.5, 0.6], [0.7, 0.8], [0.8, 0.9], [0.6, 0.7]],
+                           [[2.0, 2.0], [1.8, 1.6], [1.5, 1.7], [3.0, 4.0]]), plan)
+    # 8 ratios, trim 2 per end: mean of 0.6, 0.7, 0.7, 0.8 = 0.7; speed-ups: 1.7, 1.8, 2, 2
+    assert good["ratio"]["iqm"] == pytest.approx(0.7)
+    assert good["speed_up"]["iqm"] == pytest.approx(1.875)
+    assert (good["tasks"], good["runs"], good["won"]) == (4, 2, 4)
+    assert good["ratio"]["ci_low"] <= 0.7 <= good["ratio"]["ci_high"] < 1
+    assert good["verdict"].startswith("3 of 3 goals met")
+    bad = aggregate(_rows([[0.5], [3.0], [math.nan]], [[2.0], [0.5], [math.nan]]), plan)
+    assert bad["left_out"] == ["t2"] and bad["worst_task"] == "t1" and bad["tasks"] == 2
+    assert "no task worse than 2x (worst: t1 3x): NOT met" in bad["verdict"]
+    assert bad["verdict"].startswith("0 of 3 goals met")
