@@ -5,6 +5,7 @@
     python train.py mode=evaluate optimizer=adam optimizer.hyperparameters.lr=0.03 task=mnist
     python train.py -m optimizer=sgd,adam seed=0,1,2 mode=tune    # a sweep
     python train.py experiment=generalization checkpoints=[a.pt,b.pt]   # the generalization study
+    python train.py experiment=suite checkpoints=[a.pt,rnnprop-mnist-mixture]   # held-out suite
 
 Configs live in conf/ (see conf/config.yaml for every option); outputs in runs/ (see
 runs/README.md). A named run (run_name=...) that was killed resumes when the same command runs
@@ -42,12 +43,14 @@ from l2l.registry import build_optimizer, is_learned
 from l2l.report import table_with_verdict, write_report
 from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
 from l2l.runtime import available_cpus, resolve_device, resolve_threads
+from l2l.suite import prepare as prepare_suite
+from l2l.suite import run_suite
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
 from l2l.tracking import RunLogger
 
 register_configs()  # every optimizer's defaults for conf/optimizer/*.yaml (l2l/config_store.py)
 log = logging.getLogger("l2l")
-MODES = ("meta_train", "evaluate", "tune", "compare", "generalization")
+MODES = ("meta_train", "evaluate", "tune", "compare", "generalization", "suite")
 #: errors that are the user's input or environment, not a bug in l2l: one line, no traceback
 #: (``debug=true`` shows the traceback anyway)
 USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
@@ -155,6 +158,7 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         refuse_existing_results(run_dir)
     experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
     study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
+    suite_plan = prepare_suite(cfg, device) if cfg.mode == "suite" else None
     if cfg.mode in ("meta_train", "compare") and learned and cfg.checkpoint is None:
         experiments.check_resume(cfg, task, device, run_dir)  # e.g. seed= changed: refused
     if distributed.is_writer():  # the record of what ran, once nothing refused it
@@ -179,6 +183,9 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
             return None
         if study_plan is not None:
             generalization.run_study(cfg, study_plan, device, run_dir, logger)
+            return None
+        if suite_plan is not None:
+            run_suite(cfg, device, run_dir, logger, suite_plan)
             return None
         if cfg.mode == "tune":
             hyper = plain(cfg.optimizer.hyperparameters)

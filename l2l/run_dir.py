@@ -71,7 +71,7 @@ class RunDirLock:
 
 
 #: the files that mark a complete result: each is written last, atomically, by its mode
-RESULT_FILES = ("summary.json", "generalization.json")
+RESULT_FILES = ("summary.json", "generalization.json", "suite.json")
 
 
 def refuse_existing_results(run_dir: str | Path) -> None:

@@ -293,6 +293,7 @@ def test_conf_task_presets_build_their_family():
         "char_rnn": (CharRNNFamily, {"num_params": 2811, "vocab_size": 27}),
         "teacher_student_augmented": (AugmentedFamily, {"num_params": 577,
                                                         "param_scale_range": 1.0}),
+        "suite_train": (MixtureFamily, {"weights": [0.2] * 5}),
     }
     assert {p.stem for p in (conf / "task").glob("*.yaml")} == set(want)
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):

@@ -43,7 +43,8 @@ def test_every_config_group_option_composes(group):
         cfg = _compose([f"{group}={option}"])
         # Every value resolves (but a mandatory ??? checkpoint of the generalisation presets).
         resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-        assert resolved["mode"] in ("meta_train", "evaluate", "tune", "compare", "generalization")
+        assert resolved["mode"] in ("meta_train", "evaluate", "tune", "compare", "generalization",
+                                    "suite")
         hyper = resolved["optimizer"]["hyperparameters"]
         build_optimizer(resolved["optimizer"]["name"], **hyper)
         task = resolved["task"]

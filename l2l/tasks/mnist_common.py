@@ -26,6 +26,7 @@ families cannot drift apart in how they pick data:
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -141,10 +142,12 @@ def check_resolution(resolution: object) -> int:
 
 
 def pool_images(images: Tensor, resolution: int) -> Tensor:
-    """Flat 28 x 28 images ``(N, 784)`` average-pooled to ``(N, resolution**2)``."""
-    if resolution == SIDE:
+    """Flat square images ``(N, side**2)`` (MNIST's 28 x 28, grey CIFAR-10's 32 x 32)
+    average-pooled to ``(N, resolution**2)``."""
+    side = math.isqrt(images.shape[1])
+    if resolution == side:
         return images
-    square = images.reshape(-1, 1, SIDE, SIDE)
+    square = images.reshape(-1, 1, side, side)
     return F.adaptive_avg_pool2d(square, resolution).reshape(images.shape[0], -1)
 
 
@@ -177,8 +180,14 @@ class MNISTFamily(TaskFamily):
         data_dir: str | Path | None = None,
         download: bool = True,
         resolution: int = SIDE,
+        dataset: str = "mnist",
     ) -> None:
         self.batch_size = positive_int("batch_size", batch_size)
+        if dataset != "mnist":
+            from l2l.tasks.image_data import dataset_spec
+
+            dataset_spec(dataset)  # an unknown name fails now
+        self.dataset_name = dataset
         self.resolution = check_resolution(resolution)
         self.input_size = self.resolution**2
         if not isinstance(download, bool):
@@ -227,13 +236,18 @@ class MNISTFamily(TaskFamily):
         key = (str(dev), dtype)
         data = self._data.get(key)
         if data is None:
-            data = load_mnist(self.data_dir, download=self.download, device=dev)
-            if dtype != data.train_images.dtype or self.resolution != SIDE:
-                data = MNIST(
-                    pool_images(data.train_images, self.resolution).to(dtype),
-                    data.train_labels,
-                    pool_images(data.test_images, self.resolution).to(dtype),
-                    data.test_labels,
+            if self.dataset_name == "mnist":
+                data = load_mnist(self.data_dir, download=self.download, device=dev)
+            else:
+                from l2l.tasks.image_data import load_image_dataset
+
+                data = load_image_dataset(self.dataset_name, self.data_dir,
+                                          download=self.download, device=dev)
+            if dtype != data.train_images.dtype or self.input_size != data.train_images.shape[1]:
+                data = dataclasses.replace(  # keeps the dataset's class and its splits
+                    data,
+                    train_images=pool_images(data.train_images, self.resolution).to(dtype),
+                    test_images=pool_images(data.test_images, self.resolution).to(dtype),
                 )
             self._data[key] = data
         return data

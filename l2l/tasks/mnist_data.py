@@ -191,9 +191,11 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _download_one(url: str, target: Path, timeout: float, progress: bool) -> None:
-    """Download ``url`` to ``target`` atomically, verifying the md5 before the file appears."""
-    want_md5 = FILES[target.name][0]
+def _download_one(url: str, target: Path, timeout: float, progress: bool,
+                  md5: str | None = None) -> None:
+    """Download ``url`` to ``target`` atomically, verifying the md5 (``md5``, else MNIST's sum
+    for the file's name) before the file appears."""
+    want_md5 = md5 or FILES[target.name][0]
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:

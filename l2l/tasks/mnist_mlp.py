@@ -58,6 +58,8 @@ class MNISTMLPFamily(MNISTFamily):
     small-image nets of learned-optimizer task suites (Celo trains on 8 x 8 MNIST). It is a
     keyword of this family, not a family of its own, because nothing else changes: data,
     splits, minibatches, layout and evaluation are the same, only the input size shrinks.
+    ``dataset`` (default ``mnist``) trains on Fashion-MNIST, KMNIST or grey CIFAR-10 instead
+    (``l2l.tasks.image_data``), the same way.
 
     The paper's generalisation variants (40 units, 2 layers, ReLU) and the small-image MLPs are
     presets in ``conf/task/mnist_*.yaml``, not names known to this module.
@@ -76,6 +78,7 @@ class MNISTMLPFamily(MNISTFamily):
         data_dir: str | Path | None = None,
         download: bool = True,
         resolution: int = 28,
+        dataset: str = "mnist",
     ) -> None:
         if isinstance(hidden_sizes, (int, str)):
             raise ValueError(
@@ -91,7 +94,7 @@ class MNISTMLPFamily(MNISTFamily):
             positive_int("every hidden size", h)
         check_activation(activation)
         super().__init__(batch_size=batch_size, data_dir=data_dir, download=download,
-                         resolution=resolution)
+                         resolution=resolution, dataset=dataset)
         self.hidden_sizes = hidden
         self.activation = activation
         self.init_std = check_init_std(init_std)
@@ -104,7 +107,8 @@ class MNISTMLPFamily(MNISTFamily):
         return (
             f"MNISTMLPFamily(hidden_sizes={self.hidden_sizes}, activation={self.activation!r}, "
             f"batch_size={self.batch_size}, init_std={self.init_std}, "
-            f"resolution={self.resolution})"
+            f"resolution={self.resolution}"
+            + (f", dataset={self.dataset_name!r})" if self.dataset_name != "mnist" else ")")
         )
 
     def init_scale(self) -> float:
