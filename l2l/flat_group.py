@@ -36,6 +36,7 @@ from torch import Tensor
 
 from l2l.interface import BatchedOptimizer, State
 from l2l.layout import ParamLayout
+from l2l.tensor_list import TensorList
 
 
 def real_view(t: Tensor) -> Tensor:
@@ -91,11 +92,16 @@ class FlatBucket:
         self.scalar_keys = rule.scalar_state_keys
         self._rule: tuple[BatchedOptimizer, BatchedOptimizer] | None = None
         first = reals[0]
+        #: a baseline: multi-tensor kernels on the parameters and their own state tensors
+        self.multi = rule.multi_tensor_step
         #: one contiguous parameter: stepped in place through a view of it, no buffers
-        self.direct = len(self.params) == 1 and first.is_contiguous()
+        self.direct = len(self.params) == 1 and first.is_contiguous() and not self.multi
         self.flat_params = self.flat_grads = None
         self.param_views: list[Tensor] = []
         self.grad_views: list[Tensor] = []
+        if self.multi:
+            self._publish_lists(rule, rows, reals, states)
+            return
         if not self.direct:
             self.flat_params = first.new_empty(1, self.n)
             self.flat_grads = first.new_empty(1, self.n)
@@ -109,13 +115,50 @@ class FlatBucket:
                 self.rows[key] = torch.cat([r[key] for r in rows], dim=1)
         self.publish(rule, states)
 
+    def _publish_lists(self, rule: BatchedOptimizer, rows: Sequence[State],
+                       reals: Sequence[Tensor], states: dict) -> None:
+        """The multi-tensor form: each parameter keeps its own torch-layout state tensors (views
+        of ``rows``), which the step's ``TensorList``s hold; scalars are one ``(1, 1)`` row."""
+        layouts = [rule.to_torch_state(own, real) for own, real in zip(rows, reals)]
+        self.rows = {}
+        mirrors_dst, mirrors_src = [], []
+        for key in rows[0]:
+            if key in self.scalar_keys:
+                self.rows[key] = rows[0][key].clone()
+                src = self.rows[key].view(())
+                for torch_layout in layouts:
+                    if key in torch_layout:
+                        torch_layout[key] = src.clone()
+                        mirrors_dst.append(torch_layout[key])
+                        mirrors_src.append(src)
+            else:
+                self.rows[key] = TensorList([torch_layout[key] for torch_layout in layouts])
+        self.dicts, self.entries = [], []
+        for p, torch_layout in zip(self.params, layouts):
+            new = torch_state_for(p, torch_layout, self.scalar_keys)
+            old = states.get(p)
+            if old is not None:
+                old.clear()
+                old.update(new)
+                new = old
+            elif new:
+                states[p] = new
+            else:
+                new = None
+            self.dicts.append(new)
+            if new is not None:
+                self.entries.extend((new, k, v) for k, v in new.items())
+        self.mirrors = (mirrors_dst, mirrors_src)
+        self.stale_views = False
+        self.row_ids = {k: id(v) for k, v in self.rows.items()}
+
     @staticmethod
     def _split(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
         """Views of ``flat (1, n, ...)`` shaped like each tensor of ``like`` (plus trailing
         dimensions), in flat order."""
         trailing = tuple(flat.shape[2:])
         pieces = torch.split(flat[0], [t.numel() for t in like], dim=0)
-        return [piece.view(*t.shape, *trailing) for piece, t in zip(pieces, like)]
+        return [piece.view((*t.shape, *trailing)) for piece, t in zip(pieces, like)]
 
     # -- torch.optim's view of the state ------------------------------------------------------
 
@@ -185,6 +228,9 @@ class FlatBucket:
         """One step of every parameter of the bucket, whose gradients are ``grads``:
         ``p <- (1 - scale decay) p + scale update`` (``update`` the rule's own step)."""
         bound = self.bound(rule)
+        if self.multi:
+            self._step_lists(bound, grads)
+            return
         if self.complex:
             grads = [torch.view_as_real(g) for g in grads]
             reals = [torch.view_as_real(p) for p in self.params]
@@ -212,4 +258,15 @@ class FlatBucket:
                 self.rows = {k: v.contiguous() for k, v in self.rows.items()}
             self.publish(rule, states)
         elif self.mirrors[0]:
+            torch._foreach_copy_(self.mirrors[0], self.mirrors[1])
+
+    def _step_lists(self, rule: BatchedOptimizer, grads: Sequence[Tensor]) -> None:
+        """The multi-tensor step: the rule's own ``_step_`` on ``TensorList``s."""
+        if self.complex:
+            grads = [torch.view_as_real(g) for g in grads]
+            reals = [torch.view_as_real(p) for p in self.params]
+        else:
+            reals = self.params
+        rule._step_(TensorList(grads), self.rows, TensorList(reals))
+        if self.mirrors[0]:
             torch._foreach_copy_(self.mirrors[0], self.mirrors[1])
