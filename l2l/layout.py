@@ -6,8 +6,9 @@ al. 2022; muLO, 2024) need it: they normalise each input feature over its tensor
 Adafactor's row and column statistics of matrices, and scale steps by a tensor's fan-in. A
 ``ParamLayout`` says, for one row of the batch, which tensors lie in it in flat order: their
 names, shapes and fan-ins. Task families provide theirs (``TaskFamily.layout``), the drop-in
-builds one per parameter (``TorchOptimizer``), and an optimizer that reads layouts is *bound* to
-them (``BatchedOptimizer.with_layout``); optimizers that ignore layouts are unchanged.
+builds one per flat buffer it steps (``TorchOptimizer``: a param group's tensors), and an
+optimizer that reads layouts is *bound* to them (``BatchedOptimizer.with_layout``);
+optimizers that ignore layouts are unchanged.
 
 Reductions over tensors are one ``index_add`` over segment ids and broadcasts back one
 ``index_select`` (no Python loop over tensors), with a plain ``sum`` when the layout is a single
