@@ -209,7 +209,10 @@ class FlatBucket:
 
     def detach(self, states: dict, keep: set[int]) -> None:
         """Give the parameters not in ``keep`` (by id) copies of their state, so that the flat
-        rows can be freed when a new bucket takes the others over."""
+        rows can be freed when a new bucket takes the others over (multi-tensor state is the
+        parameters' own already)."""
+        if self.multi:
+            return
         for p, d in zip(self.params, self.dicts):
             if d is not None and id(p) not in keep and states.get(p) is d:
                 for key, value in list(d.items()):
