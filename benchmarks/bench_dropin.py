@@ -212,6 +212,8 @@ def rows_for(opts: dict[str, torch.optim.Optimizer], slow: dict[str, dict[str, f
             twin = f"torch {TWINS[base].__name__} ({base})"
             row["twin"] = twin
             row["x_twin"] = round(med / t[twin]["median"], 3)
+            # a loaded machine only adds time: the fastest of 40 steps is the least disturbed
+            row["x_twin_min"] = round(v["min"] / t[twin]["min"], 3)
         rule = getattr(opts[key], "rule", None)
         flops = flops_per_param(rule) if rule is not None else None
         if flops is not None:
@@ -231,8 +233,10 @@ def goals(models: dict[str, dict]) -> dict[str, dict]:
         out[name] = {"limit": limit, "worst": worst, "met": worst <= limit}
 
     rows = [m["rows"] for m in models.values()]
-    check("every baseline <= 1.1x its torch twin",
+    check("every baseline <= 1.1x its torch twin (medians)",
           [r[k]["x_twin"] for r in rows for k in r if "x_twin" in r[k]], 1.1)
+    check("every baseline <= 1.1x its torch twin (fastest steps)",
+          [r[k]["x_twin_min"] for r in rows for k in r if "x_twin_min" in r[k]], 1.1)
     check("mlp_lopt w4 <= 5x torch Adam", [r["mlp_lopt w4"]["x_adam"] for r in rows], 5.0)
     check("mlp_lopt w32 <= 2x its FLOP bound",
           [r["mlp_lopt w32"]["x_flop_bound"] for r in rows], 2.0)
