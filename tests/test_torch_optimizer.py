@@ -535,3 +535,20 @@ def test_a_parameter_without_a_gradient_keeps_its_state():
     assert torch.equal(model.fc1.weight, before)
     for key, value in opt.state[model.fc1.weight].items():
         assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize("rule", [baselines.Adam(), LSTMOptimizer()], ids=["Adam", "LSTM"])
+def test_a_gradient_of_another_shape_or_a_sparse_one_is_refused(rule):
+    """A flat copy would broadcast a wrong-shaped gradient silently: named instead."""
+    weight, bias = nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(3))
+    opt = TorchOptimizer([weight, bias], rule)
+    weight.grad, bias.grad = torch.ones(3, 2), torch.ones(3)
+    bias.data = torch.randn(4)  # torch checks shapes when .grad is set, not when .data is
+    with pytest.raises(ValueError, match=r"gradient of shape \(3,\) for a parameter of shape "
+                                         r"\(4,\)"):
+        opt.step()
+    bias.data = torch.randn(3)
+    bias.grad = torch.ones(3).to_sparse()
+    with pytest.raises(RuntimeError, match="do not support sparse gradients"):
+        opt.step()
+    assert not opt.state  # nothing stepped
