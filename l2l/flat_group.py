@@ -38,6 +38,9 @@ from l2l.interface import BatchedOptimizer, State
 from l2l.layout import ParamLayout
 from l2l.tensor_list import TensorList
 
+#: coordinates of whole tensors a learned optimizer steps per call (see ``_step_chunks``)
+CHUNK = 1 << 16
+
 
 def real_view(t: Tensor) -> Tensor:
     """A complex tensor as its real view (``t.shape + (2,)``, sharing memory), else ``t``.
@@ -90,7 +93,8 @@ class FlatBucket:
         self.layout = ParamLayout.from_tensors(self.params)
         self.n = self.layout.numel
         self.scalar_keys = rule.scalar_state_keys
-        self._rule: tuple[BatchedOptimizer, BatchedOptimizer] | None = None
+        self._rule: tuple[BatchedOptimizer, list] | None = None
+        self.chunks = self._chunks()
         first = reals[0]
         #: a baseline: multi-tensor kernels on the parameters and their own state tensors
         self.multi = rule.multi_tensor_step
@@ -151,6 +155,20 @@ class FlatBucket:
         self.mirrors = (mirrors_dst, mirrors_src)
         self.stale_views = False
         self.row_ids = {k: id(v) for k, v in self.rows.items()}
+
+    def _chunks(self) -> list[tuple[int, int, ParamLayout]]:
+        """Consecutive whole tensors of at most :data:`CHUNK` coordinates together (a larger
+        tensor alone): ``(lo, hi, their layout)``."""
+        out, start, first = [], 0, 0
+        layout = self.layout
+        for i, (off, size) in enumerate(zip(layout.offsets, layout.sizes)):
+            end = off + size
+            if i > first and end - start > CHUNK:
+                out.append((start, off, first, i))
+                start, first = off, i
+        out.append((start, layout.numel, first, len(layout)))
+        return [(lo, hi, ParamLayout(layout.names[a:b], layout.shapes[a:b], layout.fan_ins[a:b]))
+                for lo, hi, a, b in out]
 
     @staticmethod
     def _split(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
@@ -221,18 +239,22 @@ class FlatBucket:
     # -- the step -----------------------------------------------------------------------------
 
     def bound(self, rule: BatchedOptimizer) -> BatchedOptimizer:
-        """``rule`` bound to this bucket's layout, kept until the group's rule changes."""
+        """``rule`` bound to this bucket's layout."""
+        return rule.with_layout(self.layout)
+
+    def _bound_chunks(self, rule: BatchedOptimizer) -> list:
+        """``(lo, hi, rule bound to the chunk's layout)`` per chunk, kept until the group's rule
+        changes."""
         if self._rule is None or self._rule[0] is not rule:
-            self._rule = (rule, rule.with_layout(self.layout))
+            self._rule = (rule, [(lo, hi, rule.with_layout(lay)) for lo, hi, lay in self.chunks])
         return self._rule[1]
 
     def step(self, rule: BatchedOptimizer, grads: Sequence[Tensor], states: dict,
              scale: float = 1.0, decay: float = 0.0) -> None:
         """One step of every parameter of the bucket, whose gradients are ``grads``:
         ``p <- (1 - scale decay) p + scale update`` (``update`` the rule's own step)."""
-        bound = self.bound(rule)
         if self.multi:
-            self._step_lists(bound, grads)
+            self._step_lists(rule, grads)
             return
         if self.complex:
             grads = [torch.view_as_real(g) for g in grads]
@@ -247,10 +269,7 @@ class FlatBucket:
             torch._foreach_copy_(self.grad_views, list(grads))
             torch._foreach_copy_(self.param_views, list(reals))
             flat, g = self.flat_params, self.flat_grads
-        before = None if scale == 1.0 and decay == 0.0 else flat.clone()
-        bound._step_(g, self.rows, flat)  # shapes checked at build; autograd is off
-        if before is not None:  # p <- (1 - lr wd) p + lr u (see LEARNED_GROUP_DEFAULTS)
-            flat.sub_(before).mul_(scale).add_(before, alpha=1.0 - scale * decay)
+        self._step_chunks(rule, g, flat, scale, decay)
         if not self.direct:
             torch._foreach_copy_(list(reals), self.param_views)
         elif flat.data_ptr() != reals[0].data_ptr():  # made non-contiguous since: write back
@@ -262,6 +281,37 @@ class FlatBucket:
             self.publish(rule, states)
         elif self.mirrors[0]:
             torch._foreach_copy_(self.mirrors[0], self.mirrors[1])
+
+    def _step_chunks(self, rule: BatchedOptimizer, g: Tensor, flat: Tensor, scale: float,
+                     decay: float) -> None:
+        """The rule's ``_step_`` on each chunk of the flat vectors (whole tensors, bound to
+        their layout: per-tensor features see exactly their tensor): a learned optimizer's
+        intermediates (features, hidden units: tens of floats per coordinate) then stay in
+        the caches, where a whole 1M-parameter group at once would stream them through
+        memory. Every chunk starts from the same scalar state (a step count advances once);
+        state the rule returns as new tensors is copied into the flat rows."""
+        chunks = self._bound_chunks(rule)
+        scalars = {}
+        for lo, hi, bound in chunks:
+            whole = len(chunks) == 1
+            state = {k: (v.clone() if k in self.scalar_keys and not whole else
+                         v if whole else v[:, lo:hi]) for k, v in self.rows.items()}
+            given = dict(state)
+            p = flat if whole else flat[:, lo:hi]
+            before = None if scale == 1.0 and decay == 0.0 else p.clone()
+            bound._step_(g if whole else g[:, lo:hi], state, p)  # shapes checked at build
+            if before is not None:  # p <- (1 - lr wd) p + lr u (see LEARNED_GROUP_DEFAULTS)
+                p.sub_(before).mul_(scale).add_(before, alpha=1.0 - scale * decay)
+            if whole:
+                self.rows = state
+                return
+            for key, value in state.items():
+                if key in self.scalar_keys:
+                    scalars[key] = value
+                elif value is not given.get(key) and key in self.rows:
+                    self.rows[key][:, lo:hi].copy_(value)
+        for key, value in scalars.items():
+            self.rows[key].copy_(value)
 
     def _step_lists(self, rule: BatchedOptimizer, grads: Sequence[Tensor]) -> None:
         """The multi-tensor step: the rule's own ``_step_`` on ``TensorList``s."""

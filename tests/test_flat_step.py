@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import l2l.pretrained as zoo
+from l2l import flat_group
 from l2l.layout import ParamLayout
 from l2l.learned.mlp_lopt import MLPLOpt
 from l2l.torch_optimizer import TorchOptimizer
@@ -88,8 +89,13 @@ def _rule(name: str):
     return zoo.load(name)
 
 
+@pytest.mark.parametrize("chunk", [None, 40], ids=["one chunk", "chunks of 40"])
 @pytest.mark.parametrize("name", RULES)
-def test_the_flat_step_equals_the_per_tensor_loop(name):
+def test_the_flat_step_equals_the_per_tensor_loop(name, chunk, monkeypatch):
+    """Also when a group steps in chunks of whole tensors (``flat_group.CHUNK``; 40 here: the
+    model's 3x1x3x3 + 3 + 3, then 80, 5, ... stand alone or together)."""
+    if chunk is not None:
+        monkeypatch.setattr(flat_group, "CHUNK", chunk)
     rule = _rule(name)
     reference, flat = _model(), _model()
     _per_tensor_loop(rule, reference, 3)
@@ -106,9 +112,17 @@ def test_the_flat_step_equals_the_per_tensor_loop(name):
         assert sorted(i for _, members in buckets for i in members) == list(range(count))
         for bucket, _ in buckets:
             assert bucket.layout == ParamLayout.from_tensors(bucket.params)
+            assert [hi - lo for lo, hi, _ in bucket.chunks] == [
+                lay.numel for _, _, lay in bucket.chunks]
+            if chunk is not None and bucket.n > chunk and len(bucket.params) > 1:
+                assert len(bucket.chunks) > 1
             if rule.uses_layout:
-                bound = bucket.bound(opt._rule_for(index, opt.param_groups[index]))
-                assert bound.layout_for(bucket.n) == bucket.layout
+                for lo, hi, bound in bucket._bound_chunks(
+                        opt._rule_for(index, opt.param_groups[index])):
+                    inside = [p for p, off in zip(bucket.params, bucket.layout.offsets)
+                              if lo <= off < hi]
+                    assert bound.layout_for(hi - lo).shapes == tuple(
+                        tuple(p.shape) for p in inside)
 
 
 def test_a_group_steps_as_one_rule_call():
