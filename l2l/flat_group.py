@@ -1,29 +1,31 @@
-"""A param group's parameters stepped as one flat ``(1, n)`` buffer: the drop-in's hot path.
+"""A param group's parameters stepped by one rule call: the drop-in's hot path.
 
 Every l2l rule acts on flat ``(B, n)`` vectors, so the drop-in gives it a whole param group at
 once instead of calling it once per tensor: on a real model (dozens of tensors of a few
 thousand coordinates) a per-tensor loop pays the rule's fixed cost (a dozen small kernels for
 Adam, a network's setup for a learned optimizer) once per tensor. A :class:`FlatBucket` is a
-set of parameters that step together. It keeps
+set of parameters that step together, in one of two forms:
 
-- the rule's state as flat ``(1, n, ...)`` rows, and in ``optimizer.state`` (torch.optim's
-  per-parameter layout, what ``state_dict()`` saves) *views* of those rows shaped like each
-  parameter, so an in-place rule (every baseline) updates both at once. Scalar state (a step
-  count) is one ``(1, 1)`` row here and, per parameter, a 0-dim tensor of its own (torch.optim
-  steps each parameter's ``step`` in place: a shared one would advance once per parameter),
-  copied after every step by one ``torch._foreach_copy_``;
-- a flat gradient and parameter buffer, filled by one ``torch._foreach_copy_`` each and the
-  parameters written back by one more. The parameters stay the user's own tensors: making them
-  views of one buffer would change their storage under the model (``safetensors`` refuses to
-  save tensors that share memory, and saving one weight would save them all). A bucket of one
-  contiguous parameter steps it in place, without copies.
+- **multi-tensor** (the baselines, ``BatchedOptimizer.multi_tensor_step``): the rule's own
+  ``_step_`` on ``l2l.tensor_list.TensorList``s of the parameters, their gradients and their
+  state tensors, each op one ``torch._foreach_*`` call: torch.optim's single-tensor kernels
+  per tensor, bit for bit, nothing copied. Scalar state (a step count) is one ``(1, 1)``
+  tensor for the bucket.
+- **flat** (learned optimizers): the rule's state as flat ``(1, n, ...)`` rows, and in
+  ``optimizer.state`` (torch.optim's per-parameter layout, what ``state_dict()`` saves)
+  *views* of those rows shaped like each parameter. A flat gradient and parameter buffer are
+  filled by one ``torch._foreach_copy_`` each and the parameters written back by one more
+  (the parameters stay the user's own tensors: making them views of one buffer would change
+  their storage under the model; ``safetensors`` refuses to save tensors that share memory).
+  The rule steps chunks of whole tensors (``_step_chunks``), each bound to its layout.
 
-The arithmetic is the rule's own on the concatenation, elementwise the same as per tensor, so
-the baselines stay bit for bit equal to torch.optim. What must agree within a bucket: the device,
-the (real) dtype, complex or not (a complex parameter is stepped as its real view, and its
-state is kept complex as torch's is, which needs even offsets), the state's dtypes and every
-scalar state value (Adam's bias corrections use each parameter's own step count; a parameter
-that skipped a step, having no gradient, steps apart from then on).
+In both, a scalar state value is, per parameter in ``optimizer.state``, a 0-dim tensor of its
+own (torch.optim steps each parameter's ``step`` in place: a shared one would advance once per
+parameter), copied from the bucket's after every step by one ``torch._foreach_copy_``. What
+must agree within a bucket: the device, the (real) dtype, complex or not (a complex parameter
+is stepped as its real view, its state kept complex as torch's is), the state's dtypes and
+every scalar state value (Adam's bias corrections use each parameter's own step count; a
+parameter that skipped a step, having no gradient, steps apart from then on).
 """
 
 from __future__ import annotations
@@ -237,10 +239,6 @@ class FlatBucket:
                     d[key] = value.clone()
 
     # -- the step -----------------------------------------------------------------------------
-
-    def bound(self, rule: BatchedOptimizer) -> BatchedOptimizer:
-        """``rule`` bound to this bucket's layout."""
-        return rule.with_layout(self.layout)
 
     def _bound_chunks(self, rule: BatchedOptimizer) -> list:
         """``(lo, hi, rule bound to the chunk's layout)`` per chunk, kept until the group's rule

@@ -19,12 +19,12 @@
   0): ``p <- (1 - lr * weight_decay) * p + lr * update``. So a ``torch.optim.lr_scheduler``
   scales the learned step (PyLO found schedules and weight decay matter for learned
   optimizers), and ``lr=1, weight_decay=0`` steps exactly as the rule does.
-- **Speed.** A param group steps as one flat vector: one call of the rule's in-place
-  ``step_`` on ``(1, n)`` buffers holding every parameter of the group that has a gradient
-  (gradients and parameters gathered and written back by one ``torch._foreach_copy_`` each),
-  not one call per tensor (``l2l.flat_group``). For the baselines that is torch.optim's
-  single-tensor arithmetic on the concatenation, so bit for bit torch's step; the state in
-  ``self.state`` is views of the flat state, which the step updates in place.
+- **Speed.** A param group steps without a Python call per tensor (``l2l.flat_group``): a
+  baseline runs its in-place ``step_`` once on lists of the group's tensors, each op one
+  ``torch._foreach_*`` kernel (torch.optim's single-tensor arithmetic per tensor, bit for bit,
+  nothing copied); a learned optimizer steps one flat ``(1, n)`` copy of the group (gathered and
+  written back by one ``torch._foreach_copy_`` each), in chunks of whole tensors that keep its
+  intermediates in cache. The state in ``self.state`` is views of the bucket's state.
 - **Checked loading.** ``load_state_dict`` refuses, with a ``ValueError`` naming both
   optimizers, the state of a different algorithm (an SGD state dict for an Adam drop-in), and
   state shaped unlike the parameter it would be loaded into (naming the parameter).
