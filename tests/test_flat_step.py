@@ -89,8 +89,13 @@ def _rule(name: str):
     return zoo.load(name)
 
 
-@pytest.mark.parametrize("chunk", [None, 40], ids=["one chunk", "chunks of 40"])
-@pytest.mark.parametrize("name", RULES)
+#: the chunked path for one of each kind (the other zoo entries share their classes)
+CHUNKED = ["lstm-mnist", "rnnprop-mnist", "adam-anchored-mnist", "learnable-adam-mnist",
+           "mlp_lopt w4", "mlp_lopt w8 mup"]
+
+
+@pytest.mark.parametrize(("name", "chunk"), [(n, None) for n in RULES] + [
+    (n, 40) for n in CHUNKED])
 def test_the_flat_step_equals_the_per_tensor_loop(name, chunk, monkeypatch):
     """Also when a group steps in chunks of whole tensors (``flat_group.CHUNK``; 40 here: the
     model's 3x1x3x3 + 3 + 3, then 80, 5, ... stand alone or together)."""
