@@ -45,6 +45,7 @@ class AdaDelta(BatchedOptimizer):
     maximize: bool = False
 
     name = "adadelta"
+    multi_tensor_step = True  # _step_ runs on TensorLists (l2l.tensor_list)
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0)

@@ -90,6 +90,7 @@ class Adam(BatchedOptimizer):
     maximize: bool = False
 
     name = "adam"
+    multi_tensor_step = True  # _step_ runs on TensorLists (l2l.tensor_list)
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0)

@@ -89,6 +89,7 @@ class Momentum(BatchedOptimizer):
     maximize: bool = False
 
     name = "momentum"
+    multi_tensor_step = True  # _step_ runs on TensorLists (l2l.tensor_list)
     nesterov = False  # a class constant: baselines.NAG is this class with Nesterov's look-ahead
 
     def __post_init__(self) -> None:

@@ -64,6 +64,7 @@ class Nadam(BatchedOptimizer):
     maximize: bool = False
 
     name = "nadam"
+    multi_tensor_step = True  # _step_ runs on TensorLists (l2l.tensor_list)
     scalar_state_keys = frozenset({"step", "mu_product"})
 
     def __post_init__(self) -> None:

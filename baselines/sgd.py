@@ -34,6 +34,7 @@ class SGD(BatchedOptimizer):
     maximize: bool = False
 
     name = "sgd"
+    multi_tensor_step = True  # _step_ runs on TensorLists (l2l.tensor_list)
 
     def __post_init__(self) -> None:
         check_range("lr", self.lr, 0.0)

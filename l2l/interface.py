@@ -56,6 +56,12 @@ class BatchedOptimizer(abc.ABC):
     #: True for a rule that reads the tensor structure of the flat vector (per-tensor
     #: normalisation, Adafactor factors, fan-ins): :meth:`with_layout` binds it to layouts.
     uses_layout: ClassVar[bool] = False
+    #: True for a rule whose ``_step_`` also runs with ``l2l.tensor_list.TensorList``s for the
+    #: gradients, the parameters and the per-coordinate state (a scalar state key stays one
+    #: ``(1, 1)`` tensor): the drop-in then steps a param group with multi-tensor kernels on
+    #: the parameters themselves instead of a flat copy (the baselines, whose steps are
+    #: torch.optim's elementwise in-place ops).
+    multi_tensor_step: ClassVar[bool] = False
     #: the layouts this rule is bound to, by parameter count (empty: every vector is one tensor)
     layouts: dict[int, ParamLayout] = {}
 

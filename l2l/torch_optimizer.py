@@ -19,15 +19,19 @@
   0): ``p <- (1 - lr * weight_decay) * p + lr * update``. So a ``torch.optim.lr_scheduler``
   scales the learned step (PyLO found schedules and weight decay matter for learned
   optimizers), and ``lr=1, weight_decay=0`` steps exactly as the rule does.
-- **Speed.** ``step`` calls the rule's in-place ``step_`` on views of the parameter, its
-  gradient and its state, which for the baselines is torch.optim's single-tensor arithmetic:
-  no update tensor is allocated and read again.
+- **Speed.** A param group steps without a Python call per tensor (``l2l.flat_group``): a
+  baseline runs its in-place ``step_`` once on lists of the group's tensors, each op one
+  ``torch._foreach_*`` kernel (torch.optim's single-tensor arithmetic per tensor, bit for bit,
+  nothing copied); a learned optimizer steps one flat ``(1, n)`` copy of the group (gathered and
+  written back by one ``torch._foreach_copy_`` each), in chunks of whole tensors that keep its
+  intermediates in cache. The state in ``self.state`` is views of the bucket's state.
 - **Checked loading.** ``load_state_dict`` refuses, with a ``ValueError`` naming both
   optimizers, the state of a different algorithm (an SGD state dict for an Adam drop-in), and
   state shaped unlike the parameter it would be loaded into (naming the parameter).
 - **Tensor layouts.** A rule that reads tensor structure (``uses_layout``: per-tensor
-  normalisation, Adafactor factors, fan-ins; e.g. ``mlp_lopt``) steps each parameter bound to
-  that parameter's own layout (its shape; ``group_layout`` gives a whole group's).
+  normalisation, Adafactor factors, fan-ins; e.g. ``mlp_lopt``) is bound to the layout of the
+  flat vector it steps: the group's parameters with gradients, in order (``group_layout``
+  gives a whole group's).
 - **Complex parameters** are stepped as their real views, as torch.optim does (real and
   imaginary parts are two coordinates), for baselines and learned optimizers alike; the
   baselines' per-coordinate state is kept complex, shaped like the parameter, as torch's is.
@@ -43,6 +47,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from l2l.flat_group import FlatBucket, bucket_key
+from l2l.flat_group import real_view as _real_view
 from l2l.interface import BatchedOptimizer, check_range
 from l2l.layout import ParamLayout
 
@@ -74,37 +80,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _real_view(t: Tensor) -> Tensor:
-    """A complex tensor as its real view (``t.shape + (2,)``, sharing memory), else ``t``.
-
-    torch.optim steps a complex parameter, its gradient and its state as their real views:
-    the real and imaginary parts are two independent coordinates. Every l2l rule is
-    coordinatewise over flat ``(B, n)`` vectors, so the drop-in does the same for the baselines
-    (their arithmetic is then torch.optim's: bit for bit for Adagrad, RMSprop, Adam and NAdam;
-    to one rounding per step for SGD, Momentum, NAG and Adadelta, whose updates torch adds in
-    complex arithmetic) and for learned optimizers (which then treat ``Re z`` and ``Im z``
-    exactly as two real parameters). Refusing complex
-    parameters instead would make the drop-in less of one, and dropping to ``t.real`` (what a
-    plain ``reshape`` of the state amounts to) loses the imaginary part silently.
-    """
-    return torch.view_as_real(t) if t.is_complex() else t
-
-
 def _real_state(torch_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: _real_view(v) for k, v in torch_state.items()}
-
-
-def _torch_state_for(param: Tensor, state: dict[str, Tensor],
-                     scalar_keys: frozenset[str]) -> dict[str, Tensor]:
-    """The stored state of ``param``: for a complex one, every per-coordinate tensor shaped
-    like its real view becomes a complex view shaped like ``param``, as torch.optim keeps it
-    (so state dicts move between them); tensors with trailing dimensions (a learned
-    optimizer's hidden state) and scalars stay real."""
-    if not param.is_complex():
-        return state
-    shape = param.shape + (2,)
-    return {k: torch.view_as_complex(v) if k not in scalar_keys and v.shape == shape else v
-            for k, v in state.items()}
 
 
 class TorchOptimizer(torch.optim.Optimizer):
@@ -119,10 +96,9 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._has_lr = "lr" in self._names
         # per param group (by position): (the group's hyperparameter values, the rule for them)
         self._cache: dict[int, tuple[tuple, BatchedOptimizer]] = {}
-        # per parameter: (its torch-layout state tensors, the rule-layout views of them)
-        self._views: dict[Tensor, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
-        # per parameter: (the group's rule, that rule bound to the parameter's layout)
-        self._bound: dict[Tensor, tuple[BatchedOptimizer, BatchedOptimizer]] = {}
+        # per param group (by position): (how many parameters had gradients, the flat buckets
+        # that step them with their positions among those); rebuilt whenever they change
+        self._flat: dict[int, tuple[int, list[tuple[FlatBucket, list[int]]]]] = {}
         defaults = {**rule.torch_group_constants(), **rule.hyperparameters()}
         self._extras = self._extra_settings()
         defaults.update({k: LEARNED_GROUP_DEFAULTS[k] for k in self._extras})
@@ -151,8 +127,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._has_lr = "lr" in self._names
             self._extras = self._extra_settings()
         self._cache = {}
-        self._views = {}
-        self._bound = {}
+        self._flat = {}
 
     def __repr__(self) -> str:
         return f"TorchOptimizer({self.rule!r}, {len(self.param_groups)} param group(s))"
@@ -177,22 +152,61 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One step of every parameter that has a gradient, in place (like torch.optim)."""
+        """One step of every parameter that has a gradient, in place (like torch.optim); a
+        parameter without one (``grad is None``) is neither moved nor has its state advanced.
+        Each param group steps as one flat vector per :class:`~l2l.flat_group.FlatBucket`."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for index, group in enumerate(self.param_groups):
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads):
+                raise RuntimeError("l2l optimizers do not support sparse gradients")
+            if [g.shape for g in grads] != [p.shape for p in params]:
+                bad = next(i for i, (g, p) in enumerate(zip(grads, params)) if g.shape != p.shape)
+                raise ValueError(f"gradient of shape {tuple(grads[bad].shape)} for a parameter "
+                                 f"of shape {tuple(params[bad].shape)}")
             rule = self._rule_for(index, group)
             scale, decay = self._scale_and_decay(group)
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None:
-                    continue
-                if grad.is_sparse:
-                    raise RuntimeError("l2l optimizers do not support sparse gradients")
-                self._step_param(self._param_rule(rule, p), p, grad, scale, decay)
+            for bucket, members in self._buckets(index, rule, params):
+                bucket.step(rule, [grads[i] for i in members] if len(members) != len(params)
+                            else grads, self.state, scale, decay)
         return loss
+
+    def _buckets(self, index: int, rule: BatchedOptimizer,
+                 params: list[Tensor]) -> list[tuple[FlatBucket, list[int]]]:
+        """The flat buckets stepping ``params`` (param group ``index``'s parameters that have
+        a gradient), each with the positions of its parameters in ``params``: the cached ones
+        while they still hold ``params`` and the state, else built again from ``self.state``
+        (a first step, a loaded state dict, another set of parameters with gradients)."""
+        cached = self._flat.get(index)
+        if cached is not None and cached[0] == len(params):
+            buckets = cached[1]
+            if len(buckets) == 1:  # the usual case: no index juggling
+                if buckets[0][0].current(params, self.state):
+                    return buckets
+            elif all(b.current([params[i] for i in m], self.state) for b, m in buckets):
+                return buckets
+        keep = {id(p) for p in params}
+        if cached is not None:
+            for bucket, _ in cached[1]:
+                bucket.detach(self.state, keep)
+        groups: dict[tuple, list[int]] = {}
+        rows = []
+        for i, p in enumerate(params):
+            real = _real_view(p)
+            own = rule.from_torch_state(_real_state(self.state.get(p) or {}), real)
+            rule.check_shapes(None, own, real.new_empty((1, real.numel()), device="meta"))
+            rows.append(own)
+            groups.setdefault(bucket_key(p, own, rule.scalar_state_keys), []).append(i)
+        buckets = [(FlatBucket([params[i] for i in m], [rows[i] for i in m], rule, self.state),
+                    m) for m in groups.values()]
+        self._flat[index] = (len(params), buckets)
+        return buckets
 
     def _scale_and_decay(self, group: dict[str, Any]) -> tuple[float, float]:
         """The group's step multiplier and decoupled weight decay (a learned optimizer's; 1 and
@@ -208,71 +222,10 @@ class TorchOptimizer(torch.optim.Optimizer):
             values.append(float(value))
         return values[0], values[1]
 
-    def _param_rule(self, rule: BatchedOptimizer, p: Tensor) -> BatchedOptimizer:
-        """``rule`` bound to ``p``'s layout (``rule`` itself for rules that ignore layouts),
-        kept until the group's rule changes."""
-        cached = self._bound.get(p)
-        if cached is not None and cached[0] is rule:
-            return cached[1]
-        bound = rule.with_layout(ParamLayout.from_tensors([p]))
-        self._bound[p] = (rule, bound)
-        return bound
-
     def group_layout(self, index: int = 0) -> ParamLayout:
         """The layout of param group ``index``'s parameters flattened and concatenated in
         order (what a rule stepping the group as one flat buffer is bound to)."""
         return ParamLayout.from_tensors(self.param_groups[index]["params"])
-
-    def _step_param(self, rule: BatchedOptimizer, p: Tensor, grad: Tensor,
-                    scale: float = 1.0, decay: float = 0.0) -> None:
-        """``rule.step_`` on ``(1, numel)`` views of ``p``, its gradient and its state.
-
-        The rule-layout views of a parameter's state are kept between steps for as long as the
-        state dict holds the very tensors they view (an in-place rule never replaces them), so
-        a step costs no layout conversion; anything else (a first step, a loaded state dict, a
-        rule that returns new tensors) converts again, and checks the shapes then.
-        """
-        real = _real_view(p)  # a complex parameter is stepped as its real view (see _real_view)
-        flat = real.view(1, -1) if real.is_contiguous() else real.reshape(1, -1)
-        torch_state = self.state.get(p)  # no entry for a stateless rule, as in torch
-        cached = self._views.get(p)
-        if (
-            cached is not None
-            and torch_state is not None
-            and len(cached[0]) == len(torch_state)
-            and all(torch_state.get(k) is v for k, v in cached[0].items())
-        ):
-            rows = cached[1]
-            known = dict(rows)
-        else:
-            rows = rule.from_torch_state(_real_state(torch_state or {}), real)
-            rule.check_shapes(None, rows, flat)
-            known = None
-        grad = _real_view(grad)
-        g = grad.view(1, -1) if grad.is_contiguous() else grad.reshape(1, -1)
-        if g.shape != flat.shape:
-            raise ValueError(f"gradient of shape {tuple(grad.shape)} for a parameter of shape "
-                             f"{tuple(real.shape)}")
-        before = None if scale == 1.0 and decay == 0.0 else flat.clone()
-        rule._step_(g, rows, flat)  # shapes checked above; autograd is off (step is no_grad)
-        if before is not None:  # p <- (1 - lr wd) p + lr u (see LEARNED_GROUP_DEFAULTS)
-            flat.sub_(before).mul_(scale).add_(before, alpha=1.0 - scale * decay)
-        if flat.data_ptr() != real.data_ptr():  # a non-contiguous parameter: write back
-            real.copy_(flat.view(real.shape))
-        if known is not None and len(known) == len(rows) and all(
-            rows.get(k) is v for k, v in known.items()
-        ):
-            return  # updated in place: the state dict's tensors already hold the new state
-        if p.is_complex():  # the complex state below must view these very tensors
-            rows = {k: v.contiguous() for k, v in rows.items()}
-        new = _torch_state_for(p, rule.to_torch_state(rows, real), rule.scalar_state_keys)
-        if torch_state is not None:
-            torch_state.clear()
-            torch_state.update(new)
-        elif new:
-            self.state[p] = new
-        if new:
-            self._views[p] = (dict(new), {k: v for k, v in rows.items()})
 
     # -- state dicts --------------------------------------------------------------------------
 

@@ -432,3 +432,123 @@ def test_state_of_another_shape_is_refused_at_load(rule, shape):
         fresh.load_state_dict(opt.state_dict())
     fresh_ok = TorchOptimizer([nn.Parameter(torch.randn(2, 3))], rule)
     fresh_ok.load_state_dict(opt.state_dict())  # the right shape still loads
+
+
+# -- many tensors, several groups, parameters without gradients --------------------------------
+
+
+class _ManyTensors(nn.Module):
+    """Tensors of many shapes (conv, norm, linear, embedding, a scalar), float32, as a real
+    model's: the flat step concatenates them, so offsets fall anywhere in SIMD lanes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 6)
+        self.conv = nn.Conv1d(6, 5, 3)
+        self.norm = nn.LayerNorm(5)
+        self.fc1 = nn.Linear(5 * 2, 7)
+        self.fc2 = nn.Linear(7, 3, bias=False)
+        self.scale = nn.Parameter(torch.tensor(1.5))
+        self.unused = nn.Parameter(torch.randn(4, 3))  # never gets a gradient
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens).transpose(1, 2)  # (B, 6, 4)
+        x = self.norm(self.conv(x).transpose(1, 2)).flatten(1)  # (B, 10)
+        return self.fc2(torch.tanh(self.fc1(x))) * self.scale
+
+
+def _groups(model, rule_kind: str, hp: dict) -> list[dict]:
+    """Three groups: the embedding and conv, the norm and head (another lr), the rest."""
+    first = [*model.embed.parameters(), *model.conv.parameters()]
+    second = [*model.norm.parameters(), *model.fc2.parameters()]
+    rest = [p for p in model.parameters() if all(p is not q for q in first + second)]
+    return [{"params": first}, {"params": second, "lr": hp.get("lr", 1e-3) * 0.5},
+            {"params": rest}]
+
+
+def _train_sparse(model, opt, steps: int) -> None:
+    """Steps in which some parameters have no gradient (``grad is None``), changing which."""
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 11, (8, 4), generator=g)
+    target = torch.randn(8, 3, generator=g)
+    params = [p for p in model.parameters() if p is not model.unused]
+    for step in range(steps):
+        opt.zero_grad()
+        ((model(tokens) - target) ** 2).mean().backward()
+        for i, p in enumerate(params):
+            if (i + step) % 4 == 0 and step % 3 != 2:  # every third step: all of them
+                p.grad = None
+        opt.step()
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_many_tensors_several_groups_and_missing_grads_match_torch_bit_for_bit(case):
+    """float32 tensors of many shapes in three groups, some without a gradient at some steps:
+    the flat step is torch.optim's step bit for bit, parameters and state (a parameter without
+    a gradient is not moved and its state is not advanced, as in torch)."""
+    ours, theirs, hp, extra = case
+    torch.manual_seed(0)
+    a = _ManyTensors()
+    b = _ManyTensors()
+    b.load_state_dict(a.state_dict())
+    oa = TorchOptimizer(_groups(a, "l2l", hp), ours(**hp))
+    ob = theirs(_groups(b, "torch", hp), **hp, **extra)
+    _train_sparse(a, oa, 7)
+    _train_sparse(b, ob, 7)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), (name, (pa - pb).abs().max())
+    assert torch.equal(a.unused, b.unused)
+    sa, sb = oa.state_dict(), ob.state_dict()
+    assert sa["state"].keys() <= sb["state"].keys()
+    for pid in sb["state"].keys() - sa["state"].keys():  # torch.optim.Adagrad's eager init
+        assert float(sb["state"][pid]["step"]) == 0, pid
+    for pid, state in sa["state"].items():
+        state = sb["state"][pid]
+        assert sa["state"][pid].keys() == state.keys(), pid
+        for key, value in state.items():
+            assert torch.equal(sa["state"][pid][key], value), (pid, key)
+    # both go on identically after exchanging state dicts
+    oa2 = TorchOptimizer(_groups(a, "l2l", hp), ours(**hp))
+    oa2.load_state_dict(ob.state_dict())
+    ob.load_state_dict(sa)
+    _train_sparse(a, oa2, 3)
+    _train_sparse(b, ob, 3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_a_parameter_without_a_gradient_keeps_its_state():
+    """Its step count stays behind; the others' advance (torch.optim's behaviour)."""
+    model = _ManyTensors()
+    opt = TorchOptimizer(model.parameters(), baselines.Adam(lr=0.01))
+    _train_sparse(model, opt, 2)
+    steps = {name: float(opt.state[p]["step"]) for name, p in model.named_parameters()
+             if p in opt.state}
+    assert "unused" not in steps
+    assert sorted(set(steps.values())) == [1.0, 2.0], steps
+    before = model.fc1.weight.detach().clone()
+    state = {k: v.clone() for k, v in opt.state[model.fc1.weight].items()}
+    opt.zero_grad()
+    model(torch.zeros(2, 4, dtype=torch.long)).sum().backward()
+    model.fc1.weight.grad = None
+    opt.step()
+    assert torch.equal(model.fc1.weight, before)
+    for key, value in opt.state[model.fc1.weight].items():
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize("rule", [baselines.Adam(), LSTMOptimizer()], ids=["Adam", "LSTM"])
+def test_a_gradient_of_another_shape_or_a_sparse_one_is_refused(rule):
+    """A flat copy would broadcast a wrong-shaped gradient silently: named instead."""
+    weight, bias = nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(3))
+    opt = TorchOptimizer([weight, bias], rule)
+    weight.grad, bias.grad = torch.ones(3, 2), torch.ones(3)
+    bias.data = torch.randn(4)  # torch checks shapes when .grad is set, not when .data is
+    with pytest.raises(ValueError, match=r"gradient of shape \(3,\) for a parameter of shape "
+                                         r"\(4,\)"):
+        opt.step()
+    bias.data = torch.randn(3)
+    bias.grad = torch.ones(3).to_sparse()
+    with pytest.raises(RuntimeError, match="do not support sparse gradients"):
+        opt.step()
+    assert not opt.state  # nothing stepped
