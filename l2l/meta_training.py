@@ -14,7 +14,8 @@ The pieces, each in its own module:
   (``l2l.truncated_step``) per meta-iteration instead of one task;
 * validation and best-model selection: ``l2l.validation.Validator``;
 * what happens on events (progress, logging, printing): :class:`Callback` objects;
-* checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``.
+* checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``, as
+  typed snapshots (``l2l.meta_snapshot``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer
+from l2l.meta_snapshot import BestCheckpoint, MetaSnapshot, resume_or_start
 from l2l.objectives import OBJECTIVES, build_objective
 from l2l.runtime import problem_size, resolve_compile
 from l2l.runtime_cache import enable_compile_cache
@@ -55,17 +57,6 @@ class MetaTrainingInterrupted(RuntimeError):
     def __init__(self, message: str, signal_number: int | None = None) -> None:
         super().__init__(message)
         self.signal_number = signal_number
-
-
-#: MetaConfig fields a resumed run may change (they do not alter what is being learned);
-#: every other field, the task and the architecture must match the checkpoint.
-RESUMABLE_CHANGES = ("iterations", "val_every", "checkpoint_every", "max_consecutive_skips",
-                     "compile")
-
-
-#: what a ``latest.pt`` must hold to be resumed from (see ``MetaTrainer.save_latest``)
-RESUME_FIELDS = ("optimizer", "best", "best_val", "meta_optimizer", "iteration", "history",
-                 "skipped", "consecutive_skips", "rng")
 
 
 @dataclass
@@ -232,7 +223,7 @@ class MetaTrainer:
         self.population = self._population() if population else None
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
-            self._resume_or_start()
+            self.resumed_from = resume_or_start(self)
         self.sync.check_same(self.iteration, self.optimizer.parameters())
 
     def _population(self) -> TruncatedStep:
@@ -265,22 +256,6 @@ class MetaTrainer:
         self.meta_optimizer.step()
         self.consecutive_skips = 0
         return [meta_loss]
-
-    # -- compatibility views --------------------------------------------------------------------
-
-    @property
-    def best_val(self) -> float:
-        return self.validator.best_val
-
-    @property
-    def best_weights(self) -> dict[str, Tensor]:
-        if self.validator.best_weights is None:
-            return {k: v.detach().clone() for k, v in self.optimizer.state_dict().items()}
-        return self.validator.best_weights
-
-    @property
-    def gradient_mode(self) -> str:
-        return self.estimator.name
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -409,7 +384,7 @@ class MetaTrainer:
                     f"{reasons[0]}: meta-training stopped after iteration {self.iteration} of "
                     f"{cfg.iterations}" + (f", saved in {self.latest_path}" if self.run_dir
                                            else ""))
-        return {"iterations": self.iteration, "best_val_loss": self.best_val,
+        return {"iterations": self.iteration, "best_val_loss": self.validator.best_val,
                 "best_iteration": self.validator.best_iteration,
                 "untrained_val_loss": self.untrained_val,
                 "skipped": self.skipped, "history": self.history}
@@ -422,12 +397,10 @@ class MetaTrainer:
         self.history["val_iteration"].append(self.iteration)
         improved = self.validator.offer(val, self.optimizer.state_dict(), self.iteration)
         if improved and self.run_dir is not None and self.sync.is_writer:
-            checkpoint.save_atomic(
-                {"optimizer": self.optimizer.payload(self.validator.best_weights),
-                 "iteration": self.iteration, "val_loss": val,
-                 "untrained_val_loss": self.untrained_val,
-                 "meta_config": asdict(self.config), "identity": self.identity},
-                self.best_path)
+            best = BestCheckpoint(self.optimizer.payload(self.validator.best_weights),
+                                  self.iteration, val, self.untrained_val, asdict(self.config),
+                                  self.identity)
+            checkpoint.save_atomic(best.to_payload(), self.best_path)
         for callback in self.callbacks:
             callback.on_validation(self, self.iteration, val, improved)
         if self.run_dir is not None:
@@ -439,138 +412,5 @@ class MetaTrainer:
         """Write ``latest.pt`` atomically, keeping the one before as ``previous.pt``."""
         if self.run_dir is None or not self.sync.is_writer:
             return
-        population = {} if self.population is None else {
-            "population": self.population.state_dict(),
-            "estimator": self.estimator.state_dict()}
-        checkpoint.save_atomic(
-            {
-                **population,
-                "optimizer": self.optimizer.payload(),
-                "best": self.optimizer.payload(self.best_weights),
-                "best_val": self.best_val,
-                "best_iteration": self.validator.best_iteration,
-                "untrained_val": self.untrained_val,
-                "meta_optimizer": self.meta_optimizer.state_dict(),
-                "iteration": self.iteration,
-                "history": self.history,
-                "skipped": self.skipped,
-                "consecutive_skips": self.consecutive_skips,
-                "meta_config": asdict(self.config),
-                "identity": self.identity,
-                "rng": torch.get_rng_state(),
-            },
-            self.latest_path, previous=self.previous_path,
-        )
-
-    def _resume_or_start(self) -> None:
-        """Resume from ``latest.pt`` (or ``previous.pt`` if ``latest.pt`` is damaged or
-        missing); starting afresh, adopt an existing ``best.pt``'s score so that it is only
-        ever replaced by a better validation."""
-        candidates = [p for p in (self.latest_path, self.previous_path) if p.exists()]
-        problems = []
-        for path in candidates:
-            try:
-                payload = checkpoint.load(path, map_location=self.device)
-            except checkpoint.CheckpointError as error:
-                problems.append(str(error))
-                warnings.warn(f"{error}; trying the previous checkpoint", RuntimeWarning,
-                              stacklevel=2)
-                continue
-            self._check_resumable(payload, str(path))
-            self._restore(payload, str(path))
-            self.resumed_from = path
-            if self.best_path.exists():
-                self._keep_better_best()
-            return
-        if candidates:
-            warnings.warn(f"no usable checkpoint to resume from ({'; '.join(problems)}); "
-                          "meta-training starts afresh", RuntimeWarning, stacklevel=2)
-        if self.best_path.exists():
-            self._adopt_best()
-
-    def _check_resumable(self, payload: dict[str, Any], source: str) -> None:
-        """Refuse a resume that would change what is being learned (with the differences), or
-        from a checkpoint that lacks a field :meth:`_restore` needs (an older or edited one)."""
-        missing = [key for key in RESUME_FIELDS if key not in payload]
-        if missing:
-            raise checkpoint.CheckpointError(
-                f"{source} lacks the field(s) {', '.join(map(repr, missing))} needed to resume "
-                "(an older l2l wrote it, or it was edited): move it and previous.pt out of "
-                "checkpoints/ to start afresh, or start a new run with another run_name")
-        saved = dict(payload.get("meta_config") or {})
-        now = asdict(self.config)
-        diff = {k: (saved.get(k), now[k]) for k in now
-                if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]}
-        old_identity = payload.get("identity") or {}
-        for key in sorted(old_identity):  # checkpoints record what they knew to record
-            if old_identity.get(key) != self.identity.get(key):
-                diff[key] = (old_identity.get(key), self.identity.get(key))
-        if diff:
-            shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            raise checkpoint.CheckpointError(
-                f"{source} was trained with other settings ({shown}); a resume may only change "
-                f"{', '.join('meta.' + k for k in RESUMABLE_CHANGES)}. Rerun with the original "
-                "settings, or start a new run with another run_name")
-        checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
-                                          source=source)
-
-    def _restore(self, payload: dict[str, Any], source: str) -> None:
-        restored = checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
-                                                     source=source)
-        self.optimizer.load_state_dict(restored.state_dict())
-        best = checkpoint.optimizer_from_payload(payload["best"], source=source)
-        self.validator.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
-        self.validator.best_val = payload["best_val"]
-        self.validator.best_iteration = payload.get("best_iteration")
-        self.untrained_val = payload.get("untrained_val")
-        self.meta_optimizer.load_state_dict(payload["meta_optimizer"])
-        self.iteration = payload["iteration"]
-        self.history = payload["history"]
-        self.skipped = payload["skipped"]
-        self.consecutive_skips = payload["consecutive_skips"]
-        torch.set_rng_state(payload["rng"].cpu())
-        if self.population is not None:
-            if "population" not in payload:
-                raise checkpoint.CheckpointError(
-                    f"{source} holds no population state for meta.estimator="
-                    f"{self.config.estimator}; start a new run with another run_name")
-            self.population.load_state_dict(payload["population"])
-            self.estimator.load_state_dict(payload["estimator"])
-
-    def _read_best(self) -> tuple[float, dict[str, Tensor], int | None]:
-        """``best.pt``'s validation score, weights and iteration (refused if it is unreadable
-        or holds another optimizer: l2l never replaces a best checkpoint it cannot compare)."""
-        try:
-            payload = checkpoint.load(self.best_path, map_location=self.device)
-            best = checkpoint.optimizer_from_payload(payload["optimizer"], source=str(
-                self.best_path))
-        except (checkpoint.CheckpointError, KeyError) as error:
-            raise checkpoint.CheckpointError(
-                f"{self.best_path} exists but cannot be read ({error}); move it away to start "
-                "afresh (l2l never replaces a best checkpoint it cannot compare with)") from error
-        if best.name != self.optimizer.name or best.config != self.optimizer.config:
-            raise checkpoint.CheckpointError(
-                f"{self.best_path} holds another optimizer ({best.name}: {best.extra_repr()}); "
-                "start a new run with another run_name")
-        weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
-        return float(payload.get("val_loss", math.inf)), weights, payload.get("iteration")
-
-    def _keep_better_best(self) -> None:
-        """A resume beside a ``best.pt`` better than ``latest.pt`` records (a kill between
-        writing the two): its score is the one to beat, so ``best.pt`` never gets worse."""
-        val, weights, iteration = self._read_best()
-        if val < self.validator.best_val:
-            self.validator.best_val = val
-            self.validator.best_weights = weights
-            self.validator.best_iteration = iteration
-
-    def _adopt_best(self) -> None:
-        """A fresh start beside an existing ``best.pt``: its score must be beaten to replace it
-        (the untrained optimizer's first validation would otherwise overwrite a trained one)."""
-        val, weights, iteration = self._read_best()
-        self.validator.best_val = val
-        self.validator.best_weights = weights
-        self.validator.best_iteration = iteration
-        warnings.warn(f"starting afresh beside {self.best_path} (validation "
-                      f"{self.validator.best_val:.4g}): it is kept unless beaten",
-                      RuntimeWarning, stacklevel=2)
+        checkpoint.save_atomic(MetaSnapshot.capture(self).to_payload(), self.latest_path,
+                               previous=self.previous_path)
