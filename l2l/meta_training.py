@@ -12,6 +12,7 @@ The pieces, each in its own module:
   ``autograd``), chosen by ``meta.estimator``; or, for the forward-only population estimators
   (``pes``, ``es``, ``full_es``), one truncation of a population of particles
   (``l2l.truncated_step``) per meta-iteration instead of one task;
+* the settings: ``l2l.meta_config.MetaConfig``;
 * validation and best-model selection: ``l2l.validation.Validator``;
 * what happens on events (progress, logging, printing): :class:`Callback` objects;
 * checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``, as
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,17 @@ from l2l import checkpoint
 from l2l.distributed import Synchronizer
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
-from l2l.interface import State, check_range
+from l2l.interface import State
 from l2l.learned.base import LearnedOptimizer
+from l2l.meta_config import MetaConfig
 from l2l.meta_snapshot import BestCheckpoint, MetaSnapshot, resume_or_start
-from l2l.objectives import OBJECTIVES, build_objective
+from l2l.objectives import build_objective
 from l2l.runtime import problem_size, resolve_compile
 from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.truncated_step import TruncatedStep
-from l2l.unroll_lengths import SCHEDULES, LengthSchedule
+from l2l.unroll_lengths import LengthSchedule
 from l2l.validation import Validator
 
 
@@ -57,79 +59,6 @@ class MetaTrainingInterrupted(RuntimeError):
     def __init__(self, message: str, signal_number: int | None = None) -> None:
         super().__init__(message)
         self.signal_number = signal_number
-
-
-@dataclass
-class MetaConfig:
-    """Meta-training settings; defaults are the paper's (see shared NOTES)."""
-
-    iterations: int = 10_000  #: task samples ("epochs" in the official code), each one horizon
-    horizon: int = 100  #: optimizee steps per task
-    unroll: int = 20  #: steps per truncated unroll (one meta-step each)
-    batch_size: int = 1  #: task instances per meta-iteration
-    meta_lr: float = 1e-3  #: Adam learning rate of the meta-optimizer
-    second_order: bool = False  #: back-propagate through the optimizee gradients too
-    estimator: str = "auto"  #: "auto", or a name in l2l/estimators ("sequence", "surrogate", ...)
-    objective: str = "sum"  #: meta-objective: "sum" (paper) or "log_relative"
-    scale_range: float = 0.0  #: train on f(c*theta), c = exp(U[-s, s]) per coordinate (0: off)
-    clip_grad_norm: float | None = None  #: clip the meta-gradient's global norm
-    val_every: int = 1000  #: validate every this many iterations (and at the end)
-    val_instances: int = 20  #: fixed validation instances
-    checkpoint_every: int = 100  #: write latest.pt every this many iterations
-    max_consecutive_skips: int = 20  #: stop after this many non-finite meta-steps in a row
-    #: torch.compile the optimizer's update: true, false, or "auto" (problems of >= 4,096
-    #: coordinates where a compiler exists; about 2x on CPU for MNIST). See l2l.runtime.
-    compile: bool | str = "auto"
-    seed: int = 0  #: draws the training tasks (and the learned optimizer's initial weights)
-    val_seed: int | None = None  #: draws the validation problems (None: ``seed``)
-    # The population estimators (pes, es, full_es; l2l/estimators/evolution.py): one
-    # meta-iteration is one truncation of meta.unroll steps (full_es: one whole episode).
-    sigma: float = 0.01  #: std of the antithetic perturbations of the learned weights
-    particles: int = 8  #: inner trainings in the population: antithetic pairs, so even
-    lengths: str = "constant"  #: episode lengths: constant (meta.horizon) or log_uniform
-    min_length: int = 100  #: log_uniform: shortest episode
-    max_length: int = 1000  #: log_uniform: longest episode
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "horizon", "unroll", "batch_size", "val_every",
-                     "val_instances", "checkpoint_every", "max_consecutive_skips"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
-            check_range(f"meta.{name}", value, 1)
-        check_range("meta.meta_lr", self.meta_lr, 0.0, low_inclusive=False)
-        check_range("meta.scale_range", self.scale_range, 0.0, 10.0)
-        if self.clip_grad_norm is not None:
-            check_range("meta.clip_grad_norm", self.clip_grad_norm, 0.0, low_inclusive=False)
-        if self.unroll > self.horizon:
-            raise ValueError(f"meta.unroll={self.unroll} is longer than meta.horizon="
-                             f"{self.horizon}: set meta.unroll <= meta.horizon")
-        check_range("meta.sigma", self.sigma, 0.0, low_inclusive=False)
-        particles = self.particles
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2 \
-                or particles % 2:
-            raise ValueError(f"meta.particles={particles!r} must be an even integer >= 2 (the "
-                             "particles are antithetic pairs): set meta.particles=8, say")
-        if self.lengths not in SCHEDULES:
-            raise ValueError(f"unknown meta.lengths {self.lengths!r}: choose one of "
-                             f"{', '.join(SCHEDULES)}")
-        for name in ("min_length", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
-        if self.lengths == "log_uniform":
-            if self.min_length > self.max_length:
-                raise ValueError(f"meta.min_length={self.min_length} exceeds meta.max_length="
-                                 f"{self.max_length}: set min_length <= max_length")
-            if self.unroll > self.min_length:
-                raise ValueError(f"meta.unroll={self.unroll} is longer than the shortest unroll "
-                                 f"length meta.min_length={self.min_length}: set meta.unroll <= "
-                                 "meta.min_length")
-        if not (self.compile is True or self.compile is False or self.compile == "auto"):
-            raise ValueError(f"meta.compile must be true, false or auto, got {self.compile!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown meta.objective {self.objective!r}: choose one of "
-                             f"{', '.join(OBJECTIVES)}")
 
 
 class Callback:
@@ -216,15 +145,31 @@ class MetaTrainer:
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
         population = getattr(estimator, "population", False)
-        extra = {"sigma": config.sigma, "seed": config.seed} if population else {}
+        extra = {"sigma": config.sigma, "seed": config.seed,
+                 "difference": config.es_difference} if population else {}
         self.estimator = estimator(update, build_objective(config.objective),
                                    second_order=config.second_order, optimizer=optimizer, **extra)
         #: the particles of a population estimator (pes, es, full_es); None for TBPTT
         self.population = self._population() if population else None
+        if config.objective_split == "valid":
+            self._check_held_out()
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
             self.resumed_from = resume_or_start(self)
         self.sync.check_same(self.iteration, self.optimizer.parameters())
+
+    def _check_held_out(self) -> None:
+        for family in getattr(self.task, "components", [self.task]):
+            try:
+                family.sample(1, self.config.seed, "train", device=self.device).held_out()
+            except NotImplementedError:
+                raise ValueError(
+                    f"meta.objective_split=valid needs held-out data, and task {family.name} has "
+                    "no data split: use meta.objective_split=train, or a task with data (the "
+                    "mnist_* families)") from None
+
+    def _held_out(self, instances: Instances) -> Instances | None:
+        return instances.held_out() if self.config.objective_split == "valid" else None
 
     def _population(self) -> TruncatedStep:
         cfg = self.config
@@ -238,7 +183,8 @@ class MetaTrainer:
         return TruncatedStep(self.task, self.optimizer, self.estimator.objective,
                              pairs=cfg.particles // 2, lengths=lengths, seed=cfg.seed,
                              random_offsets=self.estimator.random_offsets,
-                             scale_range=cfg.scale_range, device=self.device)
+                             scale_range=cfg.scale_range, device=self.device,
+                             held_out=cfg.objective_split == "valid")
 
     def train_population(self) -> list[float]:
         """One meta-step of a population estimator: one truncation of every particle (full_es:
@@ -296,12 +242,15 @@ class MetaTrainer:
         params = instances.init_params
         state = self.optimizer.init(params)
         initial_loss, grads = instances.loss_and_grad(params, 0)
+        held_out = self._held_out(instances)
+        if held_out is not None:
+            initial_loss = held_out.loss(params, 0).detach()
         meta_losses = []
         for start in range(0, cfg.horizon, cfg.unroll):
             steps = min(cfg.unroll, cfg.horizon - start)
             self.meta_optimizer.zero_grad(set_to_none=True)
             out = self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
-                                                 initial_loss, cfg.horizon))
+                                                 initial_loss, cfg.horizon, held_out))
             out.finite, out.meta_loss = self.sync.reduce_gradients(
                 self.optimizer.parameters(), out.finite, out.meta_loss)
             if out.finite:
@@ -319,9 +268,10 @@ class MetaTrainer:
     def unroll(self, instances: Instances, params: Tensor, grads: Tensor, state: State,
                start: int, steps: int) -> UnrollOutcome:
         """One unroll through the estimator (meta-gradient left in ``.grad``); for tests."""
-        initial_loss, _ = instances.loss_and_grad(instances.init_params, 0)
+        held_out = self._held_out(instances)
+        initial_loss = (held_out or instances).loss(instances.init_params, 0).detach()
         return self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
-                                              initial_loss, self.config.horizon))
+                                              initial_loss, self.config.horizon, held_out))
 
     def _finish_gradient(self) -> bool:
         """Clip (if asked) and check the meta-gradient; False if it is not finite."""

@@ -103,6 +103,9 @@ class _PartsInstances(Instances):
     def repeat(self, times: int) -> Instances:
         return _PartsInstances(self.parts * times)
 
+    def held_out(self) -> Instances:
+        return _PartsInstances([p.held_out() for p in self.parts])
+
 
 def concat_instances(parts: list[Instances]) -> Instances:
     """``parts`` as one batch: merged where the family can (``Instances.concat``), else stacked."""
@@ -135,13 +138,15 @@ class TruncatedStep:
 
     def __init__(self, task: TaskFamily, optimizer: LearnedOptimizer, objective: MetaObjective,
                  *, pairs: int, lengths: LengthSchedule, seed: int = 0,
-                 random_offsets: bool = True, scale_range: float = 0.0,
+                 random_offsets: bool = True, scale_range: float = 0.0, held_out: bool = False,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        """``held_out``: the meta-objective reads the losses on held-out data
+        (``Instances.held_out``) rather than the training minibatches'."""
         if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
             raise ValueError(f"a population needs at least one antithetic pair, got {pairs!r}")
         self.task, self.optimizer, self.objective = task, optimizer, objective
         self.pairs, self.lengths, self.seed = pairs, lengths, seed
-        self.scale_range = scale_range
+        self.scale_range, self.held_out = scale_range, held_out
         self.device, self.dtype = torch.device(device), dtype
         self.weights = FlatWeights(optimizer)
         self._call = _UpdateCall(optimizer)
@@ -158,7 +163,7 @@ class TruncatedStep:
         self._rebuild()
         self.params = self.instances.init_params.clone()
         self.state = optimizer.init(self.params)
-        self.initial_loss, self.grads = self.instances.loss_and_grad(self.params, self.clock)
+        self.initial_loss, self.grads = self._losses(self.params)
 
     # -- instances -------------------------------------------------------------------------
 
@@ -174,6 +179,14 @@ class TruncatedStep:
 
     def _rebuild(self) -> None:
         self.instances = concat_instances(self._parts).repeat(2)  # rows j and j + H: twins
+        self.meta_instances = self.instances.held_out() if self.held_out else self.instances
+
+    def _losses(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The meta-objective's losses at ``params`` and the training gradient."""
+        loss, grads = self.instances.loss_and_grad(params, self.clock)
+        if self.held_out:
+            loss = self.meta_instances.loss(params, self.clock)
+        return loss, grads
 
     @property
     def particles(self) -> int:
@@ -200,7 +213,7 @@ class TruncatedStep:
         rows = self.rows(mask.to(self.params.device))
         fresh_params = self.instances.init_params
         fresh_state = self.optimizer.init(fresh_params)
-        loss, grads = self.instances.loss_and_grad(fresh_params, self.clock)
+        loss, grads = self._losses(fresh_params)
         column = rows.view(-1, 1)
         self.params = torch.where(column, fresh_params, self.params)
         self.grads = torch.where(column, grads, self.grads)
@@ -247,7 +260,7 @@ class TruncatedStep:
             update, self.state = self._update(weights)
             self.params = self.params + update.to(self.params.dtype)
             self.clock += 1
-            loss, self.grads = self.instances.loss_and_grad(self.params, self.clock)
+            loss, self.grads = self._losses(self.params)
             value = self.objective(loss, self.initial_loss, self.rows(self.length).to(loss))
             new = self.rows(reset).to(value.device)
             before = before + torch.where(new, torch.zeros_like(value), value)

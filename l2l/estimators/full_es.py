@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome, antithetic_differences
+from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome
 from l2l.truncated_step import TruncatedStep
 
 
@@ -30,7 +30,7 @@ class FullESEstimator(PopulationEstimator):
             truncation = population.unroll(weights, steps)
             total += torch.where(population.rows(running), truncation.before.double().cpu(), 0.0)
             running &= ~truncation.reset[:H].cpu()
-        difference, _ = antithetic_differences(_Totals(total), H)
+        difference, _ = self.differences(_Totals(total), H)
         meta_loss = float(total.mean())
         if not bool(torch.isfinite(total).all()):
             return PopulationOutcome(meta_loss, False)
