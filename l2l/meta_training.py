@@ -142,6 +142,8 @@ class MetaTrainer:
         self.compiled = resolve_compile(config.compile, problem_size=problem_size(task),
                                         device=self.device)
         update = compiled(optimizer.update) if self.compiled else optimizer.update
+        if config.objective_split == "valid":
+            self._check_held_out()
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
         population = getattr(estimator, "population", False)
@@ -151,8 +153,6 @@ class MetaTrainer:
                                    second_order=config.second_order, optimizer=optimizer, **extra)
         #: the particles of a population estimator (pes, es, full_es); None for TBPTT
         self.population = self._population() if population else None
-        if config.objective_split == "valid":
-            self._check_held_out()
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
             self.resumed_from = resume_or_start(self)
