@@ -34,8 +34,8 @@ PAIRS = 2000
 DIM = 4
 
 
-def _optimizer(name: str = "learnable_momentum"):
-    opt = build_optimizer(name).double()
+def _optimizer(name: str = "learnable_momentum", **kwargs):
+    opt = build_optimizer(name, **kwargs).double()
     with torch.no_grad():  # away from the untrained point, so that no gradient is special
         for i, p in enumerate(opt.parameters()):
             p.add_(0.1 * (i + 1))
@@ -173,9 +173,9 @@ def test_pairs_start_at_random_offsets_not_in_lockstep():
     assert (first_reset >= 0).all() and len(set(first_reset.tolist())) > 2
 
 
-@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum", "lstm", "lstm0"])
 def test_batched_particles_equal_one_by_one(name, monkeypatch):
-    opt = _optimizer(name)
+    opt = (_optimizer("lstm", num_layers=0) if name == "lstm0" else _optimizer(name))
     assert opt.particle_axis()
     eps = 0.05 * torch.randn(3, sum(p.numel() for p in opt.parameters()),
                              generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -188,8 +188,12 @@ def test_batched_particles_equal_one_by_one(name, monkeypatch):
     for a, b in zip(*outs):
         torch.testing.assert_close(a.before, b.before, rtol=1e-12, atol=0)
         torch.testing.assert_close(a.after, b.after, rtol=1e-12, atol=0)
+
+
+def test_which_optimizers_batch_their_particles():
     assert not build_optimizer("learnable_adam", schedule_steps=5).particle_axis()
-    assert not build_optimizer("lstm").particle_axis()
+    assert build_optimizer("lstm").particle_axis()
+    assert not build_optimizer("rnnprop").particle_axis()
 
 
 def _pes_config(**overrides) -> MetaConfig:
