@@ -87,7 +87,14 @@ class MetaSnapshot:
     @classmethod
     def capture(cls, trainer: MetaTrainer) -> MetaSnapshot:
         """The trainer's state now."""
-        population = trainer.population
+        population, estimator = None, None
+        if trainer.population is not None:
+            population = trainer.population.state_dict()
+            estimator = trainer.estimator.state_dict()
+            if trainer.sync.world_size > 1:  # each process owns some particles: keep them all
+                ranks = trainer.sync.gather([population, estimator])
+                population = {"ranks": [r[0] for r in ranks]}
+                estimator = {"ranks": [r[1] for r in ranks]}
         validator = trainer.validator
         best = validator.best_or(trainer.optimizer.state_dict())
         return cls(
@@ -98,8 +105,7 @@ class MetaSnapshot:
             history=trainer.history, skipped=trainer.skipped,
             consecutive_skips=trainer.consecutive_skips, meta_config=asdict(trainer.config),
             identity=trainer.identity, rng=torch.get_rng_state(),
-            population=None if population is None else population.state_dict(),
-            estimator=None if population is None else trainer.estimator.state_dict())
+            population=population, estimator=estimator)
 
     def check_resumable(self, trainer: MetaTrainer, source: str) -> None:
         """Refuse a resume that would change what is being learned, naming the differences."""
@@ -123,6 +129,13 @@ class MetaSnapshot:
             raise CheckpointError(
                 f"{source} holds no population state for meta.estimator="
                 f"{trainer.config.estimator}; start a new run with another run_name")
+        if self.population is not None:
+            split = len(self.population.get("ranks", [None]))
+            if split != trainer.sync.world_size:
+                raise CheckpointError(
+                    f"{source} holds a population split over {split} process(es), this run has "
+                    f"{trainer.sync.world_size}: resume it with {split} (the particles are "
+                    "owned by the processes)")
 
     def restore(self, trainer: MetaTrainer, source: str) -> None:
         """Put the trainer where the snapshot was (after :meth:`check_resumable`)."""
@@ -142,8 +155,14 @@ class MetaSnapshot:
         trainer.consecutive_skips = self.consecutive_skips
         torch.set_rng_state(self.rng.cpu())
         if trainer.population is not None:
-            trainer.population.load_state_dict(self.population)
-            trainer.estimator.load_state_dict(self.estimator)
+            rank = trainer.sync.rank
+            trainer.population.load_state_dict(_own(self.population, rank))
+            trainer.estimator.load_state_dict(_own(self.estimator, rank))
+
+
+def _own(saved: dict[str, Any], rank: int) -> dict[str, Any]:
+    """A process's share of a population state (split over processes: one per rank)."""
+    return saved["ranks"][rank] if "ranks" in saved else saved
 
 
 @dataclass

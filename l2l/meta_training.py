@@ -153,6 +153,8 @@ class MetaTrainer:
                                    second_order=config.second_order, optimizer=optimizer, **extra)
         #: the particles of a population estimator (pes, es, full_es); None for TBPTT
         self.population = self._population() if population else None
+        if population:
+            self.estimator.any = self.sync.any
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
             self.resumed_from = resume_or_start(self)
@@ -172,16 +174,21 @@ class MetaTrainer:
         return instances.held_out() if self.config.objective_split == "valid" else None
 
     def _population(self) -> TruncatedStep:
-        cfg = self.config
-        if self.sync.world_size > 1:
-            raise ValueError(f"meta.estimator={cfg.estimator} runs in one process: launch it "
-                             "without torchrun or several SLURM tasks")
+        """This process's particles: with several processes (torchrun, SLURM), each owns an
+        equal share of the antithetic pairs and the estimates are averaged over processes."""
+        cfg, world = self.config, self.sync.world_size
+        pairs = cfg.particles // 2
+        if pairs % world:
+            raise ValueError(f"meta.particles={cfg.particles} ({pairs} antithetic pairs) cannot "
+                             f"be split over {world} processes: choose a multiple of "
+                             f"{2 * world}")
         if cfg.lengths == "log_uniform":
             lengths = LengthSchedule("log_uniform", cfg.min_length, cfg.max_length)
         else:
             lengths = LengthSchedule("constant", cfg.horizon)
         return TruncatedStep(self.task, self.optimizer, self.estimator.objective,
-                             pairs=cfg.particles // 2, lengths=lengths, seed=cfg.seed,
+                             pairs=pairs // world, first_pair=self.sync.rank * (pairs // world),
+                             total_pairs=pairs, lengths=lengths, seed=cfg.seed,
                              random_offsets=self.estimator.random_offsets,
                              scale_range=cfg.scale_range, device=self.device,
                              held_out=cfg.objective_split == "valid")
@@ -360,7 +367,9 @@ class MetaTrainer:
 
     def save_latest(self) -> None:
         """Write ``latest.pt`` atomically, keeping the one before as ``previous.pt``."""
-        if self.run_dir is None or not self.sync.is_writer:
+        if self.run_dir is None:
             return
-        checkpoint.save_atomic(MetaSnapshot.capture(self).to_payload(), self.latest_path,
-                               previous=self.previous_path)
+        snapshot = MetaSnapshot.capture(self)  # every rank: it gathers split populations
+        if self.sync.is_writer:
+            checkpoint.save_atomic(snapshot.to_payload(), self.latest_path,
+                                   previous=self.previous_path)

@@ -323,7 +323,7 @@ def test_instances_concatenate_into_one_batch_or_stack_part_by_part(request):
 
 def test_population_estimators_take_the_other_meta_options():
     """log_relative (per-particle horizons), scale_range and clipping go through the population
-    path; one process only."""
+    path; several processes own equal shares of the pairs."""
     from l2l.distributed import Synchronizer
 
     config = _pes_config(iterations=3, val_every=3, objective="log_relative", scale_range=0.5,
@@ -333,12 +333,49 @@ def test_population_estimators_take_the_other_meta_options():
     assert result["skipped"] == 0 and all(map(torch.isfinite, map(torch.tensor,
                                                                   result["history"]["meta_loss"])))
 
-    class TwoProcesses(Synchronizer):
-        world_size = 2
+    class SecondOfTwo(Synchronizer):
+        rank, world_size = 1, 2
 
-    with pytest.raises(ValueError, match="meta.estimator=pes runs in one process"):
-        MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"), _pes_config(),
-                    sync=TwoProcesses())
+    with pytest.raises(ValueError, match=r"meta.particles=6 \(3 antithetic pairs\) cannot be "
+                                         "split over 2 processes: choose a multiple of 4"):
+        MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"),
+                    _pes_config(particles=6), sync=SecondOfTwo())
+    share = MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"),
+                        _pes_config(particles=8), sync=SecondOfTwo()).population
+    assert (share.pairs, share.first_pair, share.total_pairs) == (2, 2, 4)
+
+
+@pytest.mark.parametrize("name", ["pes", "es", "full_es"])
+def test_two_shares_of_a_population_estimate_what_the_whole_does(name):
+    """A population split over two processes (pairs 0-1 and 2-3 of 4): the same particles, and
+    the mean of the two shares' estimates (what the processes' all-reduce takes) is the whole
+    population's estimate."""
+    opt = _optimizer()
+    whole_running: list[bool] = []  # full_es: whether the whole population ran on, per truncation
+
+    def estimate(pairs: int, first: int):
+        population = TruncatedStep(_task(), opt, build_objective("sum"), pairs=pairs,
+                                   lengths=LengthSchedule("log_uniform", 4, 9), seed=5,
+                                   first_pair=first, total_pairs=4, dtype=torch.float64)
+        gradients, estimator = [], _estimator(name, opt, sigma=0.01)
+        agreed = iter(list(whole_running))
+        if pairs == 4:  # record the whole population's answers
+            estimator.any = lambda flag: whole_running.append(flag) or flag
+        else:  # what Synchronizer.any answers: true if any share (the whole) still runs
+            estimator.any = lambda flag: next(agreed)
+        for _ in range(3):
+            estimator.estimate_population(population, 4)
+            gradients.append(torch.cat([p.grad.flatten() for p in opt.parameters()]))
+            opt.zero_grad(set_to_none=True)
+        return population, torch.stack(gradients)
+
+    whole, expected = estimate(4, 0)
+    first, a = estimate(2, 0)
+    second, b = estimate(2, 2)
+    torch.testing.assert_close((a + b) / 2, expected, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(torch.cat([first.params[:2], second.params[:2]]),
+                               whole.params[:4], rtol=0, atol=0)
+    assert torch.equal(torch.cat([first.length, second.length]), whole.length)
 
 
 def test_log_uniform_lengths_are_deterministic_in_range_and_spread_over_decades():

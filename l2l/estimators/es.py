@@ -19,7 +19,7 @@ class TruncatedESEstimator(PopulationEstimator):
 
     def estimate_population(self, population: TruncatedStep, steps: int) -> PopulationOutcome:
         H = population.pairs
-        eps = self.perturbations(H)
+        eps = self.perturbations(population)
         truncation = population.unroll(self.particle_weights(eps), steps)
         before, after = self.differences(truncation, H)
         finite = truncation.finite

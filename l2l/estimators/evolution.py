@@ -14,6 +14,7 @@ population and turns its meta-losses into a gradient in the learned weights' ``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -92,6 +93,9 @@ class PopulationEstimator(MetaGradientEstimator):
             raise ValueError(f"unknown meta.es_difference {difference!r}: choose one of "
                              f"{', '.join(DIFFERENCES)}")
         self.difference = difference
+        #: True on every process if true on any (``Synchronizer.any``): a population split over
+        #: processes agrees on how long an episode runs
+        self.any: Callable[[bool], bool] = bool
         self.weights = FlatWeights(optimizer)
         self.generator = torch.Generator().manual_seed(
             stream_key("estimator", seed, "train", self.name) & (2**63 - 1))
@@ -108,10 +112,13 @@ class PopulationEstimator(MetaGradientEstimator):
                         "(l2l.truncated_step.TruncatedStep), not one unroll: call "
                         "estimate_population")
 
-    def perturbations(self, pairs: int) -> Tensor:
-        """``(pairs, d)`` draws of ``N(0, sigma^2 I)`` from the estimator's own generator."""
-        eps = torch.randn(pairs, self.weights.size, generator=self.generator,
+    def perturbations(self, population: TruncatedStep) -> Tensor:
+        """``(H, d)`` draws of ``N(0, sigma^2 I)`` for the population's pairs, from the
+        estimator's own generator: every process draws those of the whole population (in the
+        same order, so the same ones) and keeps its own pairs'."""
+        eps = torch.randn(population.total_pairs, self.weights.size, generator=self.generator,
                           dtype=torch.float64) * self.sigma
+        eps = eps[population.first_pair:population.first_pair + population.pairs]
         reference = next(self.optimizer.parameters())
         return eps.to(device=reference.device, dtype=reference.dtype)
 

@@ -22,11 +22,11 @@ class FullESEstimator(PopulationEstimator):
     def estimate_population(self, population: TruncatedStep, steps: int) -> PopulationOutcome:
         H = population.pairs
         population.restart()
-        eps = self.perturbations(H)
+        eps = self.perturbations(population)
         weights = self.particle_weights(eps)
         running = torch.ones(H, dtype=torch.bool)  # pairs still in this estimate's episode
         total = torch.zeros(2 * H, dtype=torch.float64)
-        while bool(running.any()):
+        while self.any(bool(running.any())):  # every process's share runs as long
             truncation = population.unroll(weights, steps)
             total += torch.where(population.rows(running), truncation.before.double().cpu(), 0.0)
             running &= ~truncation.reset[:H].cpu()

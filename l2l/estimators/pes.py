@@ -35,7 +35,7 @@ class PESEstimator(PopulationEstimator):
         H = population.pairs
         if self.accumulator is None:
             self.accumulator = torch.zeros(H, self.weights.size, dtype=torch.float64)
-        eps = self.perturbations(H)
+        eps = self.perturbations(population)
         truncation = population.unroll(self.particle_weights(eps), steps)
         eps = eps.double().cpu()
         so_far = self.accumulator + eps
