@@ -79,3 +79,15 @@ def test_a_snapshot_without_population_state_is_refused_for_a_population_run(tmp
                        "meta.estimator=pes"):
         MetaTrainer(build_optimizer(name), build_task("quadratic", dim=3), MetaConfig(**pes),
                     run_dir=tmp_path)
+
+
+def test_a_population_split_over_two_processes_resumes_only_with_two(tmp_path):
+    name, settings = _case("pes")
+    payload = checkpoint.load(FIXTURES / "pes_latest.pt")
+    payload["population"] = {"ranks": [payload["population"]] * 2}
+    payload["estimator"] = {"ranks": [payload["estimator"]] * 2}
+    checkpoint.save_atomic(payload, tmp_path / "checkpoints" / "latest.pt")
+    with pytest.raises(checkpoint.CheckpointError, match=r"holds a population split over 2 "
+                       r"process\(es\), this run has 1: resume it with 2"):
+        MetaTrainer(build_optimizer(name), build_task("quadratic", dim=3),
+                    MetaConfig(**settings), run_dir=tmp_path)
