@@ -139,14 +139,15 @@ class MetaTrainer:
         val_seed = config.seed if config.val_seed is None else config.val_seed
         self.validator = Validator(task, instances=config.val_instances, seed=val_seed,
                                    horizon=config.horizon, device=self.device)
-        self.compiled = resolve_compile(config.compile, problem_size=problem_size(task),
-                                        device=self.device)
-        update = compiled(optimizer.update) if self.compiled else optimizer.update
         if config.objective_split == "valid":
             self._check_held_out()
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
         population = getattr(estimator, "population", False)
+        # the population's particles update through torch.func (never the compiled update)
+        self.compiled = not population and resolve_compile(
+            config.compile, problem_size=problem_size(task), device=self.device)
+        update = compiled(optimizer.update) if self.compiled else optimizer.update
         extra = {"sigma": config.sigma, "seed": config.seed,
                  "difference": config.es_difference} if population else {}
         self.estimator = estimator(update, build_objective(config.objective),
