@@ -13,6 +13,12 @@
 # (untrained_val_loss). The claim to check: TBPTT's best is its untrained start or worse
 # (short-horizon bias), PES's beats both the start and tuned momentum.
 #
+# Cost, from 10-iteration timings of seed 0 on the 2-core machine at load 9-10 (one thread each,
+# 2026-12-02): a TBPTT task of 1,000 steps 30-65 s, a PES iteration 7-18 s, a validation
+# (20 problems x 1,000 steps) 110-190 s. With TASKS=200 one seed is 2-4 h of TBPTT and
+# 3-7 h of PES (1,250 iterations), so the three seeds are 15-30 CPU-hours at that load, about
+# half on a quiet machine; the tuning and the six evaluations add under an hour.
+#
 # Usage (from the repository root): bash scripts/short_horizon_bias.sh
 #   SEEDS="0 1 2" TASKS=200 DATA=/work/shared/data/mnist  (the defaults)
 set -euo pipefail
