@@ -241,6 +241,10 @@ def default_path(preset: str, estimators: list[str], extra: int, repeats: int,
                  for s in settings}
         (threads, compile_), best = min(timed.items(), key=lambda kv: kv[1])
         label = f"{threads} thread(s){', compiled' if compile_ else ''}"
+        if default <= 0:  # the runs' start-up varied by more than the extra iterations took
+            print(f"{estimator:<10} {'noise':>9} {best:8.3f} {label:<22}   n/a (raise "
+                  "--default-extra)")
+            continue
         print(f"{estimator:<10} {default:9.3f} {best:8.3f} {label:<22} {default / best:6.2f}")
     torch.set_num_threads(1)
 
@@ -260,7 +264,8 @@ def main() -> None:
     parser.add_argument("--default-estimators", nargs="+",
                         default=["auto", "sequence", "pes", "es", "full_es"])
     parser.add_argument("--default-extra", type=int, default=4,
-                        help="train.py: time N + extra against N meta-iterations")
+                        help="train.py: time N + extra against N meta-iterations (the "
+                        "quadratic's take ~0.1 s: use 200 there)")
     parser.add_argument("--data-dir", default=os.environ.get("L2L_DATA_DIR"))
     args = parser.parse_args()
     torch.set_num_threads(1)
