@@ -97,6 +97,10 @@ class Synchronizer:
         """True on every rank if ``flag`` is true on any rank."""
         return flag
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (plain data and tensors), in rank order, on every rank."""
+        return [value]
+
     def from_writer(self, compute: Callable[[], float]) -> float:
         """``compute()`` on rank 0, its result on every rank (validation scores)."""
         return compute()
@@ -154,6 +158,12 @@ class TorchDistributed(Synchronizer):
                 p.grad.copy_(flat[start:start + part.numel()].view_as(p.grad))
             start += part.numel()
         return True, float(flat[-2].item())
+
+    def gather(self, value: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        with self._exchange("the particles' states"):
+            dist.all_gather_object(out, value)
+        return out
 
     def any(self, flag: bool) -> bool:
         value = torch.tensor([1 if flag else 0], dtype=torch.int64)

@@ -98,10 +98,10 @@ class LoggingCallback(Callback):
 
     def on_validation(self, trainer: MetaTrainer, iteration: int, val_loss: float,
                       improved: bool) -> None:
-        self.logger.log({"val/final_loss": val_loss, "val/best_final_loss": trainer.best_val},
-                        iteration)
+        self.logger.log({"val/final_loss": val_loss,
+                         "val/best_final_loss": trainer.validator.best_val}, iteration)
         log.info("iteration %d: validation final loss %.4g (best %.4g)%s", iteration, val_loss,
-                 trainer.best_val, " *" if improved else "")
+                 trainer.validator.best_val, " *" if improved else "")
 
 
 def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
@@ -146,7 +146,7 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
     logger.log_artifact(trainer.best_path, name=f"{learned.name}-{cfg.task.name}", type="model")
     if trainer.sync.is_writer:
         draw_meta_training(trainer, run_dir)
-    learned.load_state_dict(trainer.best_weights)
+    learned.load_state_dict(trainer.validator.best_or(learned.state_dict()))
     learned.meta_trained_iterations = result["best_iteration"] or 0
     untrained = result["untrained_val_loss"]
     history = [v for v in result["history"]["val_loss"] if math.isfinite(v)]

@@ -12,9 +12,11 @@ The pieces, each in its own module:
   ``autograd``), chosen by ``meta.estimator``; or, for the forward-only population estimators
   (``pes``, ``es``, ``full_es``), one truncation of a population of particles
   (``l2l.truncated_step``) per meta-iteration instead of one task;
+* the settings: ``l2l.meta_config.MetaConfig``;
 * validation and best-model selection: ``l2l.validation.Validator``;
 * what happens on events (progress, logging, printing): :class:`Callback` objects;
-* checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``.
+* checkpoints: ``latest.pt`` (everything needed to resume bit for bit) and ``best.pt``, as
+  typed snapshots (``l2l.meta_snapshot``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +35,17 @@ from l2l import checkpoint
 from l2l.distributed import Synchronizer
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
-from l2l.interface import State, check_range
+from l2l.interface import State
 from l2l.learned.base import LearnedOptimizer
-from l2l.objectives import OBJECTIVES, build_objective
+from l2l.meta_config import MetaConfig
+from l2l.meta_snapshot import BestCheckpoint, MetaSnapshot, resume_or_start
+from l2l.objectives import build_objective
 from l2l.runtime import problem_size, resolve_compile
 from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.truncated_step import TruncatedStep
-from l2l.unroll_lengths import SCHEDULES, LengthSchedule
+from l2l.unroll_lengths import LengthSchedule
 from l2l.validation import Validator
 
 
@@ -55,90 +59,6 @@ class MetaTrainingInterrupted(RuntimeError):
     def __init__(self, message: str, signal_number: int | None = None) -> None:
         super().__init__(message)
         self.signal_number = signal_number
-
-
-#: MetaConfig fields a resumed run may change (they do not alter what is being learned);
-#: every other field, the task and the architecture must match the checkpoint.
-RESUMABLE_CHANGES = ("iterations", "val_every", "checkpoint_every", "max_consecutive_skips",
-                     "compile")
-
-
-#: what a ``latest.pt`` must hold to be resumed from (see ``MetaTrainer.save_latest``)
-RESUME_FIELDS = ("optimizer", "best", "best_val", "meta_optimizer", "iteration", "history",
-                 "skipped", "consecutive_skips", "rng")
-
-
-@dataclass
-class MetaConfig:
-    """Meta-training settings; defaults are the paper's (see shared NOTES)."""
-
-    iterations: int = 10_000  #: task samples ("epochs" in the official code), each one horizon
-    horizon: int = 100  #: optimizee steps per task
-    unroll: int = 20  #: steps per truncated unroll (one meta-step each)
-    batch_size: int = 1  #: task instances per meta-iteration
-    meta_lr: float = 1e-3  #: Adam learning rate of the meta-optimizer
-    second_order: bool = False  #: back-propagate through the optimizee gradients too
-    estimator: str = "auto"  #: "auto", or a name in l2l/estimators ("sequence", "surrogate", ...)
-    objective: str = "sum"  #: meta-objective: "sum" (paper) or "log_relative"
-    scale_range: float = 0.0  #: train on f(c*theta), c = exp(U[-s, s]) per coordinate (0: off)
-    clip_grad_norm: float | None = None  #: clip the meta-gradient's global norm
-    val_every: int = 1000  #: validate every this many iterations (and at the end)
-    val_instances: int = 20  #: fixed validation instances
-    checkpoint_every: int = 100  #: write latest.pt every this many iterations
-    max_consecutive_skips: int = 20  #: stop after this many non-finite meta-steps in a row
-    #: torch.compile the optimizer's update: true, false, or "auto" (problems of >= 4,096
-    #: coordinates where a compiler exists; about 2x on CPU for MNIST). See l2l.runtime.
-    compile: bool | str = "auto"
-    seed: int = 0  #: draws the training tasks (and the learned optimizer's initial weights)
-    val_seed: int | None = None  #: draws the validation problems (None: ``seed``)
-    # The population estimators (pes, es, full_es; l2l/estimators/evolution.py): one
-    # meta-iteration is one truncation of meta.unroll steps (full_es: one whole episode).
-    sigma: float = 0.01  #: std of the antithetic perturbations of the learned weights
-    particles: int = 8  #: inner trainings in the population: antithetic pairs, so even
-    lengths: str = "constant"  #: episode lengths: constant (meta.horizon) or log_uniform
-    min_length: int = 100  #: log_uniform: shortest episode
-    max_length: int = 1000  #: log_uniform: longest episode
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "horizon", "unroll", "batch_size", "val_every",
-                     "val_instances", "checkpoint_every", "max_consecutive_skips"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
-            check_range(f"meta.{name}", value, 1)
-        check_range("meta.meta_lr", self.meta_lr, 0.0, low_inclusive=False)
-        check_range("meta.scale_range", self.scale_range, 0.0, 10.0)
-        if self.clip_grad_norm is not None:
-            check_range("meta.clip_grad_norm", self.clip_grad_norm, 0.0, low_inclusive=False)
-        if self.unroll > self.horizon:
-            raise ValueError(f"meta.unroll={self.unroll} is longer than meta.horizon="
-                             f"{self.horizon}: set meta.unroll <= meta.horizon")
-        check_range("meta.sigma", self.sigma, 0.0, low_inclusive=False)
-        particles = self.particles
-        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2 \
-                or particles % 2:
-            raise ValueError(f"meta.particles={particles!r} must be an even integer >= 2 (the "
-                             "particles are antithetic pairs): set meta.particles=8, say")
-        if self.lengths not in SCHEDULES:
-            raise ValueError(f"unknown meta.lengths {self.lengths!r}: choose one of "
-                             f"{', '.join(SCHEDULES)}")
-        for name in ("min_length", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
-        if self.lengths == "log_uniform":
-            if self.min_length > self.max_length:
-                raise ValueError(f"meta.min_length={self.min_length} exceeds meta.max_length="
-                                 f"{self.max_length}: set min_length <= max_length")
-            if self.unroll > self.min_length:
-                raise ValueError(f"meta.unroll={self.unroll} is longer than the shortest unroll "
-                                 f"length meta.min_length={self.min_length}: set meta.unroll <= "
-                                 "meta.min_length")
-        if not (self.compile is True or self.compile is False or self.compile == "auto"):
-            raise ValueError(f"meta.compile must be true, false or auto, got {self.compile!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown meta.objective {self.objective!r}: choose one of "
-                             f"{', '.join(OBJECTIVES)}")
 
 
 class Callback:
@@ -219,35 +139,60 @@ class MetaTrainer:
         val_seed = config.seed if config.val_seed is None else config.val_seed
         self.validator = Validator(task, instances=config.val_instances, seed=val_seed,
                                    horizon=config.horizon, device=self.device)
-        self.compiled = resolve_compile(config.compile, problem_size=problem_size(task),
-                                        device=self.device)
-        update = compiled(optimizer.update) if self.compiled else optimizer.update
+        if config.objective_split == "valid":
+            self._check_held_out()
         estimator = choose_estimator(config.estimator, optimizer,
                                      second_order=config.second_order)
         population = getattr(estimator, "population", False)
-        extra = {"sigma": config.sigma, "seed": config.seed} if population else {}
+        # the population's particles update through torch.func (never the compiled update)
+        self.compiled = not population and resolve_compile(
+            config.compile, problem_size=problem_size(task), device=self.device)
+        update = compiled(optimizer.update) if self.compiled else optimizer.update
+        extra = {"sigma": config.sigma, "seed": config.seed,
+                 "difference": config.es_difference} if population else {}
         self.estimator = estimator(update, build_objective(config.objective),
                                    second_order=config.second_order, optimizer=optimizer, **extra)
         #: the particles of a population estimator (pes, es, full_es); None for TBPTT
         self.population = self._population() if population else None
+        if population:
+            self.estimator.any = self.sync.any
         self.resumed_from: Path | None = None
         if self.run_dir is not None:
-            self._resume_or_start()
+            self.resumed_from = resume_or_start(self)
         self.sync.check_same(self.iteration, self.optimizer.parameters())
 
+    def _check_held_out(self) -> None:
+        for family in getattr(self.task, "components", [self.task]):
+            try:
+                family.sample(1, self.config.seed, "train", device=self.device).held_out()
+            except NotImplementedError:
+                raise ValueError(
+                    f"meta.objective_split=valid needs held-out data, and task {family.name} has "
+                    "no data split: use meta.objective_split=train, or a task with data (the "
+                    "mnist_* families)") from None
+
+    def _held_out(self, instances: Instances) -> Instances | None:
+        return instances.held_out() if self.config.objective_split == "valid" else None
+
     def _population(self) -> TruncatedStep:
-        cfg = self.config
-        if self.sync.world_size > 1:
-            raise ValueError(f"meta.estimator={cfg.estimator} runs in one process: launch it "
-                             "without torchrun or several SLURM tasks")
+        """This process's particles: with several processes (torchrun, SLURM), each owns an
+        equal share of the antithetic pairs and the estimates are averaged over processes."""
+        cfg, world = self.config, self.sync.world_size
+        pairs = cfg.particles // 2
+        if pairs % world:
+            raise ValueError(f"meta.particles={cfg.particles} ({pairs} antithetic pairs) cannot "
+                             f"be split over {world} processes: choose a multiple of "
+                             f"{2 * world}")
         if cfg.lengths == "log_uniform":
             lengths = LengthSchedule("log_uniform", cfg.min_length, cfg.max_length)
         else:
             lengths = LengthSchedule("constant", cfg.horizon)
         return TruncatedStep(self.task, self.optimizer, self.estimator.objective,
-                             pairs=cfg.particles // 2, lengths=lengths, seed=cfg.seed,
+                             pairs=pairs // world, first_pair=self.sync.rank * (pairs // world),
+                             total_pairs=pairs, lengths=lengths, seed=cfg.seed,
                              random_offsets=self.estimator.random_offsets,
-                             scale_range=cfg.scale_range, device=self.device)
+                             scale_range=cfg.scale_range, device=self.device,
+                             held_out=cfg.objective_split == "valid")
 
     def train_population(self) -> list[float]:
         """One meta-step of a population estimator: one truncation of every particle (full_es:
@@ -265,22 +210,6 @@ class MetaTrainer:
         self.meta_optimizer.step()
         self.consecutive_skips = 0
         return [meta_loss]
-
-    # -- compatibility views --------------------------------------------------------------------
-
-    @property
-    def best_val(self) -> float:
-        return self.validator.best_val
-
-    @property
-    def best_weights(self) -> dict[str, Tensor]:
-        if self.validator.best_weights is None:
-            return {k: v.detach().clone() for k, v in self.optimizer.state_dict().items()}
-        return self.validator.best_weights
-
-    @property
-    def gradient_mode(self) -> str:
-        return self.estimator.name
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -321,12 +250,15 @@ class MetaTrainer:
         params = instances.init_params
         state = self.optimizer.init(params)
         initial_loss, grads = instances.loss_and_grad(params, 0)
+        held_out = self._held_out(instances)
+        if held_out is not None:
+            initial_loss = held_out.loss(params, 0).detach()
         meta_losses = []
         for start in range(0, cfg.horizon, cfg.unroll):
             steps = min(cfg.unroll, cfg.horizon - start)
             self.meta_optimizer.zero_grad(set_to_none=True)
             out = self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
-                                                 initial_loss, cfg.horizon))
+                                                 initial_loss, cfg.horizon, held_out))
             out.finite, out.meta_loss = self.sync.reduce_gradients(
                 self.optimizer.parameters(), out.finite, out.meta_loss)
             if out.finite:
@@ -344,9 +276,10 @@ class MetaTrainer:
     def unroll(self, instances: Instances, params: Tensor, grads: Tensor, state: State,
                start: int, steps: int) -> UnrollOutcome:
         """One unroll through the estimator (meta-gradient left in ``.grad``); for tests."""
-        initial_loss, _ = instances.loss_and_grad(instances.init_params, 0)
+        held_out = self._held_out(instances)
+        initial_loss = (held_out or instances).loss(instances.init_params, 0).detach()
         return self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
-                                              initial_loss, self.config.horizon))
+                                              initial_loss, self.config.horizon, held_out))
 
     def _finish_gradient(self) -> bool:
         """Clip (if asked) and check the meta-gradient; False if it is not finite."""
@@ -409,7 +342,7 @@ class MetaTrainer:
                     f"{reasons[0]}: meta-training stopped after iteration {self.iteration} of "
                     f"{cfg.iterations}" + (f", saved in {self.latest_path}" if self.run_dir
                                            else ""))
-        return {"iterations": self.iteration, "best_val_loss": self.best_val,
+        return {"iterations": self.iteration, "best_val_loss": self.validator.best_val,
                 "best_iteration": self.validator.best_iteration,
                 "untrained_val_loss": self.untrained_val,
                 "skipped": self.skipped, "history": self.history}
@@ -422,12 +355,10 @@ class MetaTrainer:
         self.history["val_iteration"].append(self.iteration)
         improved = self.validator.offer(val, self.optimizer.state_dict(), self.iteration)
         if improved and self.run_dir is not None and self.sync.is_writer:
-            checkpoint.save_atomic(
-                {"optimizer": self.optimizer.payload(self.validator.best_weights),
-                 "iteration": self.iteration, "val_loss": val,
-                 "untrained_val_loss": self.untrained_val,
-                 "meta_config": asdict(self.config), "identity": self.identity},
-                self.best_path)
+            best = BestCheckpoint(self.optimizer.payload(self.validator.best_weights),
+                                  self.iteration, val, self.untrained_val, asdict(self.config),
+                                  self.identity)
+            checkpoint.save_atomic(best.to_payload(), self.best_path)
         for callback in self.callbacks:
             callback.on_validation(self, self.iteration, val, improved)
         if self.run_dir is not None:
@@ -437,140 +368,9 @@ class MetaTrainer:
 
     def save_latest(self) -> None:
         """Write ``latest.pt`` atomically, keeping the one before as ``previous.pt``."""
-        if self.run_dir is None or not self.sync.is_writer:
+        if self.run_dir is None:
             return
-        population = {} if self.population is None else {
-            "population": self.population.state_dict(),
-            "estimator": self.estimator.state_dict()}
-        checkpoint.save_atomic(
-            {
-                **population,
-                "optimizer": self.optimizer.payload(),
-                "best": self.optimizer.payload(self.best_weights),
-                "best_val": self.best_val,
-                "best_iteration": self.validator.best_iteration,
-                "untrained_val": self.untrained_val,
-                "meta_optimizer": self.meta_optimizer.state_dict(),
-                "iteration": self.iteration,
-                "history": self.history,
-                "skipped": self.skipped,
-                "consecutive_skips": self.consecutive_skips,
-                "meta_config": asdict(self.config),
-                "identity": self.identity,
-                "rng": torch.get_rng_state(),
-            },
-            self.latest_path, previous=self.previous_path,
-        )
-
-    def _resume_or_start(self) -> None:
-        """Resume from ``latest.pt`` (or ``previous.pt`` if ``latest.pt`` is damaged or
-        missing); starting afresh, adopt an existing ``best.pt``'s score so that it is only
-        ever replaced by a better validation."""
-        candidates = [p for p in (self.latest_path, self.previous_path) if p.exists()]
-        problems = []
-        for path in candidates:
-            try:
-                payload = checkpoint.load(path, map_location=self.device)
-            except checkpoint.CheckpointError as error:
-                problems.append(str(error))
-                warnings.warn(f"{error}; trying the previous checkpoint", RuntimeWarning,
-                              stacklevel=2)
-                continue
-            self._check_resumable(payload, str(path))
-            self._restore(payload, str(path))
-            self.resumed_from = path
-            if self.best_path.exists():
-                self._keep_better_best()
-            return
-        if candidates:
-            warnings.warn(f"no usable checkpoint to resume from ({'; '.join(problems)}); "
-                          "meta-training starts afresh", RuntimeWarning, stacklevel=2)
-        if self.best_path.exists():
-            self._adopt_best()
-
-    def _check_resumable(self, payload: dict[str, Any], source: str) -> None:
-        """Refuse a resume that would change what is being learned (with the differences), or
-        from a checkpoint that lacks a field :meth:`_restore` needs (an older or edited one)."""
-        missing = [key for key in RESUME_FIELDS if key not in payload]
-        if missing:
-            raise checkpoint.CheckpointError(
-                f"{source} lacks the field(s) {', '.join(map(repr, missing))} needed to resume "
-                "(an older l2l wrote it, or it was edited): move it and previous.pt out of "
-                "checkpoints/ to start afresh, or start a new run with another run_name")
-        saved = dict(payload.get("meta_config") or {})
-        now = asdict(self.config)
-        diff = {k: (saved.get(k), now[k]) for k in now
-                if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]}
-        old_identity = payload.get("identity") or {}
-        for key in sorted(old_identity):  # checkpoints record what they knew to record
-            if old_identity.get(key) != self.identity.get(key):
-                diff[key] = (old_identity.get(key), self.identity.get(key))
-        if diff:
-            shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            raise checkpoint.CheckpointError(
-                f"{source} was trained with other settings ({shown}); a resume may only change "
-                f"{', '.join('meta.' + k for k in RESUMABLE_CHANGES)}. Rerun with the original "
-                "settings, or start a new run with another run_name")
-        checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
-                                          source=source)
-
-    def _restore(self, payload: dict[str, Any], source: str) -> None:
-        restored = checkpoint.optimizer_from_payload(payload["optimizer"], expect=self.optimizer,
-                                                     source=source)
-        self.optimizer.load_state_dict(restored.state_dict())
-        best = checkpoint.optimizer_from_payload(payload["best"], source=source)
-        self.validator.best_weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
-        self.validator.best_val = payload["best_val"]
-        self.validator.best_iteration = payload.get("best_iteration")
-        self.untrained_val = payload.get("untrained_val")
-        self.meta_optimizer.load_state_dict(payload["meta_optimizer"])
-        self.iteration = payload["iteration"]
-        self.history = payload["history"]
-        self.skipped = payload["skipped"]
-        self.consecutive_skips = payload["consecutive_skips"]
-        torch.set_rng_state(payload["rng"].cpu())
-        if self.population is not None:
-            if "population" not in payload:
-                raise checkpoint.CheckpointError(
-                    f"{source} holds no population state for meta.estimator="
-                    f"{self.config.estimator}; start a new run with another run_name")
-            self.population.load_state_dict(payload["population"])
-            self.estimator.load_state_dict(payload["estimator"])
-
-    def _read_best(self) -> tuple[float, dict[str, Tensor], int | None]:
-        """``best.pt``'s validation score, weights and iteration (refused if it is unreadable
-        or holds another optimizer: l2l never replaces a best checkpoint it cannot compare)."""
-        try:
-            payload = checkpoint.load(self.best_path, map_location=self.device)
-            best = checkpoint.optimizer_from_payload(payload["optimizer"], source=str(
-                self.best_path))
-        except (checkpoint.CheckpointError, KeyError) as error:
-            raise checkpoint.CheckpointError(
-                f"{self.best_path} exists but cannot be read ({error}); move it away to start "
-                "afresh (l2l never replaces a best checkpoint it cannot compare with)") from error
-        if best.name != self.optimizer.name or best.config != self.optimizer.config:
-            raise checkpoint.CheckpointError(
-                f"{self.best_path} holds another optimizer ({best.name}: {best.extra_repr()}); "
-                "start a new run with another run_name")
-        weights = {k: v.to(self.device) for k, v in best.state_dict().items()}
-        return float(payload.get("val_loss", math.inf)), weights, payload.get("iteration")
-
-    def _keep_better_best(self) -> None:
-        """A resume beside a ``best.pt`` better than ``latest.pt`` records (a kill between
-        writing the two): its score is the one to beat, so ``best.pt`` never gets worse."""
-        val, weights, iteration = self._read_best()
-        if val < self.validator.best_val:
-            self.validator.best_val = val
-            self.validator.best_weights = weights
-            self.validator.best_iteration = iteration
-
-    def _adopt_best(self) -> None:
-        """A fresh start beside an existing ``best.pt``: its score must be beaten to replace it
-        (the untrained optimizer's first validation would otherwise overwrite a trained one)."""
-        val, weights, iteration = self._read_best()
-        self.validator.best_val = val
-        self.validator.best_weights = weights
-        self.validator.best_iteration = iteration
-        warnings.warn(f"starting afresh beside {self.best_path} (validation "
-                      f"{self.validator.best_val:.4g}): it is kept unless beaten",
-                      RuntimeWarning, stacklevel=2)
+        snapshot = MetaSnapshot.capture(self)  # every rank: it gathers split populations
+        if self.sync.is_writer:
+            checkpoint.save_atomic(snapshot.to_payload(), self.latest_path,
+                                   previous=self.previous_path)

@@ -49,6 +49,19 @@ class SumLoss(MetaObjective):
         return torch.ones_like(losses)
 
 
+class MeanLoss(MetaObjective):
+    """``f / horizon``: the mean loss over the episode, comparable across horizons (a population
+    of per-particle lengths weighs a long episode like a short one)."""
+
+    name = "mean"
+
+    def __call__(self, losses: Tensor, initial: Tensor, horizon: int) -> Tensor:
+        return losses / horizon
+
+    def derivative(self, losses: Tensor, initial: Tensor, horizon: int) -> Tensor:
+        return torch.ones_like(losses) / horizon
+
+
 class MeanLogRelative(MetaObjective):
     name = "log_relative"
 
@@ -56,7 +69,8 @@ class MeanLogRelative(MetaObjective):
         return (torch.log(losses.clamp(min=0) + TINY) - torch.log(initial + TINY)) / horizon
 
 
-OBJECTIVES: dict[str, type[MetaObjective]] = {cls.name: cls for cls in (SumLoss, MeanLogRelative)}
+OBJECTIVES: dict[str, type[MetaObjective]] = {cls.name: cls for cls in (SumLoss, MeanLoss,
+                                                                       MeanLogRelative)}
 
 
 def build_objective(name: str) -> MetaObjective:

@@ -15,9 +15,11 @@ copy of the learned weights, and compare their meta-losses. This module owns tho
   ends at different truncations rather than in lockstep.
 * :meth:`TruncatedStep.unroll` advances every particle ``K`` steps under ``torch.no_grad``.
   A pair that reaches its length resets at once, mid-truncation if need be: a new instance
-  (instance id ``episode * H + j``, deterministic from the seed), fresh parameters and optimizer
-  state. The truncation's meta-loss of each particle comes back in two parts, the steps of the
-  episode it started in and those of the episode a reset began (PES weighs them differently).
+  (instance id ``episode * H + j``, deterministic from the seed; a process owning some of the
+  pairs, ``meta.particles`` split over ``torchrun``, uses their ids in the whole population),
+  fresh parameters and optimizer state. The truncation's meta-loss of each particle comes back
+  in two parts, the steps of the episode it started in and those of the episode a reset began
+  (PES weighs them differently).
 
 Everything a resume needs is in :meth:`state_dict` (the instances are rebuilt from their ids).
 """
@@ -103,6 +105,9 @@ class _PartsInstances(Instances):
     def repeat(self, times: int) -> Instances:
         return _PartsInstances(self.parts * times)
 
+    def held_out(self) -> Instances:
+        return _PartsInstances([p.held_out() for p in self.parts])
+
 
 def concat_instances(parts: list[Instances]) -> Instances:
     """``parts`` as one batch: merged where the family can (``Instances.concat``), else stacked."""
@@ -135,13 +140,24 @@ class TruncatedStep:
 
     def __init__(self, task: TaskFamily, optimizer: LearnedOptimizer, objective: MetaObjective,
                  *, pairs: int, lengths: LengthSchedule, seed: int = 0,
-                 random_offsets: bool = True, scale_range: float = 0.0,
+                 random_offsets: bool = True, scale_range: float = 0.0, held_out: bool = False,
+                 first_pair: int = 0, total_pairs: int | None = None,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        """``held_out``: the meta-objective reads the losses on held-out data
+        (``Instances.held_out``) rather than the training minibatches'. ``first_pair`` and
+        ``total_pairs``: this population is pairs ``first_pair ..`` of a population of
+        ``total_pairs`` split over processes (one process's share: the same instances, lengths
+        and offsets as those pairs have in the whole population)."""
         if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
             raise ValueError(f"a population needs at least one antithetic pair, got {pairs!r}")
         self.task, self.optimizer, self.objective = task, optimizer, objective
         self.pairs, self.lengths, self.seed = pairs, lengths, seed
-        self.scale_range = scale_range
+        self.first_pair = first_pair
+        self.total_pairs = pairs if total_pairs is None else total_pairs
+        if first_pair < 0 or first_pair + pairs > self.total_pairs:
+            raise ValueError(f"pairs {first_pair}..{first_pair + pairs - 1} do not lie in a "
+                             f"population of {self.total_pairs}")
+        self.scale_range, self.held_out = scale_range, held_out
         self.device, self.dtype = torch.device(device), dtype
         self.weights = FlatWeights(optimizer)
         self._call = _UpdateCall(optimizer)
@@ -152,18 +168,18 @@ class TruncatedStep:
         self.step = torch.zeros(pairs, dtype=torch.long)  #: per pair: steps done (or counted)
         if random_offsets:
             for j in range(pairs):
-                g = instance_generator("unroll_offsets", seed, "train", j)
+                g = instance_generator("unroll_offsets", seed, "train", first_pair + j)
                 self.step[j] = int(torch.randint(int(self.length[j]), (), generator=g))
         self._parts = [self._instance(j) for j in range(pairs)]
         self._rebuild()
         self.params = self.instances.init_params.clone()
         self.state = optimizer.init(self.params)
-        self.initial_loss, self.grads = self.instances.loss_and_grad(self.params, self.clock)
+        self.initial_loss, self.grads = self._losses(self.params)
 
     # -- instances -------------------------------------------------------------------------
 
     def _episode_id(self, pair: int, episode: int) -> int:
-        return episode * self.pairs + pair
+        return episode * self.total_pairs + self.first_pair + pair
 
     def _instance(self, pair: int) -> Instances:
         """Pair ``pair``'s problem of its current episode (one instance)."""
@@ -174,6 +190,14 @@ class TruncatedStep:
 
     def _rebuild(self) -> None:
         self.instances = concat_instances(self._parts).repeat(2)  # rows j and j + H: twins
+        self.meta_instances = self.instances.held_out() if self.held_out else self.instances
+
+    def _losses(self, params: Tensor) -> tuple[Tensor, Tensor]:
+        """The meta-objective's losses at ``params`` and the training gradient."""
+        loss, grads = self.instances.loss_and_grad(params, self.clock)
+        if self.held_out:
+            loss = self.meta_instances.loss(params, self.clock)
+        return loss, grads
 
     @property
     def particles(self) -> int:
@@ -200,7 +224,7 @@ class TruncatedStep:
         rows = self.rows(mask.to(self.params.device))
         fresh_params = self.instances.init_params
         fresh_state = self.optimizer.init(fresh_params)
-        loss, grads = self.instances.loss_and_grad(fresh_params, self.clock)
+        loss, grads = self._losses(fresh_params)
         column = rows.view(-1, 1)
         self.params = torch.where(column, fresh_params, self.params)
         self.grads = torch.where(column, grads, self.grads)
@@ -247,7 +271,7 @@ class TruncatedStep:
             update, self.state = self._update(weights)
             self.params = self.params + update.to(self.params.dtype)
             self.clock += 1
-            loss, self.grads = self.instances.loss_and_grad(self.params, self.clock)
+            loss, self.grads = self._losses(self.params)
             value = self.objective(loss, self.initial_loss, self.rows(self.length).to(loss))
             new = self.rows(reset).to(value.device)
             before = before + torch.where(new, torch.zeros_like(value), value)

@@ -61,6 +61,12 @@ class Validator:
             return worst > untrained + math.log(factor)
         return untrained > 0 and worst > factor * untrained
 
+    def best_or(self, current: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The best weights, or ``current`` (copied) before any finite validation."""
+        if self.best_weights is None:
+            return {k: v.detach().clone() for k, v in current.items()}
+        return self.best_weights
+
     def offer(self, score: float, weights: dict[str, Tensor], iteration: int) -> bool:
         """Keep ``weights`` if ``score`` is finite and the best so far; say whether it was."""
         if not math.isfinite(score) or score >= self.best_val:

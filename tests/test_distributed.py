@@ -105,6 +105,26 @@ def test_two_processes_learn_what_one_learns_and_only_rank_0_writes(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_processes_own_half_the_particles_each_and_learn_what_one_learns(tmp_path):
+    """PES over 2 processes of 2 antithetic pairs each equals PES over 4 pairs in one process;
+    latest.pt keeps both processes' particles."""
+    args = [*TINY, "meta.iterations=3", "meta.estimator=pes", "meta.particles=8",
+            "meta.meta_lr=0.01", "meta.lengths=log_uniform", "meta.min_length=5",
+            "meta.max_length=12"]
+    proc = subprocess.run(_torchrun(args), cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = next((tmp_path / "runs" / "meta_train" / "quadratic").iterdir())
+    want, losses = _reference(args)
+    _assert_same_weights(_weights(run_dir), want)
+    assert [r["meta/loss"] for r in _meta_rows(run_dir)] == pytest.approx(losses, rel=1e-5)
+    saved = checkpoint.load(run_dir / "checkpoints" / "latest.pt")
+    shares = saved["population"]["ranks"]
+    assert len(shares) == 2 and [s["params"].shape[0] for s in shares] == [4, 4]
+    assert not torch.equal(shares[0]["params"], shares[1]["params"])
+
+
+@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_same_weights(tmp_path):
     run_dir = tmp_path / "run"
     common = [*TINY, "meta.iterations=60", "meta.val_every=1000", "meta.checkpoint_every=1000"]

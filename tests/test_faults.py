@@ -94,7 +94,7 @@ def test_a_kill_between_best_and_latest_never_makes_best_worse(tmp_path, monkeyp
     trainer = MetaTrainer(LSTMOptimizer(preprocessing="none", output_scale=1.0),
                           build_task("quadratic"), _config(iterations=6, val_every=1),
                           run_dir=tmp_path)
-    assert trainer.resumed_from is not None and trainer.best_val == best["val_loss"]
+    assert trainer.resumed_from is not None and trainer.validator.best_val == best["val_loss"]
     trainer.train()
     replayed = trainer.history["val_loss"][-3:]  # iterations 4, 5, 6
     assert any(best["val_loss"] < v < latest["best_val"] for v in replayed)  # the trap was set

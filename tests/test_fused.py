@@ -89,7 +89,7 @@ def test_meta_training_with_the_sequence_estimator_lowers_validation_loss():
                         val_every=30, val_instances=8, estimator="sequence")
     opt = build_optimizer("lstm", preprocessing="none", output_scale=1.0)
     trainer = MetaTrainer(opt, build_task("quadratic"), config)
-    assert trainer.gradient_mode == "sequence"
+    assert trainer.estimator.name == "sequence"
     before = trainer.validate()
     trainer.train()
     assert trainer.validate() < before

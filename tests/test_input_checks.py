@@ -18,7 +18,8 @@ from l2l.aggregate import aggregate
 from l2l.config_checks import MAX_TUNING_BATCH, SIZE_LIMITS, check_config
 from l2l.experiments import meta_config
 from l2l.lstm_optimizer import LSTMOptimizer
-from l2l.meta_training import RESUME_FIELDS, MetaConfig, MetaTrainer
+from l2l.meta_snapshot import RESUME_FIELDS
+from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.runtime import MAX_THREADS_PER_CPU, resolve_threads
 from l2l.tasks import build_task
 

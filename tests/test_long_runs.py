@@ -135,7 +135,7 @@ def test_best_checkpoint_never_gets_worse(tmp_path, damage):
         fresh = MetaTrainer(_lstm(seed=3), task,
                             _config(iterations=2, val_every=1, horizon=10, unroll=5),
                             run_dir=tmp_path)
-    assert fresh.iteration == 0 and fresh.best_val == pytest.approx(best["val_loss"])
+    assert fresh.iteration == 0 and fresh.validator.best_val == pytest.approx(best["val_loss"])
     fresh.train()  # the untrained optimizer's validation must not replace best.pt
     after = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     assert after["val_loss"] <= best["val_loss"]

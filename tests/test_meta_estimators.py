@@ -34,8 +34,8 @@ PAIRS = 2000
 DIM = 4
 
 
-def _optimizer(name: str = "learnable_momentum"):
-    opt = build_optimizer(name).double()
+def _optimizer(name: str = "learnable_momentum", **kwargs):
+    opt = build_optimizer(name, **kwargs).double()
     with torch.no_grad():  # away from the untrained point, so that no gradient is special
         for i, p in enumerate(opt.parameters()):
             p.add_(0.1 * (i + 1))
@@ -173,9 +173,14 @@ def test_pairs_start_at_random_offsets_not_in_lockstep():
     assert (first_reset >= 0).all() and len(set(first_reset.tolist())) > 2
 
 
-@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum", "lstm", "lstm0",
+                                  "lstm-rows"])
 def test_batched_particles_equal_one_by_one(name, monkeypatch):
-    opt = _optimizer(name)
+    """``lstm-rows``: the LSTM's per-row frozen path for large optimizees."""
+    if name == "lstm-rows":
+        monkeypatch.setattr("l2l.learned.core.PER_ROW_FROZEN", 1)
+    opt = (_optimizer("lstm", num_layers=0) if name == "lstm0"
+           else _optimizer(name.split("-")[0]))
     assert opt.particle_axis()
     eps = 0.05 * torch.randn(3, sum(p.numel() for p in opt.parameters()),
                              generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -188,8 +193,12 @@ def test_batched_particles_equal_one_by_one(name, monkeypatch):
     for a, b in zip(*outs):
         torch.testing.assert_close(a.before, b.before, rtol=1e-12, atol=0)
         torch.testing.assert_close(a.after, b.after, rtol=1e-12, atol=0)
+
+
+def test_which_optimizers_batch_their_particles():
     assert not build_optimizer("learnable_adam", schedule_steps=5).particle_axis()
-    assert not build_optimizer("lstm").particle_axis()
+    assert build_optimizer("lstm").particle_axis()
+    assert not build_optimizer("rnnprop").particle_axis()
 
 
 def _pes_config(**overrides) -> MetaConfig:
@@ -319,7 +328,7 @@ def test_instances_concatenate_into_one_batch_or_stack_part_by_part(request):
 
 def test_population_estimators_take_the_other_meta_options():
     """log_relative (per-particle horizons), scale_range and clipping go through the population
-    path; one process only."""
+    path; several processes own equal shares of the pairs."""
     from l2l.distributed import Synchronizer
 
     config = _pes_config(iterations=3, val_every=3, objective="log_relative", scale_range=0.5,
@@ -329,12 +338,49 @@ def test_population_estimators_take_the_other_meta_options():
     assert result["skipped"] == 0 and all(map(torch.isfinite, map(torch.tensor,
                                                                   result["history"]["meta_loss"])))
 
-    class TwoProcesses(Synchronizer):
-        world_size = 2
+    class SecondOfTwo(Synchronizer):
+        rank, world_size = 1, 2
 
-    with pytest.raises(ValueError, match="meta.estimator=pes runs in one process"):
-        MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"), _pes_config(),
-                    sync=TwoProcesses())
+    with pytest.raises(ValueError, match=r"meta.particles=6 \(3 antithetic pairs\) cannot be "
+                                         "split over 2 processes: choose a multiple of 4"):
+        MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"),
+                    _pes_config(particles=6), sync=SecondOfTwo())
+    share = MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"),
+                        _pes_config(particles=8), sync=SecondOfTwo()).population
+    assert (share.pairs, share.first_pair, share.total_pairs) == (2, 2, 4)
+
+
+@pytest.mark.parametrize("name", ["pes", "es", "full_es"])
+def test_two_shares_of_a_population_estimate_what_the_whole_does(name):
+    """A population split over two processes (pairs 0-1 and 2-3 of 4): the same particles, and
+    the mean of the two shares' estimates (what the processes' all-reduce takes) is the whole
+    population's estimate."""
+    opt = _optimizer()
+    whole_running: list[bool] = []  # full_es: whether the whole population ran on, per truncation
+
+    def estimate(pairs: int, first: int):
+        population = TruncatedStep(_task(), opt, build_objective("sum"), pairs=pairs,
+                                   lengths=LengthSchedule("log_uniform", 4, 9), seed=5,
+                                   first_pair=first, total_pairs=4, dtype=torch.float64)
+        gradients, estimator = [], _estimator(name, opt, sigma=0.01)
+        agreed = iter(list(whole_running))
+        if pairs == 4:  # record the whole population's answers
+            estimator.any = lambda flag: whole_running.append(flag) or flag
+        else:  # what Synchronizer.any answers: true if any share (the whole) still runs
+            estimator.any = lambda flag: next(agreed)
+        for _ in range(3):
+            estimator.estimate_population(population, 4)
+            gradients.append(torch.cat([p.grad.flatten() for p in opt.parameters()]))
+            opt.zero_grad(set_to_none=True)
+        return population, torch.stack(gradients)
+
+    whole, expected = estimate(4, 0)
+    first, a = estimate(2, 0)
+    second, b = estimate(2, 2)
+    torch.testing.assert_close((a + b) / 2, expected, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(torch.cat([first.params[:2], second.params[:2]]),
+                               whole.params[:4], rtol=0, atol=0)
+    assert torch.equal(torch.cat([first.length, second.length]), whole.length)
 
 
 def test_log_uniform_lengths_are_deterministic_in_range_and_spread_over_decades():

@@ -35,7 +35,7 @@ def _meta_gradient(name: str, estimator: str, objective: str, problems):
     return [p.grad.clone() if p.grad is not None else None for p in opt.parameters()], out
 
 
-@pytest.mark.parametrize("objective", ["sum", "log_relative"])
+@pytest.mark.parametrize("objective", ["sum", "mean", "log_relative"])
 @pytest.mark.parametrize("name", learned_names())
 def test_surrogate_equals_autograd_for_every_learned_optimizer(name, objective):
     problems = build_task("quadratic").sample(3, 0, "train", dtype=torch.float64)

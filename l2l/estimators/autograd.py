@@ -23,6 +23,8 @@ class AutogradEstimator(MetaGradientEstimator):
             params = params + update
             loss, grads = unroll.instances.loss_and_grad(params, unroll.start + k + 1,
                                                          create_graph=self.second_order)
+            if unroll.held_out is not None:  # attached to params, like loss
+                loss = unroll.held_out.loss(params, unroll.start + k + 1)
             total = total + self.objective(loss, unroll.initial_loss, unroll.horizon).mean()
         finite = bool(total.isfinite())
         if finite:

@@ -34,8 +34,19 @@ class Unroll:
     state: State  #: the optimizer's state at ``start``
     start: int  #: optimizee step of ``params``
     steps: int  #: optimizee steps in this unroll
-    initial_loss: Tensor  #: (B,) loss at the task's theta_0 (for relative objectives)
+    initial_loss: Tensor  #: (B,) meta-objective loss at the task's theta_0 (relative ones)
     horizon: int  #: optimizee steps per task
+    #: where the meta-objective's losses are measured when not on the training minibatches:
+    #: the same problems on held-out data (``meta.objective_split=valid``, ``Instances.held_out``)
+    held_out: Instances | None = None
+
+    def meta_loss_and_grad(self, params: Tensor, step: int, loss: Tensor,
+                           grads: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss the meta-objective reads at ``params`` and its gradient: the training
+        minibatch's ``loss`` and ``grads`` themselves, or the held-out ones."""
+        if self.held_out is None:
+            return loss, grads
+        return self.held_out.loss_and_grad(params, step)
 
 
 @dataclass

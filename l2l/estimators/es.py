@@ -10,7 +10,7 @@ back-propagation it is biased towards greedy, short-horizon behaviour. It is the
 
 from __future__ import annotations
 
-from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome, antithetic_differences
+from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome
 from l2l.truncated_step import TruncatedStep
 
 
@@ -19,9 +19,9 @@ class TruncatedESEstimator(PopulationEstimator):
 
     def estimate_population(self, population: TruncatedStep, steps: int) -> PopulationOutcome:
         H = population.pairs
-        eps = self.perturbations(H)
+        eps = self.perturbations(population)
         truncation = population.unroll(self.particle_weights(eps), steps)
-        before, after = antithetic_differences(truncation, H)
+        before, after = self.differences(truncation, H)
         finite = truncation.finite
         meta_loss = float((truncation.before + truncation.after).sum() / finite.numel())
         if not bool(finite.all()):

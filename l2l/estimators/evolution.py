@@ -14,6 +14,7 @@ population and turns its meta-losses into a gradient in the learned weights' ``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +27,41 @@ from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import MetaObjective
 from l2l.tasks.seeding import stream_key
 from l2l.truncated_step import FlatWeights, TruncatedStep
+from l2l.unroll_lengths import SCHEDULES
+
+#: how the antithetic loss differences ``L+ - L-`` enter the gradient (``meta.es_difference``):
+#: as they are, by their sign alone (sign-ES: robust to heavy-tailed differences, a meta-loss
+#: that blows up counts as much as a small one), or divided by their root mean square over the
+#: pairs (normalised: the step size no longer follows the loss's scale)
+DIFFERENCES = ("plain", "sign", "normalized")
+
+
+def check_population_settings(config: Any) -> None:
+    """The population estimators' ``meta.*`` settings (a ``MetaConfig``), one line each."""
+    check_range("meta.sigma", config.sigma, 0.0, low_inclusive=False)
+    particles = config.particles
+    if isinstance(particles, bool) or not isinstance(particles, int) or particles < 2 \
+            or particles % 2:
+        raise ValueError(f"meta.particles={particles!r} must be an even integer >= 2 (the "
+                         "particles are antithetic pairs): set meta.particles=8, say")
+    if config.lengths not in SCHEDULES:
+        raise ValueError(f"unknown meta.lengths {config.lengths!r}: choose one of "
+                         f"{', '.join(SCHEDULES)}")
+    for name in ("min_length", "max_length"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"meta.{name} must be a positive integer, got {value!r}")
+    if config.lengths == "log_uniform":
+        if config.min_length > config.max_length:
+            raise ValueError(f"meta.min_length={config.min_length} exceeds meta.max_length="
+                             f"{config.max_length}: set min_length <= max_length")
+        if config.unroll > config.min_length:
+            raise ValueError(f"meta.unroll={config.unroll} is longer than the shortest unroll "
+                             f"length meta.min_length={config.min_length}: set meta.unroll <= "
+                             "meta.min_length")
+    if config.es_difference not in DIFFERENCES:
+        raise ValueError(f"unknown meta.es_difference {config.es_difference!r}: choose one of "
+                         f"{', '.join(DIFFERENCES)}")
 
 
 @dataclass
@@ -44,7 +80,7 @@ class PopulationEstimator(MetaGradientEstimator):
 
     def __init__(self, update: Update, objective: MetaObjective, *, second_order: bool = False,
                  optimizer: LearnedOptimizer | None = None, sigma: float = 0.01,
-                 seed: int = 0) -> None:
+                 seed: int = 0, difference: str = "plain") -> None:
         super().__init__(update, objective, second_order=second_order, optimizer=optimizer)
         if optimizer is None:
             raise ValueError(f"the {self.name} estimator needs the optimizer (optimizer=...)")
@@ -53,6 +89,13 @@ class PopulationEstimator(MetaGradientEstimator):
             raise ValueError(f"meta.estimator={self.name} cannot be used here: {reason}")
         check_range("meta.sigma", sigma, 0.0, low_inclusive=False)
         self.sigma = float(sigma)
+        if difference not in DIFFERENCES:
+            raise ValueError(f"unknown meta.es_difference {difference!r}: choose one of "
+                             f"{', '.join(DIFFERENCES)}")
+        self.difference = difference
+        #: True on every process if true on any (``Synchronizer.any``): a population split over
+        #: processes agrees on how long an episode runs
+        self.any: Callable[[bool], bool] = bool
         self.weights = FlatWeights(optimizer)
         self.generator = torch.Generator().manual_seed(
             stream_key("estimator", seed, "train", self.name) & (2**63 - 1))
@@ -69,10 +112,13 @@ class PopulationEstimator(MetaGradientEstimator):
                         "(l2l.truncated_step.TruncatedStep), not one unroll: call "
                         "estimate_population")
 
-    def perturbations(self, pairs: int) -> Tensor:
-        """``(pairs, d)`` draws of ``N(0, sigma^2 I)`` from the estimator's own generator."""
-        eps = torch.randn(pairs, self.weights.size, generator=self.generator,
+    def perturbations(self, population: TruncatedStep) -> Tensor:
+        """``(H, d)`` draws of ``N(0, sigma^2 I)`` for the population's pairs, from the
+        estimator's own generator: every process draws those of the whole population (in the
+        same order, so the same ones) and keeps its own pairs'."""
+        eps = torch.randn(population.total_pairs, self.weights.size, generator=self.generator,
                           dtype=torch.float64) * self.sigma
+        eps = eps[population.first_pair:population.first_pair + population.pairs]
         reference = next(self.optimizer.parameters())
         return eps.to(device=reference.device, dtype=reference.dtype)
 
@@ -80,6 +126,16 @@ class PopulationEstimator(MetaGradientEstimator):
         """``(2 H, d)``: pair ``j``'s ``+`` twin at row ``j``, its ``-`` twin at ``j + H``."""
         theta = self.weights.vector()
         return torch.cat([theta + eps, theta - eps])
+
+    def differences(self, truncation: Any, pairs: int) -> tuple[Tensor, Tensor]:
+        """``L+ - L-`` per pair of the truncation's two parts, shaped by ``meta.es_difference``."""
+        before, after = antithetic_differences(truncation, pairs)
+        if self.difference == "sign":
+            return torch.sign(before), torch.sign(after)
+        if self.difference == "normalized":
+            scale = (before + after).square().mean().sqrt().clamp(min=1e-30)
+            return before / scale, after / scale
+        return before, after
 
     def write_gradient(self, gradient: Tensor) -> None:
         self.weights.add_to_grad(gradient)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome, antithetic_differences
+from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome
 from l2l.truncated_step import TruncatedStep
 
 
@@ -22,15 +22,15 @@ class FullESEstimator(PopulationEstimator):
     def estimate_population(self, population: TruncatedStep, steps: int) -> PopulationOutcome:
         H = population.pairs
         population.restart()
-        eps = self.perturbations(H)
+        eps = self.perturbations(population)
         weights = self.particle_weights(eps)
         running = torch.ones(H, dtype=torch.bool)  # pairs still in this estimate's episode
         total = torch.zeros(2 * H, dtype=torch.float64)
-        while bool(running.any()):
+        while self.any(bool(running.any())):  # every process's share runs as long
             truncation = population.unroll(weights, steps)
             total += torch.where(population.rows(running), truncation.before.double().cpu(), 0.0)
             running &= ~truncation.reset[:H].cpu()
-        difference, _ = antithetic_differences(_Totals(total), H)
+        difference, _ = self.differences(_Totals(total), H)
         meta_loss = float(total.mean())
         if not bool(torch.isfinite(total).all()):
             return PopulationOutcome(meta_loss, False)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome, antithetic_differences
+from l2l.estimators.evolution import PopulationEstimator, PopulationOutcome
 from l2l.truncated_step import TruncatedStep
 
 
@@ -35,11 +35,11 @@ class PESEstimator(PopulationEstimator):
         H = population.pairs
         if self.accumulator is None:
             self.accumulator = torch.zeros(H, self.weights.size, dtype=torch.float64)
-        eps = self.perturbations(H)
+        eps = self.perturbations(population)
         truncation = population.unroll(self.particle_weights(eps), steps)
         eps = eps.double().cpu()
         so_far = self.accumulator + eps
-        before, after = antithetic_differences(truncation, H)
+        before, after = self.differences(truncation, H)
         reset = truncation.reset[:H].cpu().view(-1, 1)
         finite = truncation.finite
         self.accumulator = torch.where(reset, eps, so_far)

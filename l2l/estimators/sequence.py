@@ -61,10 +61,12 @@ class SequenceEstimator(MetaGradientEstimator):
                 update, state = opt.from_features(x, state)
                 params = params + update.to(params.dtype)
                 loss, grads = unroll.instances.loss_and_grad(params, unroll.start + k + 1)
+                meta, meta_grads = unroll.meta_loss_and_grad(params, unroll.start + k + 1, loss,
+                                                             grads)
                 xs.append(x)
                 states.append(state)
-                later_grads.append(grads)
-                losses.append(loss)
+                later_grads.append(meta_grads)
+                losses.append(meta)
         meta_loss, weights = update_cotangents(self.objective, unroll, losses, later_grads)
         finite = weights is not None
         if finite:

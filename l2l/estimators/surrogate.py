@@ -56,9 +56,11 @@ class SurrogateEstimator(MetaGradientEstimator):
             update, state = self.update(grads, state, params)
             params = params + update.detach()
             loss, grads = unroll.instances.loss_and_grad(params, unroll.start + k + 1)
+            meta, meta_grads = unroll.meta_loss_and_grad(params, unroll.start + k + 1, loss,
+                                                         grads)
             updates.append(update)
-            later_grads.append(grads)
-            losses.append(loss)
+            later_grads.append(meta_grads)
+            losses.append(meta)
         meta_loss, weights = update_cotangents(self.objective, unroll, losses, later_grads)
         finite = weights is not None
         if finite:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer, check_int
-from l2l.learned.core import CoordinatewiseLSTM, zero_linear
+from l2l.learned.core import CoordinatewiseLSTM, per_row, per_row_linear, zero_linear
 from l2l.preprocessing import check_preprocessing, num_features, preprocess
 
 
@@ -88,7 +88,14 @@ class LSTMOptimizer(LearnedOptimizer):
     def from_features(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         B, n, F = x.shape
         h, new_state = self.core(x.reshape(B * n, F), state, B, n)
-        return self.head(h).view(B, n) * self.config["output_scale"], new_state
+        if per_row(self.head.weight):  # a population's particles, one per row
+            out = per_row_linear(self.head, h.view(B, n, -1)).view(B, n)
+        else:
+            out = self.head(h).view(B, n)
+        return out * self.config["output_scale"], new_state
+
+    def particle_axis(self) -> bool:
+        return True  # the core and the head take per-row weights (l2l.learned.core.per_row)
 
     def sequence_updates(self, xs: Tensor, states: list[State]) -> Tensor:
         K, B, n, F = xs.shape

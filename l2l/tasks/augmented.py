@@ -50,6 +50,9 @@ class LossScaledInstances(Instances):
     def evaluate(self, params: Tensor) -> dict[str, Tensor]:
         return self.inner.evaluate(params)
 
+    def held_out(self) -> LossScaledInstances:
+        return LossScaledInstances(self.inner.held_out(), self.factor)
+
     def repeat(self, times: int) -> LossScaledInstances:
         return LossScaledInstances(self.inner.repeat(times), self.factor.repeat(times))
 

@@ -82,6 +82,13 @@ class Instances(abc.ABC):
         default."""
         return {}
 
+    def held_out(self) -> Instances:
+        """The same problems (same parameters, same instance ids) with their losses measured on
+        minibatches of held-out data the optimizee never trains on: the meta-objective of
+        ``meta.objective_split=valid``, which meta-trains an optimizer to generalize rather than
+        to fit. Families without a data split (quadratics, Rosenbrock, ...) have none."""
+        raise NotImplementedError(f"{type(self).__name__} has no held-out data")
+
     def repeat(self, times: int) -> Instances:
         """The batch tiled ``times`` times (rows ``[0..B-1, 0..B-1, ...]``), each copy the same
         problems with the same minibatches: one batched run then tries ``times`` settings (say,

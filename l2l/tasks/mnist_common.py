@@ -310,6 +310,13 @@ class MNISTInstances(Instances):
             self.init_params.repeat(times, 1), self.split,
         )
 
+    def held_out(self) -> MNISTInstances:
+        """The same classifiers on minibatches of MNIST's validation images (never the test
+        images), drawn from their own stream."""
+        images, labels = self.family.dataset(self.images.device, self.images.dtype).split("valid")
+        key = stream_key(self.family._namespace, self.key, "valid", "held_out")
+        return type(self)(self.family, images, labels, self.ids, key, self.init_params, "valid")
+
     @classmethod
     def concat(cls, parts: list[Instances]) -> MNISTInstances:
         first = parts[0]

@@ -33,6 +33,9 @@ class ScaledInstances(Instances):
     def evaluate(self, params: Tensor) -> dict[str, Tensor]:
         return self.inner.evaluate(params * self.scale)
 
+    def held_out(self) -> ScaledInstances:
+        return ScaledInstances(self.inner.held_out(), self.scale)
+
     def repeat(self, times: int) -> ScaledInstances:
         return ScaledInstances(self.inner.repeat(times), self.scale.repeat(times, 1))
 
