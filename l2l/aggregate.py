@@ -27,7 +27,7 @@ from typing import Any
 
 from l2l import job_status
 from l2l.atomic import save_figure, write_text
-from l2l.report import DASH, _cell, _finite, dumps, fmt, verdict_line
+from l2l.report import DASH, cell, dumps, finite, fmt, mean_ci, verdict_line
 from l2l.stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -172,10 +172,10 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
     rows = []
     for setting, optimizers in groups.items():
         for name, runs in optimizers.items():
-            losses = [float(r["final_loss"]) for r in runs if _finite(r["final_loss"]) is not None]
+            losses = [float(r["final_loss"]) for r in runs if finite(r["final_loss"]) is not None]
             mean, ci = mean_ci95(losses) if losses else (math.nan, math.nan)
             logs = [float(r["final_log10"]) for r in runs
-                    if _finite(r["final_log10"]) is not None]
+                    if finite(r["final_log10"]) is not None]
             log_mean, log_ci = mean_ci95(logs) if logs else (math.nan, math.nan)
             rows.append({"settings": dict(setting), "optimizer": name, "n": len(losses),
                          "jobs": len(runs), "final_loss_mean": mean, "final_loss_ci95": ci,
@@ -244,26 +244,24 @@ def markdown(result: Mapping[str, Any]) -> str:
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def order(row: Mapping) -> tuple:
-        loss = _finite(row["final_loss_mean"])
+        loss = finite(row["final_loss_mean"])
         group = _label({k: row["settings"].get(k, "all") for k in keys})
         return (group, not row["learned"], loss is None, loss if loss is not None else 0.0)
 
     for row in sorted(_merge_shared(result["rows"], keys), key=order):
-        loss = _finite(row["final_loss_mean"])
-        ci = _finite(row["final_loss_ci95"])
-        cell = DASH if loss is None else fmt(loss) + ("" if ci is None else f" ± {fmt(ci)}")
+        loss = mean_ci(row["final_loss_mean"], row["final_loss_ci95"])
         if row.get("untrained"):
-            cell += f" (untrained in {row['untrained']}/{row['jobs']} seeds)"
+            loss += f" (untrained in {row['untrained']}/{row['jobs']} seeds)"
         lrs = sorted({fmt(lr, 3) for lr in row["tuned_lrs"] if lr is not None})
-        name = _cell(str(row["optimizer"]))
+        name = cell(str(row["optimizer"]))
         lines.append("| " + " | ".join(
-            [*(_cell(str(row["settings"].get(k, "all"))) for k in keys),
-             f"**{name}**" if row["learned"] else name, cell,
+            [*(cell(str(row["settings"].get(k, "all"))) for k in keys),
+             f"**{name}**" if row["learned"] else name, loss,
              f"{row['n']}/{row['jobs']}", ", ".join(lrs) or DASH]) + " |")
     lines += ["", *_verdicts(result["rows"], keys)]
     for failure in result.get("failed", []):
         lines += ["", f"**{failure['status']}**: `{failure['job']}`: "
-                  + _cell(failure["reason"] or "no reason recorded")]
+                  + cell(failure["reason"] or "no reason recorded")]
     if result["missing"]:
         lines += ["", "Jobs without a summary.json (unfinished, killed, or meta-training only): "
                   + ", ".join(f"`{m}`" for m in result["missing"])]
@@ -297,7 +295,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from l2l.report import _palette
+    from l2l.report import palette
 
     rows = result["rows"]
     groups = list(dict.fromkeys(_label(r["settings"]) for r in rows))
@@ -305,20 +303,20 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
     fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colours = _palette()
+    colours = palette()
     width = 0.8 / max(len(names), 1)
-    positive = [r["final_loss_mean"] for r in rows if (_finite(r["final_loss_mean"]) or 0) > 0]
+    positive = [r["final_loss_mean"] for r in rows if (finite(r["final_loss_mean"]) or 0) > 0]
     for k, name in enumerate(names):
         xs, ys, errs = [], [], []
         for r in rows:
-            if r["optimizer"] == name and _finite(r["final_loss_mean"]) is not None:
+            if r["optimizer"] == name and finite(r["final_loss_mean"]) is not None:
                 xs.append(groups.index(_label(r["settings"])) - 0.4 + width * (k + 0.5))
                 ys.append(r["final_loss_mean"])
-                errs.append(_finite(r["final_loss_ci95"]) or 0.0)
+                errs.append(finite(r["final_loss_ci95"]) or 0.0)
         colour = "black" if any(r["learned"] for r in rows if r["optimizer"] == name) \
             else next(colours)
         ax.errorbar(xs, ys, yerr=errs, fmt="o", color=colour, capsize=3, label=name)
-    if positive and len(positive) == len([r for r in rows if _finite(r["final_loss_mean"])]):
+    if positive and len(positive) == len([r for r in rows if finite(r["final_loss_mean"])]):
         ax.set_yscale("log")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=20 if len(groups) > 3 else 0, ha="right"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from l2l import checkpoint, experiments
+from l2l import checkpoint, run_config
 from l2l.distributed import Synchronizer
 from l2l.meta_training import MetaTrainer
 from l2l.tasks import build_task
@@ -45,9 +45,9 @@ def _reference(overrides: list[str]) -> tuple[dict[str, torch.Tensor], list[floa
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     torch.manual_seed(cfg.seed)
-    learned = experiments.study_optimizer(cfg)
-    task = build_task(cfg.task.family, **experiments.plain(cfg.task.kwargs))
-    trainer = MetaTrainer(learned, task, experiments.meta_config(cfg))
+    learned = run_config.study_optimizer(cfg)
+    task = build_task(cfg.task.family, **run_config.plain(cfg.task.kwargs))
+    trainer = MetaTrainer(learned, task, run_config.meta_config(cfg))
     result = trainer.train()
     return learned.state_dict(), result["history"]["meta_loss"]
 

@@ -194,7 +194,8 @@ def test_duplicate_checkpoints_are_refused_by_content(tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from l2l import generalization, pretrained
+    from l2l import pretrained
+    from l2l.modes import generalization
 
     copy = tmp_path / "copy.pt"
     shutil.copyfile(pretrained.resolve("lstm-quadratic"), copy)

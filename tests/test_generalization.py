@@ -14,16 +14,12 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from l2l import generalization
-from l2l.generalization import (
-    Variant,
-    in_mixture,
-    parse_variants,
-    study_verdict,
-    task_preset,
-    variant_config,
-    winner,
-)
+from l2l.modes import generalization
+from l2l.modes.generalization import winner
+from l2l.presets import Variant, parse_variants, task_preset, variant_config
+from l2l.report import DASH
+from l2l.report.study import study_verdict, summary_matrix
+from l2l.run_config import in_mixture
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["eval.steps=12", "eval.instances=6", "tune.instances=3", "tune.per_decade=1",
@@ -174,8 +170,8 @@ def test_the_side_by_side_matrix_marks_only_separated_winners():
               "rows": [_row("base", "lstm", 0.2, 0.01, "learned"),
                        _row("base", "rnnprop", 0.5, 0.01, "adam"),
                        _row("relu", "lstm", 0.31, 0.05, "overlap"),
-                       _row("relu", "rnnprop", math.nan, math.nan, generalization.DASH)]}
-    lines = generalization.summary_matrix(result).splitlines()
+                       _row("relu", "rnnprop", math.nan, math.nan, DASH)]}
+    lines = summary_matrix(result).splitlines()
     assert lines[0] == "| variant | lstm | rnnprop | best tuned baseline |"
     assert lines[2].startswith("| base | **0.2 ± 0.01** ✓ | 0.5 ± 0.01 ✗ | adam 0.3 ± 0.01")
     assert "✓" not in lines[3] and "✗" not in lines[3]  # an overlap and a missing result

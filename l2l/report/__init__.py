@@ -55,7 +55,7 @@ def dumps(obj: Any, **kwargs: Any) -> str:
 # Formatting.
 
 
-def _finite(x: Any) -> float | None:
+def finite(x: Any) -> float | None:
     if x is None or isinstance(x, bool):
         return None
     try:
@@ -80,14 +80,16 @@ def fmt(x: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def _mean_ci(mean: Any, ci: Any) -> str:
-    if _finite(mean) is None:
+def mean_ci(mean: Any, ci: Any, ci_digits: int = 4) -> str:
+    """The one cell format of a mean and its 95% CI, ``mean ± ci`` (``mean`` alone when the CI
+    is unknown; ``—`` or ``∞`` when the mean is missing or infinite)."""
+    if finite(mean) is None:
         return fmt(mean)
-    return fmt(mean) if _finite(ci) is None else f"{fmt(mean)} ± {fmt(ci)}"
+    return fmt(mean) if finite(ci) is None else f"{fmt(mean)} ± {fmt(ci, ci_digits)}"
 
 
 def _accuracy(entry: Mapping) -> str:
-    mean, ci = _finite(entry.get("final_accuracy_mean")), _finite(entry.get("final_accuracy_ci95"))
+    mean, ci = finite(entry.get("final_accuracy_mean")), finite(entry.get("final_accuracy_ci95"))
     if mean is None:
         return DASH
     text = f"{100 * mean:.2f}%"
@@ -98,8 +100,9 @@ def display_name(entry: Mapping, index: int = 0) -> str:
     return str(entry.get("name") or entry.get("optimizer") or f"optimizer {index}")
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def cell(text: Any) -> str:
+    """``text`` made safe for a Markdown table cell (pipes escaped, one line)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def all_diverged(entry: Mapping) -> bool:
@@ -107,14 +110,14 @@ def all_diverged(entry: Mapping) -> bool:
     instances, diverged = entry.get("instances"), entry.get("diverged")
     if instances is not None and diverged is not None and diverged >= instances:
         return True
-    return _finite(entry.get("final_loss_mean")) is None
+    return finite(entry.get("final_loss_mean")) is None
 
 
 def sort_entries(entries: Sequence[Mapping]) -> list[Mapping]:
     """By mean final loss, lowest first; entries with no finite final loss last."""
     def key(item: tuple[int, Mapping]) -> tuple:
         index, entry = item
-        loss = _finite(entry.get("final_loss_mean"))
+        loss = finite(entry.get("final_loss_mean"))
         bad = all_diverged(entry)
         return (bad, loss if loss is not None and not bad else math.inf, index)
 
@@ -137,7 +140,7 @@ def _steps(entry: Mapping) -> str:
 
 def markdown_table(entries: Sequence[Mapping]) -> str:
     """The comparison table (Markdown), best final loss first, the learned optimizer in bold."""
-    with_accuracy = any(_finite(e.get("final_accuracy_mean")) is not None for e in entries)
+    with_accuracy = any(finite(e.get("final_accuracy_mean")) is not None for e in entries)
     header = ["optimizer", "tuned lr", "final loss (mean ± 95% CI)", "mean log10 loss",
               _threshold_header(entries), "time / step (ms)", "diverged"]
     if with_accuracy:
@@ -146,14 +149,14 @@ def markdown_table(entries: Sequence[Mapping]) -> str:
     index = {id(e): i for i, e in enumerate(entries)}
     best = _best_per_column(entries)
     for entry in sort_entries(entries):
-        name = _cell(display_name(entry, index[id(entry)]))
-        seconds = _finite(entry.get("seconds_per_step"))
+        name = cell(display_name(entry, index[id(entry)]))
+        seconds = finite(entry.get("seconds_per_step"))
         instances = entry.get("instances")
         diverged = entry.get("diverged")
         row = [
             f"**{name}**" if entry.get("learned") else name,
             fmt(entry.get("tuned_lr")),
-            _mean_ci(entry.get("final_loss_mean"), entry.get("final_loss_ci95")),
+            mean_ci(entry.get("final_loss_mean"), entry.get("final_loss_ci95")),
             fmt(entry.get("final_log10_loss_mean")),
             _steps(entry),
             DASH if seconds is None else fmt(1000 * seconds),
@@ -186,13 +189,13 @@ def _best_per_column(entries: Sequence[Mapping]) -> dict[int, Mapping]:
         return winners[0] if len(winners) == 1 else None
 
     def ok(entry: Mapping, key: str) -> float | None:
-        return None if all_diverged(entry) else _finite(entry.get(key))
+        return None if all_diverged(entry) else finite(entry.get(key))
 
     columns = {
         2: pick(lambda e: ok(e, "final_loss_mean")),
         3: pick(lambda e: ok(e, "final_log10_loss_mean")),
         4: pick(lambda e: None if e.get("threshold") is None or all_diverged(e)
-                else _finite(e.get("steps_to_threshold"))),
+                else finite(e.get("steps_to_threshold"))),
         5: pick(lambda e: ok(e, "seconds_per_step")),
         7: pick(lambda e: ok(e, "final_accuracy_mean"), highest=True),
     }
@@ -222,9 +225,9 @@ def entries_verdict(entries: Sequence[Mapping]) -> str:
         return "**Verdict** — one optimizer only: nothing to compare."
     named = [(display_name(e, i), e) for i, e in enumerate(entries)]
     return verdict_line(
-        [(n, _finite(e.get("final_loss_mean")), _finite(e.get("final_loss_ci95")))
+        [(n, finite(e.get("final_loss_mean")), finite(e.get("final_loss_ci95")))
          for n, e in named],
-        [(n, _finite(e.get("final_log10_loss_mean")), _finite(e.get("final_log10_loss_ci95")))
+        [(n, finite(e.get("final_log10_loss_mean")), finite(e.get("final_log10_loss_ci95")))
          for n, e in named])
 
 
@@ -275,7 +278,7 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
         if _same_grids(tuned):
             lines.append("|---|---|---|" + "---|" * len(tuned[0][1]["grid"]))
             for name, t in tuned:
-                lines.append(f"| {_cell(name)} | {fmt(t.get('best_lr'), 3)} | "
+                lines.append(f"| {cell(name)} | {fmt(t.get('best_lr'), 3)} | "
                              f"{_grid_text(t)} | " + " | ".join(_score(v) for v in t["scores"])
                              + " |")
         else:
@@ -283,7 +286,7 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
             for name, t in tuned:
                 scores = ", ".join(f"{fmt(lr, 2)}: {_score(v)}"
                                    for lr, v in zip(t["grid"], t["scores"]))
-                lines.append(f"| {_cell(name)} | {fmt(t.get('best_lr'), 3)} | {_grid_text(t)} "
+                lines.append(f"| {cell(name)} | {fmt(t.get('best_lr'), 3)} | {_grid_text(t)} "
                              f"| {scores} |")
         if tuning_figure:
             lines += ["", "![learning-rate tuning](tuning.png)"]
@@ -309,7 +312,7 @@ def _grid_text(tuning: Mapping) -> str:
 
 
 def _score(value: Any) -> str:
-    return "∞" if _finite(value) is None else fmt(value, 3)
+    return "∞" if finite(value) is None else fmt(value, 3)
 
 
 def _hyper_value(value: Any) -> str:
@@ -329,18 +332,18 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
     from matplotlib.ticker import MaxNLocator
 
     def array(values: Any) -> np.ndarray:
-        return np.array([np.nan if _finite(v) is None else float(v) for v in values or []])
+        return np.array([np.nan if finite(v) is None else float(v) for v in values or []])
 
     ordered = sort_entries(entries)
     curves = [array(e.get("mean_curve")) for e in ordered]
-    finite = np.concatenate([c[np.isfinite(c)] for c in curves] or [np.empty(0)])
-    log_scale = finite.size > 0 and bool((finite > 0).all())
-    floor = float(finite.min()) * 1e-2 if log_scale else None
+    seen = np.concatenate([c[np.isfinite(c)] for c in curves] or [np.empty(0)])
+    log_scale = seen.size > 0 and bool((seen > 0).all())
+    floor = float(seen.min()) * 1e-2 if log_scale else None
 
     fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colours = _palette()
+    colours = palette()
     index = {id(e): i for i, e in enumerate(entries)}
     for entry, mean in zip(ordered, curves):
         learned = bool(entry.get("learned"))
@@ -363,7 +366,7 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
                             lw=0, zorder=3 if learned else 1)
     if log_scale:
         ax.set_yscale("log")
-    if finite.size == 0:
+    if seen.size == 0:
         ax.text(0.5, 0.5, "no finite losses (every run diverged)", ha="center", va="center",
                 transform=ax.transAxes)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -391,30 +394,30 @@ def plot_tuning(path: str | Path, entries: Sequence[Mapping], *, title: str,
     fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colours = _palette()
+    colours = palette()
     tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries) if e.get("tuning")]
-    finite = [v for _, t in tuned for v in t["scores"] if _finite(v) is not None and v > 0]
-    bottom = min(finite) / 3 if finite else 1.0
+    seen = [v for _, t in tuned for v in t["scores"] if finite(v) is not None and v > 0]
+    bottom = min(seen) / 3 if seen else 1.0
     for name, tuning in tuned:
         colour = next(colours)
         grid = np.array(tuning["grid"], dtype=float)
-        scores = np.array([np.nan if _finite(v) is None or v <= 0 else float(v)
+        scores = np.array([np.nan if finite(v) is None or v <= 0 else float(v)
                            for v in tuning["scores"]])
         ax.plot(grid, scores, "o-", color=colour, ms=3, lw=1.4, label=name)
         bad = ~np.isfinite(scores)
         if bad.any():
             ax.plot(grid[bad], np.full(int(bad.sum()), bottom), "x", color=colour, ms=6)
-        best = _finite(tuning.get("best_lr"))
+        best = finite(tuning.get("best_lr"))
         if best is not None and np.isfinite(scores).any():
             k = int(np.nanargmin(scores))
             ax.plot(grid[k:k + 1], scores[k:k + 1], "o", color=colour, ms=8, zorder=5)
     ax.set_xscale("log")
-    if finite:
+    if seen:
         ax.set_yscale("log")
         # a blown-up run's loss (1e20) would flatten every other line: clip at 100x the loss
         # at each grid's smallest learning rate, which barely moves from the initial loss
-        firsts = [v for _, t in tuned for v in t["scores"][:1] if _finite(v) is not None]
-        top = max(finite) if not firsts else min(max(finite), 100 * max(firsts))
+        firsts = [v for _, t in tuned for v in t["scores"][:1] if finite(v) is not None]
+        top = max(seen) if not firsts else min(max(seen), 100 * max(firsts))
         ax.set_ylim(bottom / 1.5, top * 1.5)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final validation loss (mean over instances)")
@@ -433,7 +436,7 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
     meta-losses become a readable trend."""
     out, recent = [], []
     for value in values:
-        recent.append(_finite(value))
+        recent.append(finite(value))
         recent = recent[-window:]
         kept = [v for v in recent if v is not None]
         out.append(sum(kept) / len(kept) if kept else math.nan)
@@ -448,8 +451,8 @@ def plot_meta_training(path: str | Path, history: Mapping[str, Sequence[float]],
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    meta = [math.nan if _finite(v) is None else float(v) for v in history.get("meta_loss", [])]
-    val = [math.nan if _finite(v) is None else float(v) for v in history.get("val_loss", [])]
+    meta = [math.nan if finite(v) is None else float(v) for v in history.get("meta_loss", [])]
+    val = [math.nan if finite(v) is None else float(v) for v in history.get("val_loss", [])]
     val_at = list(history.get("val_iteration", []))[:len(val)]
     fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
@@ -481,7 +484,7 @@ def plot_meta_training(path: str | Path, history: Mapping[str, Sequence[float]],
     return path
 
 
-def _palette():
+def palette():
     """Endless distinct colours for the classic optimizers (tab10 then tab20, no black)."""
     from matplotlib import colormaps
 
