@@ -58,7 +58,7 @@ def tune(cfg: DictConfig, baseline: BatchedOptimizer, task: TaskFamily, device: 
         result = tune_learning_rate(baseline, task, grid=grid, num_instances=cfg.tune.instances,
                                     steps=cfg.tune.steps, seed=cfg.eval.seed, device=device,
                                     progress=bar.step)
-    logger.log_tuning(baseline.name, result.as_dict())
+    logger.log_tuning(baseline.name, result)
     if not math.isfinite(min(result.scores)):
         raise TuningFailed(f"{baseline.name} diverged at every learning rate in the grid "
                            f"{cfg.tune.low}..{cfg.tune.high}: widen tune.low/tune.high", result)
@@ -114,11 +114,11 @@ def tune_and_evaluate(cfg: DictConfig, name: str, task: TaskFamily, device: torc
         log.warning("%s", error)
         record = EvaluationRecord.failed(name, baseline.name, False, f"failed to tune: {error}")
         if isinstance(error, TuningFailed):
-            record.tuning = error.result.as_dict()
+            record.tuning = error.result
         return record
     record = evaluate(cfg, baseline.with_hyperparameters(lr=result.best_lr), task, device,
                       name=name, tuned_lr=result.best_lr)
-    record.tuning = result.as_dict()
+    record.tuning = result
     for note in edge_notes(cfg, result):
         log.warning("%s: %s", name, note)
         record.notes.append(note)

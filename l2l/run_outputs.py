@@ -17,15 +17,14 @@ from l2l.tracking import RunLogger
 def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
            logger: RunLogger) -> float:
     """Write summary.json, report.md and curves.png; log them; return the best final loss."""
-    entries = [record.as_dict() for record in records]
-    paths = write_report(run_dir, entries, task=cfg.task.name, steps=cfg.eval.steps,
+    paths = write_report(run_dir, records, task=cfg.task.name, steps=cfg.eval.steps,
                          run={"mode": cfg.mode, "seed": cfg.seed, "eval_seed": cfg.eval.seed,
                               "eval_instances": cfg.eval.instances})
-    logger.log_curves(entries)
-    logger.log_tuning_curves(entries)
+    logger.log_curves(records)
+    logger.log_tuning_curves(records)
     for record in records:
         logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
                         f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
-    print(f"\n{table_with_verdict(entries)}\n\nreport: {paths['report']}", flush=True)
+    print(f"\n{table_with_verdict(records)}\n\nreport: {paths['report']}", flush=True)
     finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
     return min(finite) if finite else math.inf

@@ -30,10 +30,13 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2l.atomic import write_text
-from l2l.report import display_name, dumps, jsonable
+from l2l.report import display_name, dumps, finite, jsonable
+
+if TYPE_CHECKING:
+    from l2l.evaluation import EvaluationRecord, TuneResult
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +311,7 @@ class RunLogger:
                 handle.truncate()
         return len(lines) - len(keep)
 
-    def log_curves(self, entries: Iterable[Mapping[str, Any]], key: str = "eval/loss") -> None:
+    def log_curves(self, entries: Iterable[EvaluationRecord], key: str = "eval/loss") -> None:
         """Overlay the optimizers' mean curves (learned vs classic) in one wandb chart.
 
         Logs ``<key>_curves`` (a ``wandb.plot.line_series`` of loss vs step) and ``<key>_table``
@@ -318,8 +321,7 @@ class RunLogger:
             return
         entries = list(entries)
         names = [display_name(e, i) for i, e in enumerate(entries)]
-        curves = [[v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")
-                   else None for v in jsonable(e.get("mean_curve") or [])] for e in entries]
+        curves = [[finite(v) for v in e.mean_curve] for e in entries]
         value = key.rsplit("/", 1)[-1] or "value"
 
         def build_and_log() -> None:
@@ -333,8 +335,8 @@ class RunLogger:
 
         self._guard("log_curves", build_and_log)
 
-    def log_tuning(self, name: str, tuning: Mapping[str, Any]) -> None:
-        """Record a learning-rate search (:meth:`l2l.evaluation.TuneResult.as_dict`): one line
+    def log_tuning(self, name: str, tuning: TuneResult) -> None:
+        """Record a learning-rate search (:meth:`l2l.evaluation.TuneResult.to_json`): one line
         ``{"event": "tune", "optimizer": name, "grid": ..., "scores": ...}`` in metrics.jsonl
         (no ``step``: tuning is not a point of meta-training) and the best lr, its validation
         loss and whether it sits at a grid edge in the wandb summary. The grids are drawn in
@@ -342,32 +344,28 @@ class RunLogger:
         history's step order."""
         if self._finished:
             raise RuntimeError("RunLogger.log_tuning called after finish()")
-        self._metrics.write(dumps({"event": "tune", "optimizer": name, **tuning}) + "\n")
+        self._metrics.write(dumps({"event": "tune", "optimizer": name, **tuning.to_json()})
+                            + "\n")
         self._metrics.flush()
-        scores = [s for s in tuning.get("scores", []) if isinstance(s, (int, float))]
-        self.summary({f"tune/{name}/best_val_final_loss": min(scores) if scores else None,
-                      f"tune/{name}/edge": tuning.get("edge") or "none"})
+        self.summary({f"tune/{name}/best_val_final_loss": finite(min(tuning.scores, default=None)),
+                      f"tune/{name}/edge": tuning.edge or "none"})
 
-    def log_tuning_curves(self, entries: Iterable[Mapping[str, Any]]) -> None:
+    def log_tuning_curves(self, entries: Iterable[EvaluationRecord]) -> None:
         """Overlay every tuned optimizer's validation loss vs learning rate in one wandb chart
         (``tune/val_loss_curves``) plus the ``tune/val_loss_table`` of ``(optimizer, lr,
         loss)`` rows; a diverged lr is a missing point. Does nothing without wandb."""
-        tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries)
-                 if e.get("tuning")]
+        tuned = [(display_name(e, i), e.tuning) for i, e in enumerate(entries) if e.tuning]
         if self.run is None or not tuned:
             return
 
-        def finite(v: Any) -> float | None:
-            return v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None
-
         def build_and_log() -> None:
             wandb = self._wandb
-            xs = [list(t["grid"]) for _, t in tuned]
-            ys = [[finite(v) for v in t["scores"]] for _, t in tuned]
+            xs = [list(t.grid) for _, t in tuned]
+            ys = [[finite(v) for v in t.scores] for _, t in tuned]
             plot = wandb.plot.line_series(xs=xs, ys=ys, keys=[n for n, _ in tuned],
                                           title="final validation loss vs learning rate",
                                           xname="learning rate")
-            rows = [[n, lr, finite(v)] for n, t in tuned for lr, v in zip(t["grid"], t["scores"])]
+            rows = [[n, lr, finite(v)] for n, t in tuned for lr, v in zip(t.grid, t.scores)]
             table = wandb.Table(columns=["optimizer", "lr", "val_final_loss"], data=rows)
             self.run.log({"tune/val_loss_curves": plot, "tune/val_loss_table": table})
 

@@ -241,8 +241,8 @@ def summarize_study(cfg: DictConfig, study: Study, results: Mapping[str, Mapping
         best_log = min(ok_log, key=lambda b: b.final_log10_loss_mean) if ok_log else None
         variants.append({"name": name, "task": vcfg.task.name, "preset": variant.task,
                          "kwargs": variant.kwargs, "steps": vcfg.eval.steps,
-                         "baselines": [b.as_dict() for b in baselines],
-                         "learned": [r.as_dict() for r in result["learned"]]})
+                         "baselines": [b.to_json() for b in baselines],
+                         "learned": [r.to_json() for r in result["learned"]]})
         for group, members in groups.items():
             records = [result["learned"][i] for i in group_index[group]]
             finals = [r.final_loss_mean for r in records]

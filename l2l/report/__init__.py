@@ -13,10 +13,13 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2l.atomic import save_figure, write_text
 from l2l.stats import separated_winner
+
+if TYPE_CHECKING:
+    from l2l.evaluation import EvaluationRecord, TuneResult
 
 DASH = "—"
 
@@ -88,16 +91,16 @@ def mean_ci(mean: Any, ci: Any, ci_digits: int = 4) -> str:
     return fmt(mean) if finite(ci) is None else f"{fmt(mean)} ± {fmt(ci, ci_digits)}"
 
 
-def _accuracy(entry: Mapping) -> str:
-    mean, ci = finite(entry.get("final_accuracy_mean")), finite(entry.get("final_accuracy_ci95"))
+def _accuracy(entry: EvaluationRecord) -> str:
+    mean, ci = (finite(v) for v in entry.metrics.get("accuracy", (None, None)))
     if mean is None:
         return DASH
     text = f"{100 * mean:.2f}%"
     return text if ci is None else f"{text} ± {100 * ci:.2f}"
 
 
-def display_name(entry: Mapping, index: int = 0) -> str:
-    return str(entry.get("name") or entry.get("optimizer") or f"optimizer {index}")
+def display_name(entry: EvaluationRecord, index: int = 0) -> str:
+    return str(entry.name or entry.optimizer or f"optimizer {index}")
 
 
 def cell(text: Any) -> str:
@@ -105,42 +108,43 @@ def cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def all_diverged(entry: Mapping) -> bool:
+def all_diverged(entry: EvaluationRecord) -> bool:
     """True when no instance of this entry finished with a finite loss."""
-    instances, diverged = entry.get("instances"), entry.get("diverged")
+    instances, diverged = entry.instances, entry.diverged
     if instances is not None and diverged is not None and diverged >= instances:
         return True
-    return finite(entry.get("final_loss_mean")) is None
+    return finite(entry.final_loss_mean) is None
 
 
-def sort_entries(entries: Sequence[Mapping]) -> list[Mapping]:
+def sort_entries(entries: Sequence[EvaluationRecord]) -> list[EvaluationRecord]:
     """By mean final loss, lowest first; entries with no finite final loss last."""
-    def key(item: tuple[int, Mapping]) -> tuple:
+    def key(item: tuple[int, EvaluationRecord]) -> tuple:
         index, entry = item
-        loss = finite(entry.get("final_loss_mean"))
+        loss = finite(entry.final_loss_mean)
         bad = all_diverged(entry)
         return (bad, loss if loss is not None and not bad else math.inf, index)
 
     return [entry for _, entry in sorted(enumerate(entries), key=key)]
 
 
-def _threshold_header(entries: Sequence[Mapping]) -> str:
-    thresholds = {entry.get("threshold") for entry in entries} - {None}
+def _threshold_header(entries: Sequence[EvaluationRecord]) -> str:
+    thresholds = {entry.threshold for entry in entries} - {None}
     if len(thresholds) == 1:
         return f"steps to loss ≤ {fmt(next(iter(thresholds)))}"
     return "steps to loss ≤ threshold"
 
 
-def _steps(entry: Mapping) -> str:
-    if entry.get("threshold") is None:
+def _steps(entry: EvaluationRecord) -> str:
+    if entry.threshold is None:
         return DASH
-    steps = entry.get("steps_to_threshold")
+    steps = entry.steps_to_threshold
     return "never" if steps is None else str(int(steps))
 
 
-def markdown_table(entries: Sequence[Mapping]) -> str:
+def markdown_table(entries: Sequence[EvaluationRecord]) -> str:
     """The comparison table (Markdown), best final loss first, the learned optimizer in bold."""
-    with_accuracy = any(finite(e.get("final_accuracy_mean")) is not None for e in entries)
+    with_accuracy = any(finite(e.metrics.get("accuracy", (None,))[0]) is not None
+                        for e in entries)
     header = ["optimizer", "tuned lr", "final loss (mean ± 95% CI)", "mean log10 loss",
               _threshold_header(entries), "time / step (ms)", "diverged"]
     if with_accuracy:
@@ -150,14 +154,14 @@ def markdown_table(entries: Sequence[Mapping]) -> str:
     best = _best_per_column(entries)
     for entry in sort_entries(entries):
         name = cell(display_name(entry, index[id(entry)]))
-        seconds = finite(entry.get("seconds_per_step"))
-        instances = entry.get("instances")
-        diverged = entry.get("diverged")
+        seconds = finite(entry.seconds_per_step)
+        instances = entry.instances
+        diverged = entry.diverged
         row = [
-            f"**{name}**" if entry.get("learned") else name,
-            fmt(entry.get("tuned_lr")),
-            mean_ci(entry.get("final_loss_mean"), entry.get("final_loss_ci95")),
-            fmt(entry.get("final_log10_loss_mean")),
+            f"**{name}**" if entry.learned else name,
+            fmt(entry.tuned_lr),
+            mean_ci(entry.final_loss_mean, entry.final_loss_ci95),
+            fmt(entry.final_log10_loss_mean),
             _steps(entry),
             DASH if seconds is None else fmt(1000 * seconds),
             DASH if diverged is None else (
@@ -172,15 +176,15 @@ def markdown_table(entries: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
-def table_with_verdict(entries: Sequence[Mapping]) -> str:
+def table_with_verdict(entries: Sequence[EvaluationRecord]) -> str:
     """:func:`markdown_table`, then its one-line verdict (what the console and report.md show)."""
     return f"{markdown_table(entries)}\n\n{entries_verdict(entries)} ▲: best in its column."
 
 
-def _best_per_column(entries: Sequence[Mapping]) -> dict[int, Mapping]:
+def _best_per_column(entries: Sequence[EvaluationRecord]) -> dict[int, EvaluationRecord]:
     """Column index -> the entry with the best value there (lowest final loss, log10 loss,
     steps to threshold and time per step; highest accuracy); ties and all-missing: none."""
-    def pick(value, highest: bool = False) -> Mapping | None:
+    def pick(value, highest: bool = False) -> EvaluationRecord | None:
         scored = [(v, e) for e in entries if (v := value(e)) is not None]
         if not scored:
             return None
@@ -188,16 +192,20 @@ def _best_per_column(entries: Sequence[Mapping]) -> dict[int, Mapping]:
         winners = [e for v, e in scored if v == top]
         return winners[0] if len(winners) == 1 else None
 
-    def ok(entry: Mapping, key: str) -> float | None:
-        return None if all_diverged(entry) else finite(entry.get(key))
+    def ok(entry: EvaluationRecord, key: str) -> float | None:
+        if all_diverged(entry):
+            return None
+        if key.startswith("metric:"):
+            return finite(entry.metrics.get(key[len("metric:"):], (None,))[0])
+        return finite(getattr(entry, key))
 
     columns = {
         2: pick(lambda e: ok(e, "final_loss_mean")),
         3: pick(lambda e: ok(e, "final_log10_loss_mean")),
-        4: pick(lambda e: None if e.get("threshold") is None or all_diverged(e)
-                else finite(e.get("steps_to_threshold"))),
+        4: pick(lambda e: None if e.threshold is None or all_diverged(e)
+                else finite(e.steps_to_threshold)),
         5: pick(lambda e: ok(e, "seconds_per_step")),
-        7: pick(lambda e: ok(e, "final_accuracy_mean"), highest=True),
+        7: pick(lambda e: ok(e, "metric:accuracy"), highest=True),
     }
     return {k: v for k, v in columns.items() if v is not None}
 
@@ -219,27 +227,27 @@ def verdict_line(loss_rows: Sequence[tuple[str, float, float]],
             f"{verdict_text(log_rows)}.")
 
 
-def entries_verdict(entries: Sequence[Mapping]) -> str:
+def entries_verdict(entries: Sequence[EvaluationRecord]) -> str:
     """:func:`verdict_line` over a comparison's entries (summary.json rows)."""
     if len(entries) < 2:
         return "**Verdict** — one optimizer only: nothing to compare."
     named = [(display_name(e, i), e) for i, e in enumerate(entries)]
     return verdict_line(
-        [(n, finite(e.get("final_loss_mean")), finite(e.get("final_loss_ci95")))
+        [(n, finite(e.final_loss_mean), finite(e.final_loss_ci95))
          for n, e in named],
-        [(n, finite(e.get("final_log10_loss_mean")), finite(e.get("final_log10_loss_ci95")))
+        [(n, finite(e.final_log10_loss_mean), finite(e.final_log10_loss_ci95))
          for n, e in named])
 
 
-def _instances_text(entries: Sequence[Mapping]) -> str:
-    counts = sorted({int(e["instances"]) for e in entries if e.get("instances") is not None})
+def _instances_text(entries: Sequence[EvaluationRecord]) -> str:
+    counts = sorted({int(e.instances) for e in entries if e.instances is not None})
     if not counts:
         return "held-out instances"
     joined = "/".join(str(c) for c in counts)
     return f"{joined} held-out instance{'s' if counts != [1] else ''}"
 
 
-def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title: str,
+def markdown_report(entries: Sequence[EvaluationRecord], *, task: str, steps: int, title: str,
                     tuning_figure: bool = False, meta_figure: bool = False) -> str:
     """report.md: the table, then notes (failed rows, caveats such as a best learning rate at
     an edge of the tuning grid), the tuning grids, the figures and the hyperparameters."""
@@ -258,7 +266,7 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
         "",
         "![loss curves](curves.png)",
     ]
-    notes = [(display_name(e, i), e.get("status"), e.get("notes") or [])
+    notes = [(display_name(e, i), e.status, e.notes)
              for i, e in enumerate(entries)]
     notes = [(name, status, n) for name, status, n in notes if n or status not in (None, "ok")]
     if notes:
@@ -267,32 +275,32 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
             if status not in (None, "ok"):
                 lines.append(f"- **{name}**: {status}")
             lines += [f"- **{name}**: {text}" for text in texts]
-    tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries) if e.get("tuning")]
+    tuned = [(display_name(e, i), e.tuning) for i, e in enumerate(entries) if e.tuning]
     if tuned:
         lines += ["", "## Learning-rate tuning", "",
                   "Mean final validation loss at each learning rate of the grid (∞: some "
                   "validation instance diverged); the lowest is each optimizer's tuned lr.", "",
                   "| optimizer | best lr | grid | " + " | ".join(
-                      fmt(lr, 2) for lr in tuned[0][1]["grid"]) + " |"
+                      fmt(lr, 2) for lr in tuned[0][1].grid) + " |"
                   if _same_grids(tuned) else "| optimizer | best lr | grid | scores |"]
         if _same_grids(tuned):
-            lines.append("|---|---|---|" + "---|" * len(tuned[0][1]["grid"]))
+            lines.append("|---|---|---|" + "---|" * len(tuned[0][1].grid))
             for name, t in tuned:
-                lines.append(f"| {cell(name)} | {fmt(t.get('best_lr'), 3)} | "
-                             f"{_grid_text(t)} | " + " | ".join(_score(v) for v in t["scores"])
+                lines.append(f"| {cell(name)} | {fmt(t.best_lr, 3)} | "
+                             f"{_grid_text(t)} | " + " | ".join(_score(v) for v in t.scores)
                              + " |")
         else:
             lines.append("|---|---|---|---|")
             for name, t in tuned:
                 scores = ", ".join(f"{fmt(lr, 2)}: {_score(v)}"
-                                   for lr, v in zip(t["grid"], t["scores"]))
-                lines.append(f"| {cell(name)} | {fmt(t.get('best_lr'), 3)} | {_grid_text(t)} "
+                                   for lr, v in zip(t.grid, t.scores))
+                lines.append(f"| {cell(name)} | {fmt(t.best_lr, 3)} | {_grid_text(t)} "
                              f"| {scores} |")
         if tuning_figure:
             lines += ["", "![learning-rate tuning](tuning.png)"]
     if meta_figure:
         lines += ["", "## Meta-training", "", "![meta-training](meta_training.png)"]
-    hyper = [(display_name(e, i), e.get("hyperparameters")) for i, e in enumerate(entries)]
+    hyper = [(display_name(e, i), e.hyperparameters) for i, e in enumerate(entries)]
     hyper = [(name, h) for name, h in hyper if h]
     if hyper:
         lines += ["", "## Hyperparameters", ""]
@@ -302,12 +310,12 @@ def markdown_report(entries: Sequence[Mapping], *, task: str, steps: int, title:
     return "\n".join(lines) + "\n"
 
 
-def _same_grids(tuned: Sequence[tuple[str, Mapping]]) -> bool:
-    return len({tuple(t["grid"]) for _, t in tuned}) == 1
+def _same_grids(tuned: Sequence[tuple[str, TuneResult]]) -> bool:
+    return len({tuple(t.grid) for _, t in tuned}) == 1
 
 
-def _grid_text(tuning: Mapping) -> str:
-    edge = tuning.get("edge")
+def _grid_text(tuning: TuneResult) -> str:
+    edge = tuning.edge
     return "⚠ best at the " + edge + " edge" if edge else "ok"
 
 
@@ -323,7 +331,7 @@ def _hyper_value(value: Any) -> str:
 # Figure.
 
 
-def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
+def plot_curves(path: str | Path, entries: Sequence[EvaluationRecord], *, title: str,
                 dpi: int = 120) -> Path:
     """Mean loss vs step per optimizer with its 95% CI band, log-scale y, learned on top."""
     import numpy as np
@@ -335,7 +343,7 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
         return np.array([np.nan if finite(v) is None else float(v) for v in values or []])
 
     ordered = sort_entries(entries)
-    curves = [array(e.get("mean_curve")) for e in ordered]
+    curves = [array(e.mean_curve) for e in ordered]
     seen = np.concatenate([c[np.isfinite(c)] for c in curves] or [np.empty(0)])
     log_scale = seen.size > 0 and bool((seen > 0).all())
     floor = float(seen.min()) * 1e-2 if log_scale else None
@@ -346,7 +354,7 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
     colours = palette()
     index = {id(e): i for i, e in enumerate(entries)}
     for entry, mean in zip(ordered, curves):
-        learned = bool(entry.get("learned"))
+        learned = bool(entry.learned)
         label = display_name(entry, index[id(entry)]) + (" (learned)" if learned else "")
         if all_diverged(entry):
             label += " (diverged)"
@@ -357,7 +365,7 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
         ok = np.flatnonzero(np.isfinite(mean))
         if ok.size and (ok.size == 1 or ok[-1] < mean.size - 1):  # mark where a curve stops
             ax.plot(ok[-1:], mean[ok[-1:]], "x", color=colour, ms=8, mew=2, zorder=5)
-        ci = array(entry.get("ci_curve"))
+        ci = array(entry.ci_curve)
         if ci.size == mean.size and np.isfinite(ci).any():
             low, high = mean - ci, mean + ci
             if floor is not None:
@@ -382,7 +390,7 @@ def plot_curves(path: str | Path, entries: Sequence[Mapping], *, title: str,
     return path
 
 
-def plot_tuning(path: str | Path, entries: Sequence[Mapping], *, title: str,
+def plot_tuning(path: str | Path, entries: Sequence[EvaluationRecord], *, title: str,
                 dpi: int = 120) -> Path:
     """Final validation loss vs learning rate, log-log, one line per tuned optimizer; a
     diverged learning rate is a gap in its line (marked ``x`` at the bottom), the tuned lr a
@@ -395,19 +403,19 @@ def plot_tuning(path: str | Path, entries: Sequence[Mapping], *, title: str,
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colours = palette()
-    tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries) if e.get("tuning")]
-    seen = [v for _, t in tuned for v in t["scores"] if finite(v) is not None and v > 0]
+    tuned = [(display_name(e, i), e.tuning) for i, e in enumerate(entries) if e.tuning]
+    seen = [v for _, t in tuned for v in t.scores if finite(v) is not None and v > 0]
     bottom = min(seen) / 3 if seen else 1.0
     for name, tuning in tuned:
         colour = next(colours)
-        grid = np.array(tuning["grid"], dtype=float)
+        grid = np.array(tuning.grid, dtype=float)
         scores = np.array([np.nan if finite(v) is None or v <= 0 else float(v)
-                           for v in tuning["scores"]])
+                           for v in tuning.scores])
         ax.plot(grid, scores, "o-", color=colour, ms=3, lw=1.4, label=name)
         bad = ~np.isfinite(scores)
         if bad.any():
             ax.plot(grid[bad], np.full(int(bad.sum()), bottom), "x", color=colour, ms=6)
-        best = finite(tuning.get("best_lr"))
+        best = finite(tuning.best_lr)
         if best is not None and np.isfinite(scores).any():
             k = int(np.nanargmin(scores))
             ax.plot(grid[k:k + 1], scores[k:k + 1], "o", color=colour, ms=8, zorder=5)
@@ -416,7 +424,7 @@ def plot_tuning(path: str | Path, entries: Sequence[Mapping], *, title: str,
         ax.set_yscale("log")
         # a blown-up run's loss (1e20) would flatten every other line: clip at 100x the loss
         # at each grid's smallest learning rate, which barely moves from the initial loss
-        firsts = [v for _, t in tuned for v in t["scores"][:1] if finite(v) is not None]
+        firsts = [v for _, t in tuned for v in t.scores[:1] if finite(v) is not None]
         top = max(seen) if not firsts else min(max(seen), 100 * max(firsts))
         ax.set_ylim(bottom / 1.5, top * 1.5)
     ax.set_xlabel("learning rate")
@@ -498,7 +506,7 @@ def palette():
 # The report.
 
 
-def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: int,
+def write_report(run_dir: str | Path, entries: Sequence[EvaluationRecord], *, task: str, steps: int,
                  title: str | None = None, run: dict | None = None) -> dict[str, Path]:
     """Write ``summary.json``, ``report.md`` and ``curves.png`` into ``run_dir``.
 
@@ -513,8 +521,8 @@ def write_report(run_dir: str | Path, entries: list[dict], *, task: str, steps: 
     paths = {"summary": run_dir / "summary.json", "report": run_dir / "report.md",
              "curves": run_dir / "curves.png"}
     summary = {"task": task, "steps": steps, "title": title, **(run or {}),
-               "optimizers": list(entries)}
-    tuned = any(entry.get("tuning") for entry in entries)
+               "optimizers": [entry.to_json() for entry in entries]}
+    tuned = any(entry.tuning for entry in entries)
     meta_figure = (run_dir / "meta_training.png").is_file()
     write_text(paths["report"], markdown_report(entries, task=task, steps=steps, title=title,
                                                 tuning_figure=tuned, meta_figure=meta_figure))

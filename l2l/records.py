@@ -1,0 +1,37 @@
+"""Reading typed records back from JSON, strictly: one helper for every record's ``from_json``.
+
+A result file is read by the code that wrote it, so a key it does not know is a misspelling
+or a file of another kind, and a key it needs but misses is a damaged file: both fail loudly
+here, with the closest field named, instead of turning into a silent ``None`` downstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def record_fields(cls: type, data: Mapping[str, Any], *, derived: Iterable[str] = (),
+                  extra: Iterable[str] = ()) -> dict[str, Any]:
+    """The constructor arguments of dataclass ``cls`` from ``data``: every required field must
+    be there, and every key must be a field, one of ``derived`` (written for readers, computed
+    again on reading: dropped) or one of ``extra`` (handled by the caller: dropped here).
+    Raises ValueError naming the record, the key and the closest field."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    skip = set(derived) | set(extra)
+    unknown = [k for k in data if k not in fields and k not in skip]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [*fields], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}{hint}: the JSON is "
+                         f"misspelled or of another kind (fields: {', '.join(fields)})")
+    missing = [name for name, f in fields.items() if name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{cls.__name__} JSON misses the field(s) {', '.join(missing)}: the "
+                         "file is damaged or was written by something else")
+    return {k: v for k, v in data.items() if k in fields}
