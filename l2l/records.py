@@ -35,3 +35,39 @@ def record_fields(cls: type, data: Mapping[str, Any], *, derived: Iterable[str] 
         raise ValueError(f"{cls.__name__} JSON misses the field(s) {', '.join(missing)}: the "
                          "file is damaged or was written by something else")
     return {k: v for k, v in data.items() if k in fields}
+
+
+def _number(value: Any) -> float:
+    """A JSON number back as a float (``null``, written for NaN or inf, is NaN)."""
+    return float("nan") if value is None else float(value)
+
+
+@dataclasses.dataclass(slots=True)
+class SweepRow:
+    """One row of a sweep's aggregate: an optimizer in one group of the swept settings, its
+    final test loss averaged over the group's jobs (the ``seed=`` axis)."""
+
+    settings: dict[str, Any]  #: the swept settings of the group (``{}``: the same in all)
+    optimizer: str
+    n: int  #: jobs with a finite final loss
+    jobs: int
+    final_loss_mean: float
+    final_loss_ci95: float
+    final_log10_loss_mean: float
+    final_log10_loss_ci95: float
+    learned: bool
+    untrained: int  #: jobs whose learned optimizer never beat its untrained start
+    seeds: list[Any]
+    tuned_lrs: list[float | None]
+    job_dirs: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SweepRow:
+        values = record_fields(cls, data)
+        for key in ("final_loss_mean", "final_loss_ci95", "final_log10_loss_mean",
+                    "final_log10_loss_ci95"):
+            values[key] = _number(values[key])
+        return cls(**values)
