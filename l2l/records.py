@@ -71,3 +71,53 @@ class SweepRow:
                     "final_log10_loss_ci95"):
             values[key] = _number(values[key])
         return cls(**values)
+
+
+_NAN = float("nan")
+
+
+@dataclasses.dataclass(slots=True)
+class StudyRow:
+    """One row of the generalization study: a learned group (the checkpoints of one optimizer
+    or label, over meta-training seeds) on one variant, against the best tuned baseline."""
+
+    variant: str
+    group: str
+    learned_mean: float  #: over seeds (several checkpoints) or test instances (one)
+    learned_ci95: float
+    winner: str  #: ``learned``, the baseline's name, ``overlap`` or ``—``
+    best_baseline: str | None
+    best_baseline_mean: float
+    best_baseline_ci95: float
+    best_baseline_lr: float | None
+    task: str = ""
+    steps: int = 0
+    optimizer: str = ""
+    seen_in_training: str = "unknown"
+    ci_over: str = "instances"  #: ``seeds`` or ``instances``
+    n_seeds: int = 1
+    per_seed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    worst_seed: dict[str, Any] | None = None
+    diverged: int = 0
+    ratio: float = _NAN  #: learned mean / best baseline mean
+    learned_log10_mean: float = _NAN
+    learned_log10_ci95: float = _NAN
+    best_log10_baseline: str | None = None
+    best_log10_mean: float = _NAN
+    best_log10_ci95: float = _NAN
+    winner_log10: str = "—"
+    mean_curve: list[float] = dataclasses.field(default_factory=list)
+    ci_curve: list[float] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StudyRow:
+        values = record_fields(cls, data)
+        for f in dataclasses.fields(cls):
+            if f.type == "float" and f.name in values:
+                values[f.name] = _number(values[f.name])
+        for key in ("mean_curve", "ci_curve"):
+            values[key] = [_number(v) for v in values.get(key, [])]
+        return cls(**values)

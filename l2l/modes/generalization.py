@@ -37,6 +37,7 @@ from l2l.loading import Provenance, load_optimizer
 from l2l.presets import Variant, checkpoint_specs, parse_variants, variant_config
 from l2l.progress import Progress
 from l2l.protocol import check_task_data, evaluate, tune_and_evaluate
+from l2l.records import StudyRow
 from l2l.report import DASH, finite
 from l2l.report.study import markdown_tables, write_outputs
 from l2l.run_config import in_mixture, plain, task_identity
@@ -166,9 +167,8 @@ def run_study(cfg: DictConfig, study: Study, device: torch.device, run_dir: Path
     result = summarize_study(cfg, study, results)
     write_outputs(run_dir, result)
     for row in result["rows"]:
-        logger.summary({f"generalization/{row['variant']}/{row['group']}/final_loss":
-                        row["learned_mean"],
-                        f"generalization/{row['variant']}/{row['group']}/ratio": row["ratio"]})
+        logger.summary({f"generalization/{row.variant}/{row.group}/final_loss": row.learned_mean,
+                        f"generalization/{row.variant}/{row.group}/ratio": row.ratio})
     print(f"\n{markdown_tables(result)}\nstudy: {run_dir / 'generalization.md'}", flush=True)
     return result
 
@@ -241,8 +241,7 @@ def summarize_study(cfg: DictConfig, study: Study, results: Mapping[str, Mapping
         best_log = min(ok_log, key=lambda b: b.final_log10_loss_mean) if ok_log else None
         variants.append({"name": name, "task": vcfg.task.name, "preset": variant.task,
                          "kwargs": variant.kwargs, "steps": vcfg.eval.steps,
-                         "baselines": [b.to_json() for b in baselines],
-                         "learned": [r.to_json() for r in result["learned"]]})
+                         "baselines": list(baselines), "learned": list(result["learned"])})
         for group, members in groups.items():
             records = [result["learned"][i] for i in group_index[group]]
             finals = [r.final_loss_mean for r in records]
@@ -262,35 +261,33 @@ def summarize_study(cfg: DictConfig, study: Study, results: Mapping[str, Mapping
             curve, ci_curve = _seed_curves(records)
             best_pair = (best.final_loss_mean, best.final_loss_ci95) if best else (math.nan,
                                                                                    math.nan)
-            rows.append({
-                "variant": name, "task": vcfg.task.name, "steps": vcfg.eval.steps,
-                "group": group, "optimizer": members[0].optimizer.name,
-                "seen_in_training": seen_in_training(members, vcfg),
-                "learned_mean": mean, "learned_ci95": ci, "ci_over": over,
-                "n_seeds": len(records),
-                "per_seed": [{"seed": c.seed, "checkpoint": c.spec, "final_loss": f,
-                              "diverged": r.diverged}
-                             for f, c, r in zip(finals, members, records)],
-                "worst_seed": None if worst is None else {"seed": worst[1].seed,
-                                                          "checkpoint": worst[1].spec,
-                                                          "final_loss": worst[0]},
-                "diverged": sum(r.diverged for r in records),
-                "best_baseline": best.name if best else None,
-                "best_baseline_lr": best.tuned_lr if best else None,
-                "best_baseline_mean": best_pair[0], "best_baseline_ci95": best_pair[1],
-                "ratio": mean / best_pair[0] if finite(mean) is not None and best
+            rows.append(StudyRow(
+                variant=name, task=vcfg.task.name, steps=vcfg.eval.steps,
+                group=group, optimizer=members[0].optimizer.name,
+                seen_in_training=seen_in_training(members, vcfg),
+                learned_mean=mean, learned_ci95=ci, ci_over=over,
+                n_seeds=len(records),
+                per_seed=[{"seed": c.seed, "checkpoint": c.spec, "final_loss": f,
+                           "diverged": r.diverged} for f, c, r in zip(finals, members, records)],
+                worst_seed=None if worst is None else {"seed": worst[1].seed,
+                                                       "checkpoint": worst[1].spec,
+                                                       "final_loss": worst[0]},
+                diverged=sum(r.diverged for r in records),
+                best_baseline=best.name if best else None,
+                best_baseline_lr=best.tuned_lr if best else None,
+                best_baseline_mean=best_pair[0], best_baseline_ci95=best_pair[1],
+                ratio=mean / best_pair[0] if finite(mean) is not None and best
                 and best_pair[0] > 0 else math.nan,
-                "winner": winner((mean, ci), best_pair, best.name if best else DASH),
-                "learned_log10_mean": log_mean, "learned_log10_ci95": log_ci,
-                "best_log10_baseline": best_log.name if best_log else None,
-                "best_log10_mean": best_log.final_log10_loss_mean if best_log else math.nan,
-                "best_log10_ci95": best_log.final_log10_loss_ci95 if best_log else math.nan,
-                "winner_log10": winner(
+                winner=winner((mean, ci), best_pair, best.name if best else DASH),
+                learned_log10_mean=log_mean, learned_log10_ci95=log_ci,
+                best_log10_baseline=best_log.name if best_log else None,
+                best_log10_mean=best_log.final_log10_loss_mean if best_log else math.nan,
+                best_log10_ci95=best_log.final_log10_loss_ci95 if best_log else math.nan,
+                winner_log10=winner(
                     (log_mean, log_ci),
                     (best_log.final_log10_loss_mean, best_log.final_log10_loss_ci95)
                     if best_log else (math.nan, math.nan), best_log.name if best_log else DASH),
-                "mean_curve": curve, "ci_curve": ci_curve,
-            })
+                mean_curve=curve, ci_curve=ci_curve))
     trained_on = {group: _trained_on_text(members) for group, members in groups.items()}
     return {"title": f"Generalization study ({cfg.task.name} base)",
             "base_task": cfg.task.name, "eval_seed": cfg.eval.seed,

@@ -29,7 +29,8 @@ DASH = "—"
 
 
 def jsonable(obj: Any) -> Any:
-    """``obj`` as plain JSON values: non-finite floats become ``None``, tensors/arrays lists."""
+    """``obj`` as plain JSON values: non-finite floats become ``None``, tensors/arrays lists,
+    typed records (:class:`l2l.evaluation.EvaluationRecord`, ...) their ``to_json()``."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
@@ -38,6 +39,8 @@ def jsonable(obj: Any) -> Any:
         return obj if math.isfinite(obj) else None
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
+    if hasattr(obj, "to_json"):  # a typed record: its one JSON form
+        return jsonable(obj.to_json())
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [jsonable(v) for v in obj]
     if isinstance(obj, Path):

@@ -26,8 +26,8 @@ def markdown_tables(result: Mapping[str, Any]) -> str:
     """One table per learned group: a row per variant (what the console and the .md show)."""
     out = []
     for group, info in result["groups"].items():
-        rows = [r for r in result["rows"] if r["group"] == group]
-        seeds = rows[0]["n_seeds"] if rows else 0
+        rows = [r for r in result["rows"] if r.group == group]
+        seeds = rows[0].n_seeds if rows else 0
         out.append(f"### {group}: {seeds} checkpoint(s), meta-trained on {info['trained_on']}\n")
         ci_head = "mean ± 95% CI over seeds" if seeds > 1 else "± 95% CI over test instances"
         out.append(f"| variant | task | steps | seen in training | learned final loss "
@@ -35,18 +35,18 @@ def markdown_tables(result: Mapping[str, Any]) -> str:
                    "learned / best | winner | winner (log10) |")
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            worst = r["worst_seed"]
+            worst = r.worst_seed
             worst_text = DASH if worst is None or seeds < 2 else \
                 f"{fmt(worst['final_loss'])} (seed {worst['seed']})"
-            base = DASH if r["best_baseline"] is None else \
-                f"{r['best_baseline']} ({fmt(r['best_baseline_lr'], 3)})"
-            diverged = f" ({r['diverged']} diverged)" if r["diverged"] else ""
-            out.append(f"| {cell(r['variant'])} | {cell(r['task'])} | {r['steps']} | "
-                       f"{cell(r['seen_in_training'])} | "
-                       f"{pm(r['learned_mean'], r['learned_ci95'])}{diverged} | {worst_text} | "
-                       f"{cell(base)} | {pm(r['best_baseline_mean'], r['best_baseline_ci95'])}"
-                       f" | {fmt(r['ratio'], 3)} | {cell(r['winner'])} | "
-                       f"{cell(r.get('winner_log10', DASH))} |")
+            base = DASH if r.best_baseline is None else \
+                f"{r.best_baseline} ({fmt(r.best_baseline_lr, 3)})"
+            diverged = f" ({r.diverged} diverged)" if r.diverged else ""
+            out.append(f"| {cell(r.variant)} | {cell(r.task)} | {r.steps} | "
+                       f"{cell(r.seen_in_training)} | "
+                       f"{pm(r.learned_mean, r.learned_ci95)}{diverged} | {worst_text} | "
+                       f"{cell(base)} | {pm(r.best_baseline_mean, r.best_baseline_ci95)}"
+                       f" | {fmt(r.ratio, 3)} | {cell(r.winner)} | "
+                       f"{cell(r.winner_log10)} |")
         out += ["", study_verdict(rows), ""]
     return "\n".join(out)
 
@@ -57,18 +57,18 @@ def study_verdict(rows: Sequence[Mapping[str, Any]]) -> str:
     mean log10 final loss."""
     def one(r: Mapping[str, Any], log: bool) -> str:
         if log:
-            base = r.get("best_log10_baseline") or DASH
-            pairs = [("learned", r.get("learned_log10_mean"), r.get("learned_log10_ci95")),
-                     (base, r.get("best_log10_mean"), r.get("best_log10_ci95"))]
-            found = r.get("winner_log10", DASH)
+            base = r.best_log10_baseline or DASH
+            pairs = [("learned", r.learned_log10_mean, r.learned_log10_ci95),
+                     (base, r.best_log10_mean, r.best_log10_ci95)]
+            found = r.winner_log10
         else:
-            pairs = [("learned", r["learned_mean"], r["learned_ci95"]),
-                     (r["best_baseline"] or DASH, r["best_baseline_mean"],
-                      r["best_baseline_ci95"])]
-            found = r["winner"]
+            pairs = [("learned", r.learned_mean, r.learned_ci95),
+                     (r.best_baseline or DASH, r.best_baseline_mean,
+                      r.best_baseline_ci95)]
+            found = r.winner
         text = (f"{found} wins" if found not in ("overlap", "overlap (no CI)", DASH)
                 else verdict_text(pairs) if found != DASH else "no result")
-        return f"{r['variant']} {text}"
+        return f"{r.variant} {text}"
 
     loss = "; ".join(one(r, False) for r in rows)
     log = "; ".join(one(r, True) for r in rows)
@@ -83,24 +83,24 @@ def summary_matrix(result: Mapping[str, Any]) -> str:
     groups = list(result["groups"])
     by_variant: dict[str, dict[str, Mapping[str, Any]]] = {}
     for r in result["rows"]:
-        by_variant.setdefault(r["variant"], {})[r["group"]] = r
+        by_variant.setdefault(r.variant, {})[r.group] = r
     lines = ["| variant | " + " | ".join(cell(g) for g in groups) + " | best tuned baseline |",
              "|---|" + "---|" * (len(groups) + 1)]
     for variant, rows in by_variant.items():
         cells = []
         for group in groups:
             r = rows.get(group)
-            text = DASH if r is None else pm(r["learned_mean"], r["learned_ci95"])
-            if r is not None and r["winner"] == "learned":
+            text = DASH if r is None else pm(r.learned_mean, r.learned_ci95)
+            if r is not None and r.winner == "learned":
                 text = f"**{text}** ✓"
-            elif r is not None and r["best_baseline"] and r["winner"] == r["best_baseline"]:
+            elif r is not None and r.best_baseline and r.winner == r.best_baseline:
                 text = f"{text} ✗"
             cells.append(text)
         first = next(iter(rows.values()))
-        base = DASH if first["best_baseline"] is None else (
-            f"{first['best_baseline']} "
-            f"{pm(first['best_baseline_mean'], first['best_baseline_ci95'])} "
-            f"(lr {fmt(first['best_baseline_lr'], 3)})")
+        base = DASH if first.best_baseline is None else (
+            f"{first.best_baseline} "
+            f"{pm(first.best_baseline_mean, first.best_baseline_ci95)} "
+            f"(lr {fmt(first.best_baseline_lr, 3)})")
         lines.append(f"| {cell(variant)} | " + " | ".join(cells) + f" | {cell(base)} |")
     return "\n".join(lines) + "\n"
 
@@ -135,15 +135,15 @@ def markdown(result: Mapping[str, Any]) -> str:
     for variant in result["variants"]:
         cells = []
         for entry in variant["baselines"]:
-            text = pm(entry["final_loss_mean"], entry["final_loss_ci95"])
-            if entry.get("tuned_lr") is not None:
-                text += f" (lr {fmt(entry['tuned_lr'], 3)})"
-            elif entry.get("status") != "ok":
-                text = cell(entry.get("status"))
+            text = pm(entry.final_loss_mean, entry.final_loss_ci95)
+            if entry.tuned_lr is not None:
+                text += f" (lr {fmt(entry.tuned_lr, 3)})"
+            elif entry.status != "ok":
+                text = cell(entry.status)
             cells.append(text)
         lines.append(f"| {cell(variant['name'])} | " + " | ".join(cells) + " |")
-    notes = [f"{v['name']}/{e['name']}: {n}" for v in result["variants"] for e in v["baselines"]
-             for n in e.get("notes", [])]
+    notes = [f"{v['name']}/{e.name}: {n}" for v in result["variants"] for e in v["baselines"]
+             for n in e.notes]
     if notes:
         lines += ["", "Notes:", "", *[f"- {cell(n)}" for n in notes]]
     return "\n".join(lines) + "\n"
@@ -171,13 +171,13 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
     groups = list(result["groups"])
     for k, variant in enumerate(variants):
         ax = fig.add_subplot(rows_n, cols, k + 1)
-        curves = [(e["name"], colours.get(e["name"], "grey"), 1.2, e["mean_curve"],
-                   e["ci_curve"]) for e in variant["baselines"]]
+        curves = [(e.name, colours.get(e.name, "grey"), 1.2, e.mean_curve,
+                   e.ci_curve) for e in variant["baselines"]]
         for g, group in enumerate(groups):
-            row = next(r for r in result["rows"] if r["variant"] == variant["name"]
-                       and r["group"] == group)
+            row = next(r for r in result["rows"] if r.variant == variant["name"]
+                       and r.group == group)
             curves.append((f"{group} (learned)", learned_colours[g % len(learned_colours)], 2.4,
-                           row["mean_curve"], row["ci_curve"]))
+                           row.mean_curve, row.ci_curve))
         seen = np.concatenate([array(c[3])[np.isfinite(array(c[3]))] for c in curves]
                               or [np.empty(0)])
         log_scale = seen.size > 0 and bool((seen > 0).all())
