@@ -29,7 +29,7 @@ from l2l import job_status
 from l2l.atomic import write_text
 from l2l.evaluation import EvaluationRecord
 from l2l.records import SweepRow
-from l2l.report import dumps, finite
+from l2l.report.cells import dumps, finite
 from l2l.report.sweep import counts, markdown, plot
 from l2l.stats import mean_ci95
 

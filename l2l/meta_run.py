@@ -21,7 +21,7 @@ from l2l.learned.base import LearnedOptimizer
 from l2l.meta_training import Callback, MetaTrainer, MetaTrainingInterrupted
 from l2l.preemption import GracefulStop
 from l2l.progress import Progress
-from l2l.report import plot_meta_training
+from l2l.report.figures import plot_meta_training
 from l2l.run_config import meta_config, run_identity, study_optimizer
 from l2l.tasks.base import TaskFamily
 from l2l.tracking import RunLogger

@@ -29,7 +29,7 @@ from l2l.interface import BatchedOptimizer
 from l2l.learned.base import LearnedOptimizer
 from l2l.progress import Progress
 from l2l.registry import build_optimizer
-from l2l.report import fmt
+from l2l.report.cells import fmt
 from l2l.tasks.base import TaskFamily
 from l2l.tracking import RunLogger
 

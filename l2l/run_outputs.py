@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from l2l.evaluation import EvaluationRecord
-from l2l.report import table_with_verdict, write_report
+from l2l.report.evaluation import table_with_verdict, write_report
 from l2l.tracking import RunLogger
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from l2l.atomic import write_text
-from l2l.report import display_name, dumps, finite, jsonable
+from l2l.report.cells import display_name, dumps, finite, jsonable
 
 if TYPE_CHECKING:
     from l2l.evaluation import EvaluationRecord, TuneResult

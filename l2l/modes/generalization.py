@@ -38,7 +38,7 @@ from l2l.presets import Variant, checkpoint_specs, parse_variants, variant_confi
 from l2l.progress import Progress
 from l2l.protocol import check_task_data, evaluate, tune_and_evaluate
 from l2l.records import StudyRow
-from l2l.report import DASH, finite
+from l2l.report.cells import DASH, finite
 from l2l.report.study import markdown_tables, write_outputs
 from l2l.run_config import in_mixture, plain, task_identity
 from l2l.stats import mean_ci95, separated_winner

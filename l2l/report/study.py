@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2l.atomic import save_figure, write_text
-from l2l.report import DASH, cell, dumps, finite, fmt, mean_ci, palette, verdict_text
+from l2l.atomic import write_text
+from l2l.report.cells import DASH, cell, dumps, finite, fmt, mean_ci, verdict_text
+from l2l.report.figures import new_figure, palette, save
 
 log = logging.getLogger("l2l")
 
@@ -153,8 +154,6 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
     """generalization.png: a panel per variant, mean loss vs step with 95% CI bands for each
     learned group (dark, thick) and every tuned baseline, log-scale y."""
     import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     def array(values: Any) -> np.ndarray:
@@ -163,8 +162,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
     variants = result["variants"]
     cols = min(3, len(variants))
     rows_n = math.ceil(len(variants) / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.6 * rows_n))
-    FigureCanvasAgg(fig)
+    fig = new_figure(4.6 * cols, 3.6 * rows_n)
     colours = palette()
     colours = {name: next(colours) for name in result["baselines"]}
     learned_colours = ["black", "tab:red", "tab:purple", "tab:brown"]
@@ -201,10 +199,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
         if k == 0:
             ax.legend(fontsize="x-small", framealpha=0.9)
     fig.suptitle(result["title"] + ": mean loss, 95% CI bands")
-    fig.tight_layout()
-    path = Path(path)
-    save_figure(fig, path, dpi)
-    return path
+    return save(fig, path, dpi)
 
 
 def write_outputs(run_dir: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2l.atomic import save_figure
 from l2l.records import SweepRow
-from l2l.report import DASH, cell, finite, fmt, mean_ci, palette, verdict_line
+from l2l.report.cells import DASH, cell, finite, fmt, mean_ci, verdict_line
+from l2l.report.figures import new_figure, palette, save
 
 
 def _merge_shared(rows: Sequence[SweepRow], keys: Sequence[str]) -> list[SweepRow]:
@@ -107,14 +107,11 @@ def _verdicts(rows: Sequence[SweepRow], keys: Sequence[str]) -> list[str]:
 def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
     """Mean final loss with its 95% CI per group (x) and optimizer (one marker series each),
     log-scale y: the sweep at a glance."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     rows = result["rows"]
     groups = list(dict.fromkeys(_label(r.settings) for r in rows))
     names = list(dict.fromkeys(r.optimizer for r in rows))
-    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 4.8))
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(6.0, 1.2 * len(groups) + 3), 4.8)
     ax = fig.add_subplot()
     colours = palette()
     width = 0.8 / max(len(names), 1)
@@ -139,7 +136,4 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
     ax.grid(True, axis="y", alpha=0.3)
     if names:
         ax.legend(fontsize="small", framealpha=0.9)
-    fig.tight_layout()
-    path = Path(path)
-    save_figure(fig, path, dpi)
-    return path
+    return save(fig, path, dpi)
