@@ -29,11 +29,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import checkpoint_task, distributed, job_status
+from l2l import checkpoint_task, job_status
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_checks import check_config
 from l2l.config_store import register_configs
+from l2l.env import distributed
+from l2l.env.run_dir import RunDirInUse, refuse_existing_results, save_run_config
+from l2l.env.runtime import available_cpus, problem_size, resolve_device, resolve_threads
 from l2l.loading import resolve as resolve_checkpoint
 from l2l.meta_run import MetaTrainingFailed
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
@@ -41,10 +44,8 @@ from l2l.modes import MODES
 from l2l.protocol import check_task_data
 from l2l.registry import is_learned
 from l2l.run_config import meta_config, plain, study_optimizer
-from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
-from l2l.runtime import available_cpus, problem_size, resolve_device, resolve_threads
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
-from l2l.tracking import RunLogger
+from l2l.tracking import RunLogger, SilentLogger
 
 register_configs()  # every optimizer's defaults for conf/optimizer/*.yaml (l2l/config_store.py)
 log = logging.getLogger("l2l")
@@ -166,7 +167,7 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     # ---- the run -------------------------------------------------------------------------------
     tags = [cfg.mode, cfg.task.name, study, *cfg.logger.tags]
     group = cfg.logger.group or sweep_group()
-    tracker = RunLogger if distributed.is_writer() else distributed.SilentLogger
+    tracker = RunLogger if distributed.is_writer() else SilentLogger
     with tracker(run_dir, OmegaConf.to_container(cfg, resolve=True), backend=cfg.logger.backend,
                    mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
                    group=group, tags=tags, job_type=cfg.mode, name=str(cfg.run_name),

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from l2l import checkpoint, distributed
+from l2l import checkpoint
+from l2l.env import distributed
+from l2l.env.preemption import GracefulStop
 from l2l.learned.base import LearnedOptimizer
 from l2l.meta_training import Callback, MetaTrainer, MetaTrainingInterrupted
-from l2l.preemption import GracefulStop
 from l2l.progress import Progress
 from l2l.report.figures import plot_meta_training
 from l2l.run_config import meta_config, run_identity, study_optimizer

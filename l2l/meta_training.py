@@ -30,14 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from l2l import checkpoint
-from l2l.distributed import Synchronizer
+from l2l.env.distributed import Synchronizer
+from l2l.env.runtime import problem_size, resolve_compile
+from l2l.env.runtime_cache import enable_compile_cache
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
 from l2l.interface import State, check_range
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import OBJECTIVES, build_objective
-from l2l.runtime import problem_size, resolve_compile
-from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.truncated_step import TruncatedStep

@@ -1,4 +1,4 @@
-"""Data-parallel meta-training (l2l/distributed.py): two processes under torchrun learn exactly
+"""Data-parallel meta-training (l2l/env/distributed.py): two processes under torchrun learn exactly
 what one process learns from the same meta-batch, only rank 0 writes, a killed run resumes, and
 a sweep runs through hydra-submitit-launcher (its local executor, the SLURM path's stand-in)."""
 
@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from l2l import checkpoint, run_config
-from l2l.distributed import Synchronizer
+from l2l.env.distributed import Synchronizer
 from l2l.meta_training import MetaTrainer
 from l2l.tasks import build_task
 
@@ -187,7 +187,7 @@ def _rank_env(rank: int, port: int, slurm: bool = False) -> dict[str, str]:
 def test_the_timeouts_come_from_the_config_or_the_command_line():
     from omegaconf import OmegaConf
 
-    from l2l.distributed import RENDEZVOUS_TIMEOUT, TIMEOUT, timeouts
+    from l2l.env.distributed import RENDEZVOUS_TIMEOUT, TIMEOUT, timeouts
 
     assert timeouts() == (RENDEZVOUS_TIMEOUT, TIMEOUT)
     cfg = OmegaConf.create({"distributed": {"rendezvous_timeout": 5, "timeout": 7}})

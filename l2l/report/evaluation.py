@@ -248,6 +248,6 @@ def write_report(run_dir: str | Path, entries: Sequence[EvaluationRecord], *, ta
         raise  # a full disk: no summary.json either, the rerun redoes it all
     except Exception as error:  # never lose the numbers to matplotlib
         logging.getLogger("l2l").warning("could not draw the figures: %s", error)
-    # last: a summary.json means a complete result (l2l.run_dir.refuse_existing_results)
+    # last: a summary.json means a complete result (l2l.env.run_dir.refuse_existing_results)
     write_text(paths["summary"], dumps(summary, indent=2) + "\n")
     return paths

@@ -54,7 +54,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from l2l.run_dir import RunDirInUse, RunDirLock
+from l2l.env.run_dir import RunDirInUse, RunDirLock
 
 log = logging.getLogger("l2l")
 
@@ -391,7 +391,7 @@ def setup(cfg: Any) -> Synchronizer:
 
 @contextlib.contextmanager
 def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
-    """:class:`~l2l.run_dir.RunDirLock` taken by rank 0 alone; the others learn whether it
+    """:class:`~l2l.env.run_dir.RunDirLock` taken by rank 0 alone; the others learn whether it
     succeeded, so a directory in use stops every rank with the same error, none hangs."""
     sync = current()
     lock = RunDirLock(run_dir) if sync.is_writer else None
@@ -409,22 +409,6 @@ def run_dir_lock(run_dir: str | Path) -> Iterator[None]:
     finally:
         if lock is not None:
             lock.release()
-
-
-class SilentLogger:
-    """Stands in for :class:`~l2l.tracking.RunLogger` on ranks other than 0: logs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __enter__(self) -> SilentLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
 
 
 def agree_on_argv(argv: list[str]) -> list[str]:
