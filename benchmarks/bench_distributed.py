@@ -31,7 +31,7 @@ except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from l2l.env import distributed  # noqa: E402
-from l2l.lstm_optimizer import LSTMOptimizer  # noqa: E402
+from l2l.learned.lstm import LSTMOptimizer  # noqa: E402
 from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
 from l2l.tasks import build_task  # noqa: E402
 

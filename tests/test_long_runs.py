@@ -16,7 +16,7 @@ import torch
 
 from l2l import checkpoint
 from l2l.env.run_dir import RunDirInUse, RunDirLock
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.tasks import build_task
 

@@ -10,9 +10,9 @@ one place.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
+from l2l.signatures import keyword_parameters
 from l2l.tasks.augmented import AugmentedFamily, LossScaledInstances
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
 from l2l.tasks.char_rnn import CharRNNFamily, CharRNNInstances
@@ -76,10 +76,9 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
             "such as mnist_40 or quadratic_official are conf/task/<preset>.yaml files whose "
             "`family:` field names the family and `kwargs:` its arguments."
         )
-    accepted = inspect.signature(cls.__init__).parameters
-    unknown = sorted(k for k in kwargs if k not in accepted or k == "self")
+    valid = list(keyword_parameters(cls))
+    unknown = sorted(k for k in kwargs if k not in valid)
     if unknown:
-        valid = [p for p in accepted if p != "self"]
         raise ValueError(
             f"task family {name!r} got unknown argument(s) {', '.join(unknown)}: valid "
             f"arguments are {', '.join(valid)}"
