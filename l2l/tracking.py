@@ -22,7 +22,6 @@ fast and ``backend="none"`` never touches it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from l2l.atomic import write_text
 from l2l.report.cells import display_name, dumps, finite, jsonable
+from l2l.tracking_files import keep_wandb_files_in, row_event, row_step, scalar
 
 if TYPE_CHECKING:
     from l2l.evaluation import EvaluationRecord, TuneResult
@@ -68,49 +68,6 @@ def _warn(message: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _row_step(line: str) -> float:
-    """The step of a metrics.jsonl line (a damaged line counts as step infinity: dropped)."""
-    try:
-        return float(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return float("inf")
-
-
-def _row_event(line: str) -> str | None:
-    """The ``event`` of a metrics.jsonl line (None for a metrics row or a damaged line)."""
-    try:
-        return json.loads(line).get("event")
-    except (ValueError, AttributeError):
-        return None
-
-
-def _scalar(value: Any) -> Any:
-    """Tensors/arrays with one element as Python numbers; anything else unchanged."""
-    numel = getattr(value, "numel", None)
-    size = numel() if callable(numel) else getattr(value, "size", None)
-    return value.item() if size == 1 and hasattr(value, "item") else value
-
-
-#: wandb's folders outside the run (artifact staging and cache, ~/.local/share/wandb and
-#: ~/.cache/wandb by default) and where l2l puts them: under ``<run dir>/wandb/``
-WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache",
-              "WANDB_ARTIFACT_DIR": "artifacts"}
-_own_wandb_dirs: dict[str, str] = {}  # the values l2l itself set (a user's are left alone)
-
-
-def keep_wandb_files_in(run_dir: Path) -> None:
-    """Point wandb's staging, cache and artifact folders into ``<run_dir>/wandb/`` (unless the
-    user set them), so that everything a run gives wandb -- the best-checkpoint artifact
-    staged for upload included -- lives in the run folder: a run folder copied elsewhere and
-    synced there loses nothing, and deleting it leaves nothing behind in the home directory."""
-    for var, sub in WANDB_DIRS.items():
-        current = os.environ.get(var)
-        if current is not None and current != _own_wandb_dirs.get(var):
-            continue  # the user's choice
-        path = str(Path(run_dir) / "wandb" / sub)
-        os.environ[var] = _own_wandb_dirs[var] = path
 
 
 class RunLogger:
@@ -285,7 +242,7 @@ class RunLogger:
         """Record ``metrics`` at ``step``: a line of metrics.jsonl, and a wandb history row."""
         if self._finished:
             raise RuntimeError("RunLogger.log called after finish()")
-        values = {str(k): _scalar(v) for k, v in metrics.items()}
+        values = {str(k): scalar(v) for k, v in metrics.items()}
         self._metrics.write(dumps({"step": int(step), **values}) + "\n")
         self._metrics.flush()
         if self.run is not None:
@@ -294,12 +251,12 @@ class RunLogger:
     def drop_steps_after(self, step: int) -> int:
         """Remove metrics.jsonl rows logged after ``step`` (a resume from a checkpoint at
         ``step`` replays them: without this they would appear twice). Returns how many."""
-        return self._drop(lambda line: _row_step(line) > step)
+        return self._drop(lambda line: row_step(line) > step)
 
     def drop_events(self, event: str) -> int:
         """Remove metrics.jsonl rows of ``event`` (e.g. ``"tune"``) that an interrupted earlier
         attempt of this run logged: the rerun logs them again. Returns how many."""
-        return self._drop(lambda line: _row_event(line) == event)
+        return self._drop(lambda line: row_event(line) == event)
 
     def _drop(self, dropped: Callable[[str], bool]) -> int:
         self._metrics.flush()
@@ -375,7 +332,7 @@ class RunLogger:
         """Set final values in the wandb run's summary (no file of ours)."""
         if self.run is not None:
             self._guard("summary", self.run.summary.update,
-                        {str(k): _scalar(v) for k, v in values.items()})
+                        {str(k): scalar(v) for k, v in values.items()})
 
     def log_artifact(self, path: str | Path, name: str, type: str = "model",
                      metadata: Mapping[str, Any] | None = None) -> None:

@@ -283,7 +283,7 @@ def test_wandb_staging_and_cache_live_in_the_run_folder(tmp_path, monkeypatch, _
     """The best-checkpoint artifact is staged under <run dir>/wandb/ (not ~/.local/share), so
     a run folder copied elsewhere and synced there keeps its artifact; a user's own setting of
     the folders is left alone."""
-    from l2l import tracking
+    from l2l import tracking_files as tracking
 
     for var in tracking.WANDB_DIRS:
         monkeypatch.delenv(var, raising=False)
