@@ -7,9 +7,7 @@ Nothing here needs wandb (:mod:`l2l.tracking` logs the same records there).
 
 from l2l.report.cells import (
     DASH,
-    all_diverged,
     cell,
-    display_name,
     dumps,
     finite,
     fmt,
@@ -35,7 +33,7 @@ from l2l.report.figures import (
     save,
 )
 
-__all__ = ["DASH", "all_diverged", "cell", "display_name", "dumps", "entries_verdict", "finite",
+__all__ = ["DASH", "cell", "dumps", "entries_verdict", "finite",
            "fmt", "jsonable", "markdown_report", "markdown_table", "mean_ci", "new_figure",
            "palette", "plot_curves", "plot_meta_training", "plot_tuning", "save",
            "sort_entries", "table_with_verdict", "verdict_line", "verdict_text", "write_report"]
