@@ -139,8 +139,11 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     if cfg.checkpoint is not None and not learned:
         raise ValueError(f"checkpoint= was given but optimizer={study} is hand-designed: "
                          "pass the learned optimizer's name (optimizer=lstm, ...)")
-    if cfg.checkpoint is not None:
-        resolve_checkpoint(cfg.checkpoint)  # a file, run dir or zoo name, else CheckpointError
+    # checkpoint=: a file, a run directory or a zoo name, else a CheckpointError
+    if cfg.checkpoint is not None and resolve_checkpoint(cfg.checkpoint)[0] == "baseline":
+        raise ValueError(f"checkpoint={cfg.checkpoint} names a hand-designed optimizer, "
+                         f"which has no checkpoint: use optimizer={cfg.checkpoint} and no "
+                         "checkpoint=")
     if cfg.get("resume_from") is not None:
         if cfg.mode not in ("meta_train", "compare") or not learned:
             raise ValueError("resume_from= resumes meta-training: use it with mode=meta_train "
