@@ -16,7 +16,6 @@ again.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -31,26 +30,26 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import checkpoint_task, distributed, experiments, generalization, job_status, pretrained
+from l2l import checkpoint_task, job_status
 from l2l.checkpoint import CheckpointError
 from l2l.checkpoint import load as load_checkpoint_file
 from l2l.config_checks import check_config
 from l2l.config_store import register_configs
-from l2l.evaluation import EvaluationRecord
-from l2l.experiments import MetaTrainingFailed, plain
+from l2l.env import distributed
+from l2l.env.run_dir import RunDirInUse, refuse_existing_results, save_run_config
+from l2l.env.runtime import available_cpus, problem_size, resolve_device, resolve_threads
+from l2l.loading import resolve as resolve_checkpoint
+from l2l.meta_run import MetaTrainingFailed
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
-from l2l.registry import build_optimizer, is_learned
-from l2l.report import table_with_verdict, write_report
-from l2l.run_dir import RunDirInUse, refuse_existing_results, save_run_config
-from l2l.runtime import available_cpus, resolve_device, resolve_threads
-from l2l.suite import prepare as prepare_suite
-from l2l.suite import run_suite
+from l2l.modes import MODES
+from l2l.protocol import check_task_data
+from l2l.registry import is_learned
+from l2l.run_config import meta_config, plain, study_optimizer
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
-from l2l.tracking import RunLogger
+from l2l.tracking import RunLogger, SilentLogger
 
 register_configs()  # every optimizer's defaults for conf/optimizer/*.yaml (l2l/config_store.py)
 log = logging.getLogger("l2l")
-MODES = ("meta_train", "evaluate", "tune", "compare", "generalization", "suite")
 #: errors that are the user's input or environment, not a bug in l2l: one line, no traceback
 #: (``debug=true`` shows the traceback anyway)
 USER_ERRORS = (ValueError, CheckpointError, MNISTNotFoundError, MNISTChecksumError,
@@ -129,20 +128,23 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         log.info("threads: %s", why)
     study = cfg.optimizer.name
     learned = is_learned(study)
-    experiments.study_optimizer(cfg)  # validates the hyperparameters now, not after an hour
+    study_optimizer(cfg)  # validates the hyperparameters now, not after an hour
     for name in cfg.eval.baselines:
         if is_learned(name):
             raise ValueError(f"eval.baselines lists the learned optimizer {name!r}: list only "
                              "hand-designed ones there, and study a learned one with optimizer=")
     if cfg.mode in ("meta_train", "compare") and learned:
-        experiments.meta_config(cfg)  # validates meta.*
+        meta_config(cfg)  # validates meta.*
     if cfg.mode == "meta_train" and not learned:
         raise ValueError(f"mode=meta_train needs a learned optimizer, got optimizer={study}")
     if cfg.checkpoint is not None and not learned:
         raise ValueError(f"checkpoint= was given but optimizer={study} is hand-designed: "
                          "pass the learned optimizer's name (optimizer=lstm, ...)")
-    if cfg.checkpoint is not None:
-        pretrained.resolve(cfg.checkpoint)  # a file or a zoo name, else a CheckpointError
+    # checkpoint=: a file, a run directory or a zoo name, else a CheckpointError
+    if cfg.checkpoint is not None and resolve_checkpoint(cfg.checkpoint)[0] == "baseline":
+        raise ValueError(f"checkpoint={cfg.checkpoint} names a hand-designed optimizer, "
+                         f"which has no checkpoint: use optimizer={cfg.checkpoint} and no "
+                         "checkpoint=")
     if cfg.get("resume_from") is not None:
         if cfg.mode not in ("meta_train", "compare") or not learned:
             raise ValueError("resume_from= resumes meta-training: use it with mode=meta_train "
@@ -156,11 +158,9 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
                          "best.pt>")
     if cfg.mode != "meta_train":
         refuse_existing_results(run_dir)
-    experiments.check_task_data(task, device)  # e.g. MNIST present, before wandb starts
-    study_plan = generalization.prepare(cfg, device) if cfg.mode == "generalization" else None
-    suite_plan = prepare_suite(cfg, device) if cfg.mode == "suite" else None
-    if cfg.mode in ("meta_train", "compare") and learned and cfg.checkpoint is None:
-        experiments.check_resume(cfg, task, device, run_dir)  # e.g. seed= changed: refused
+    check_task_data(task, device)  # e.g. MNIST present, before wandb starts
+    mode = MODES[cfg.mode]
+    checked = mode.check(cfg, task, device, run_dir)  # e.g. seed= changed on resume: refused
     if distributed.is_writer():  # the record of what ran, once nothing refused it
         save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
     if cfg.checkpoint is not None:  # the log names what runs: the checkpoint's optimizer
@@ -171,57 +171,14 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
     # ---- the run -------------------------------------------------------------------------------
     tags = [cfg.mode, cfg.task.name, study, *cfg.logger.tags]
     group = cfg.logger.group or sweep_group()
-    tracker = RunLogger if distributed.is_writer() else distributed.SilentLogger
+    tracker = RunLogger if distributed.is_writer() else SilentLogger
     with tracker(run_dir, OmegaConf.to_container(cfg, resolve=True), backend=cfg.logger.backend,
                    mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
                    group=group, tags=tags, job_type=cfg.mode, name=str(cfg.run_name),
                    init_timeout=cfg.logger.init_timeout) as logger:
         if cfg.mode != "meta_train":  # a rerun after an interruption tunes (and logs) anew
             logger.drop_events("tune")
-        if cfg.mode == "meta_train":
-            experiments.meta_train(cfg, task, device, run_dir, logger)
-            return None
-        if study_plan is not None:
-            generalization.run_study(cfg, study_plan, device, run_dir, logger)
-            return None
-        if suite_plan is not None:
-            run_suite(cfg, device, run_dir, logger, suite_plan)
-            return None
-        if cfg.mode == "tune":
-            hyper = plain(cfg.optimizer.hyperparameters)
-            records = [experiments.tune_and_evaluate(cfg, study, task, device, logger, hyper)]
-        elif cfg.mode == "evaluate":
-            optimizer = (experiments.learned_from_checkpoint(cfg, device) if learned
-                         else build_optimizer(study, **plain(cfg.optimizer.hyperparameters)))
-            records = [experiments.evaluate(cfg, optimizer, task, device, name=optimizer.name,
-                                            tuned_lr=None)]
-        else:
-            records = experiments.compare(cfg, task, device, run_dir, logger)
-        return report(cfg, records, run_dir, logger)
-
-
-def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
-           logger: RunLogger) -> float:
-    """Write summary.json, report.md and curves.png; log them; return the best final loss."""
-    entries = [record.as_dict() for record in records]
-    paths = write_report(run_dir, entries, task=cfg.task.name, steps=cfg.eval.steps,
-                         run={"mode": cfg.mode, "seed": cfg.seed, "eval_seed": cfg.eval.seed,
-                              "eval_instances": cfg.eval.instances})
-    logger.log_curves(entries)
-    logger.log_tuning_curves(entries)
-    for record in records:
-        logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
-                        f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
-    print(f"\n{table_with_verdict(entries)}\n\nreport: {paths['report']}", flush=True)
-    finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
-    return min(finite) if finite else math.inf
-
-
-def problem_size(task: object) -> int | None:
-    try:
-        return int(task.num_params)  # type: ignore[attr-defined]
-    except (ValueError, TypeError, AttributeError):
-        return None  # e.g. a mixture of different sizes
+        return mode.run(cfg, task, device, run_dir, logger, checked)
 
 
 def parallel_jobs() -> int:

@@ -1,4 +1,4 @@
-"""Data-parallel meta-training throughput against the number of processes (l2l/distributed.py).
+"""Data-parallel meta-training throughput against the number of processes (l2l/env/distributed.py).
 
 Meta-trains the LSTM optimizer on quadratics (batch ``--batch-size`` split over the processes,
 horizon 20, unrolls of 5, no validation or checkpoint in the timed part) in one process and
@@ -30,8 +30,8 @@ try:
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from l2l import distributed  # noqa: E402
-from l2l.lstm_optimizer import LSTMOptimizer  # noqa: E402
+from l2l.env import distributed  # noqa: E402
+from l2l.learned.lstm import LSTMOptimizer  # noqa: E402
 from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
 from l2l.tasks import build_task  # noqa: E402
 

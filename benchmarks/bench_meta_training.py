@@ -45,7 +45,7 @@ except ImportError:  # not installed: run from a checkout
 
 from machine import cpu_model, sgemm_rate  # noqa: E402  (benchmarks/machine.py, beside this script)
 
-from l2l.lstm_optimizer import LSTMOptimizer  # noqa: E402
+from l2l.learned.lstm import LSTMOptimizer  # noqa: E402
 from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
 from l2l.preprocessing import preprocess  # noqa: E402
 from l2l.tasks import build_task  # noqa: E402

@@ -2,7 +2,7 @@
 
 The pieces most code needs::
 
-    from l2l import TorchOptimizer, LSTMOptimizer, build_optimizer, build_task
+    from l2l import TorchOptimizer, LSTMOptimizer, build_optimizer, build_task, load_optimizer
 """
 
 from importlib import import_module
@@ -23,6 +23,8 @@ _EXPORTS = {
     "TorchOptimizer": "l2l.torch_optimizer",
     "build_optimizer": "l2l.registry",
     "build_task": "l2l.tasks",
+    "load_optimizer": "l2l.loading",
+    "Provenance": "l2l.loading",
 }
 
 
@@ -41,8 +43,10 @@ __all__ = [
     "LearnedOptimizer",
     "MetaConfig",
     "MetaTrainer",
+    "Provenance",
     "State",
     "TorchOptimizer",
     "build_optimizer",
     "build_task",
+    "load_optimizer",
 ]

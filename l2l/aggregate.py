@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from l2l import job_status
-from l2l.atomic import save_figure, write_text
-from l2l.report import DASH, _cell, _finite, dumps, fmt, verdict_line
+from l2l.atomic import write_text
+from l2l.evaluation import EvaluationRecord
+from l2l.records import SweepRow
+from l2l.report.cells import dumps, finite
+from l2l.report.sweep import counts, markdown, plot
 from l2l.stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,8 @@ def read_overrides(job_dir: Path) -> dict[str, str]:
 
 def jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Every job folder of a sweep (any sub-folder holding ``.hydra/`` or a ``failed.json``),
-    in job-number order: ``{"dir", "overrides", "summary", "status", "reason"}``. ``status``:
+    in job-number order: ``{"dir", "overrides", "summary", "status", "reason"}`` (``summary``:
+    the job's :class:`EvaluationRecord` list). ``status``:
     ``ok`` (a summary.json), ``failed`` (its failed.json says why), ``broken`` (a summary.json
     that does not parse), or ``missing`` (no result: unfinished, killed, or meta-training
     only); ``summary`` is None unless ``ok``."""
@@ -79,8 +83,8 @@ def jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         summary_path = job_dir / "summary.json"
         if summary_path.is_file():
             try:
-                summary = json.loads(summary_path.read_text(encoding="utf-8"))
-                status = "ok" if isinstance(summary, dict) else "broken"
+                summary = read_summary(summary_path)
+                status = "ok" if summary is not None else "broken"
             except (OSError, ValueError) as error:
                 status, reason = "broken", f"summary.json is unreadable ({error})"
             if status == "broken":
@@ -94,6 +98,15 @@ def jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         found.append({"dir": job_dir, "overrides": overrides, "summary": summary,
                       "status": status, "reason": reason})
     return found
+
+
+def read_summary(path: Path) -> list[EvaluationRecord] | None:
+    """The evaluation records of a job's summary.json (None: it holds no result object); a
+    row that is not a record (a misspelled or missing field) is a ValueError naming it."""
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict):
+        return None
+    return [EvaluationRecord.from_json(entry) for entry in summary.get("optimizers", [])]
 
 
 def _number(path: Path) -> tuple:
@@ -161,30 +174,27 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
         if job["summary"] is None:
             continue
         seed = job["overrides"].get("seed")
-        for entry in job["summary"].get("optimizers", []):
-            name = entry.get("name") or entry.get("optimizer")
-            groups[setting][name].append({"seed": seed, "job": job["dir"].name,
-                                          "final_loss": entry.get("final_loss_mean"),
-                                          "final_log10": entry.get("final_log10_loss_mean"),
-                                          "tuned_lr": entry.get("tuned_lr"),
-                                          "learned": bool(entry.get("learned")),
-                                          "untrained": entry.get("status") == "untrained"})
+        for entry in job["summary"]:
+            groups[setting][entry.name or entry.optimizer].append(
+                {"seed": seed, "job": job["dir"].name, "final_loss": entry.final_loss_mean,
+                 "final_log10": entry.final_log10_loss_mean, "tuned_lr": entry.tuned_lr,
+                 "learned": entry.learned, "untrained": entry.status == "untrained"})
     rows = []
     for setting, optimizers in groups.items():
         for name, runs in optimizers.items():
-            losses = [float(r["final_loss"]) for r in runs if _finite(r["final_loss"]) is not None]
+            losses = [float(r["final_loss"]) for r in runs if finite(r["final_loss"]) is not None]
             mean, ci = mean_ci95(losses) if losses else (math.nan, math.nan)
             logs = [float(r["final_log10"]) for r in runs
-                    if _finite(r["final_log10"]) is not None]
+                    if finite(r["final_log10"]) is not None]
             log_mean, log_ci = mean_ci95(logs) if logs else (math.nan, math.nan)
-            rows.append({"settings": dict(setting), "optimizer": name, "n": len(losses),
-                         "jobs": len(runs), "final_loss_mean": mean, "final_loss_ci95": ci,
-                         "final_log10_loss_mean": log_mean, "final_log10_loss_ci95": log_ci,
-                         "learned": any(r["learned"] for r in runs),
-                         "untrained": sum(r["untrained"] for r in runs),
-                         "seeds": [r["seed"] for r in runs],
-                         "tuned_lrs": [r["tuned_lr"] for r in runs],
-                         "job_dirs": [r["job"] for r in runs]})
+            rows.append(SweepRow(settings=dict(setting), optimizer=name, n=len(losses),
+                                 jobs=len(runs), final_loss_mean=mean, final_loss_ci95=ci,
+                                 final_log10_loss_mean=log_mean, final_log10_loss_ci95=log_ci,
+                                 learned=any(r["learned"] for r in runs),
+                                 untrained=sum(r["untrained"] for r in runs),
+                                 seeds=[r["seed"] for r in runs],
+                                 tuned_lrs=[r["tuned_lr"] for r in runs],
+                                 job_dirs=[r["job"] for r in runs]))
     plan = planned_jobs(sweep_dir)
     numbers = {_number(job["dir"])[0] for job in found}
     if math.inf in numbers:  # job folders not named <job number>_...: no way to match them
@@ -194,144 +204,11 @@ def aggregate(sweep_dir: str | Path) -> dict[str, Any]:
     result = {"sweep_dir": str(sweep_dir), "swept": keys, "jobs": len(found),
               "planned": None if plan is None else len(plan), "missing": missing,
               "failed": failed, "never_ran": never_ran, "rows": rows}
-    write_text(sweep_dir / "aggregate.json", dumps(result, indent=2) + "\n")
+    write_text(sweep_dir / "aggregate.json",
+               dumps({**result, "rows": [row.to_json() for row in rows]}, indent=2) + "\n")
     write_text(sweep_dir / "aggregate.md", markdown(result))
     plot(sweep_dir / "aggregate.png", result)
     return result
-
-
-def _merge_shared(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[dict]:
-    """Rows as shown: a hand-designed optimizer whose result is the same in every group (the
-    swept setting did not touch it, e.g. ``optimizer=`` swept over learned ones) appears once,
-    for "all" groups, instead of once per group."""
-    groups = {_label(r["settings"]) for r in rows}
-    by_name: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_name[row["optimizer"]].append(row)
-    shown: list[dict] = []
-    for same in by_name.values():
-        values = {(repr(r["final_loss_mean"]), repr(r["final_loss_ci95"])) for r in same}
-        if not same[0]["learned"] and len(same) == len(groups) > 1 and len(values) == 1:
-            shown.append({**same[0], "settings": {}})
-        else:
-            shown.extend(dict(r) for r in same)
-    return shown
-
-
-def _label(settings: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "all jobs"
-
-
-def _counts(result: Mapping[str, Any]) -> str:
-    """"3 jobs (1 failed)": how many jobs, and how many of them gave no result."""
-    parts = [f"{len(result.get('failed', []))} failed" if result.get("failed") else "",
-             f"{len(result['missing'])} without a result" if result["missing"] else "",
-             f"{len(result['never_ran'])} never started" if result.get("never_ran") else ""]
-    shown = ", ".join(p for p in parts if p)
-    return f"{result['jobs']} jobs" + (f" ({shown})" if shown else "")
-
-
-def markdown(result: Mapping[str, Any]) -> str:
-    """``aggregate.md``: one row per (swept settings, optimizer), best mean first per group."""
-    keys = [k for k in result["swept"] if k != "optimizer"]  # the optimizer column shows it
-    header = [*keys, "optimizer", "final loss (mean ± 95% CI over seeds)", "seeds", "tuned lr"]
-    lines = [f"# Sweep {Path(result['sweep_dir']).name}", "",
-             f"{_counts(result)}, grouped by the swept settings "
-             f"({', '.join(f'`{k}`' for k in result['swept']) or 'none'}); each optimizer's "
-             "final test loss (the mean over a job's held-out instances) is averaged over the "
-             "jobs of a group (the `seed=` axis) with a Student-t 95% confidence interval "
-             "(— for one seed).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-
-    def order(row: Mapping) -> tuple:
-        loss = _finite(row["final_loss_mean"])
-        group = _label({k: row["settings"].get(k, "all") for k in keys})
-        return (group, not row["learned"], loss is None, loss if loss is not None else 0.0)
-
-    for row in sorted(_merge_shared(result["rows"], keys), key=order):
-        loss = _finite(row["final_loss_mean"])
-        ci = _finite(row["final_loss_ci95"])
-        cell = DASH if loss is None else fmt(loss) + ("" if ci is None else f" ± {fmt(ci)}")
-        if row.get("untrained"):
-            cell += f" (untrained in {row['untrained']}/{row['jobs']} seeds)"
-        lrs = sorted({fmt(lr, 3) for lr in row["tuned_lrs"] if lr is not None})
-        name = _cell(str(row["optimizer"]))
-        lines.append("| " + " | ".join(
-            [*(_cell(str(row["settings"].get(k, "all"))) for k in keys),
-             f"**{name}**" if row["learned"] else name, cell,
-             f"{row['n']}/{row['jobs']}", ", ".join(lrs) or DASH]) + " |")
-    lines += ["", *_verdicts(result["rows"], keys)]
-    for failure in result.get("failed", []):
-        lines += ["", f"**{failure['status']}**: `{failure['job']}`: "
-                  + _cell(failure["reason"] or "no reason recorded")]
-    if result["missing"]:
-        lines += ["", "Jobs without a summary.json (unfinished, killed, or meta-training only): "
-                  + ", ".join(f"`{m}`" for m in result["missing"])]
-    if result.get("never_ran"):
-        lines += ["", f"Jobs of the sweep that never started ({len(result['never_ran'])} of "
-                  f"{result['planned']}): " + ", ".join(f"`{m}`" for m in result["never_ran"])]
-    lines += ["", "![sweep](aggregate.png)"]
-    return "\n".join(lines) + "\n"
-
-
-def _verdicts(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[str]:
-    """One verdict line per group of the table (over seeds): the winner with separated 95%
-    intervals, or overlap, on the mean final loss and on the mean log10 final loss."""
-    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[_label({k: row["settings"].get(k) for k in keys})].append(row)
-    lines = []
-    for label, members in groups.items():
-        line = verdict_line(
-            [(str(r["optimizer"]), r["final_loss_mean"], r["final_loss_ci95"]) for r in members],
-            [(str(r["optimizer"]), r.get("final_log10_loss_mean", math.nan),
-              r.get("final_log10_loss_ci95", math.nan)) for r in members])
-        lines.append(line if len(groups) == 1 else
-                     line.replace("**Verdict**", f"**Verdict** ({label})", 1))
-    return lines
-
-
-def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 120) -> Path:
-    """Mean final loss with its 95% CI per group (x) and optimizer (one marker series each),
-    log-scale y: the sweep at a glance."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from l2l.report import _palette
-
-    rows = result["rows"]
-    groups = list(dict.fromkeys(_label(r["settings"]) for r in rows))
-    names = list(dict.fromkeys(r["optimizer"] for r in rows))
-    fig = Figure(figsize=(max(6.0, 1.2 * len(groups) + 3), 4.8))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colours = _palette()
-    width = 0.8 / max(len(names), 1)
-    positive = [r["final_loss_mean"] for r in rows if (_finite(r["final_loss_mean"]) or 0) > 0]
-    for k, name in enumerate(names):
-        xs, ys, errs = [], [], []
-        for r in rows:
-            if r["optimizer"] == name and _finite(r["final_loss_mean"]) is not None:
-                xs.append(groups.index(_label(r["settings"])) - 0.4 + width * (k + 0.5))
-                ys.append(r["final_loss_mean"])
-                errs.append(_finite(r["final_loss_ci95"]) or 0.0)
-        colour = "black" if any(r["learned"] for r in rows if r["optimizer"] == name) \
-            else next(colours)
-        ax.errorbar(xs, ys, yerr=errs, fmt="o", color=colour, capsize=3, label=name)
-    if positive and len(positive) == len([r for r in rows if _finite(r["final_loss_mean"])]):
-        ax.set_yscale("log")
-    ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=20 if len(groups) > 3 else 0, ha="right"
-                       if len(groups) > 3 else "center", fontsize="small")
-    ax.set_ylabel("final test loss (mean over seeds, 95% CI)")
-    ax.set_title(f"sweep {Path(result['sweep_dir']).name}")
-    ax.grid(True, axis="y", alpha=0.3)
-    if names:
-        ax.legend(fontsize="small", framealpha=0.9)
-    fig.tight_layout()
-    path = Path(path)
-    save_figure(fig, path, dpi)
-    return path
 
 
 try:  # the Hydra callback; hydra is a dependency, but keep the module usable without it
@@ -353,7 +230,7 @@ class AggregateCallback(_HydraCallback):
                         type(error).__name__, error)
             return
         job_status.note_failures(len(result["failed"]))
-        print(f"sweep aggregate, {_counts(result)}: {sweep_dir / 'aggregate.md'}", flush=True)
+        print(f"sweep aggregate, {counts(result)}: {sweep_dir / 'aggregate.md'}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -368,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:  # a job's unreadable record: one line, no traceback
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     print((args.sweep_dir / "aggregate.md").read_text(encoding="utf-8"))
-    print(f"({_counts(result)}; also aggregate.json and aggregate.png in {args.sweep_dir})")
+    print(f"({counts(result)}; also aggregate.json and aggregate.png in {args.sweep_dir})")
 
 
 if __name__ == "__main__":

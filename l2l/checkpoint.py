@@ -102,11 +102,6 @@ def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> d
     return payload
 
 
-def optimizer_payload(optimizer: LearnedOptimizer) -> dict[str, Any]:
-    """What a checkpoint stores of a learned optimizer: its name, architecture and weights."""
-    return optimizer.payload()
-
-
 def optimizer_from_payload(
     payload: dict[str, Any], *, expect: LearnedOptimizer | None = None,
     source: str = "checkpoint",
@@ -157,8 +152,17 @@ def optimizer_from_payload(
 def load_learned_optimizer(
     path: str | Path, device: str | torch.device = "cpu", key: str = "optimizer"
 ) -> LearnedOptimizer:
-    """Load the learned optimizer stored under ``key`` ("optimizer" or "best") of a checkpoint."""
-    payload = load(path, map_location=device)
+    """Load the learned optimizer stored under ``key`` ("optimizer" or "best") of a checkpoint
+    file. :func:`l2l.load_optimizer` is the one loader for names, run directories and the zoo
+    (with the provenance); this reads a file only."""
+    return stored_optimizer(load(path, map_location=device), path, device, key)
+
+
+def stored_optimizer(payload: dict[str, Any], path: str | Path,
+                            device: str | torch.device = "cpu",
+                            key: str = "optimizer") -> LearnedOptimizer:
+    """The learned optimizer under ``key`` of a loaded checkpoint ``payload`` (read from
+    ``path``), on ``device``, with the meta-training iteration its weights come from."""
     if key not in payload:
         raise CheckpointError(f"{path} holds no {key!r} entry (it has {sorted(payload)})")
     learned = optimizer_from_payload(payload[key], source=str(path)).to(device)

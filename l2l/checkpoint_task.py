@@ -27,9 +27,12 @@ def training_record(checkpoint: str | Path) -> tuple[str | None, dict[str, Any] 
     """The optimizer name and the training task identity a checkpoint file or zoo name
     records (None where it records none)."""
     from l2l.checkpoint import load
-    from l2l.pretrained import resolve
+    from l2l.loading import resolve
 
-    payload = load(resolve(checkpoint))
+    _, file = resolve(checkpoint)
+    if file is None:  # a hand-designed optimizer's name: no training
+        return None, None
+    payload = load(file)
     for key in ("optimizer", "best"):
         if isinstance(payload.get(key), dict):
             name = payload[key].get("name")
@@ -51,7 +54,7 @@ def task_given(overrides: Sequence[str]) -> bool:
 def _task_config(trained_on: dict[str, Any], current: DictConfig) -> DictConfig:
     """The task config of a recorded identity: its conf/task preset with the recorded kwargs
     (where the data lives stays the run's ``data_dir``), or the identity itself."""
-    from l2l.generalization import task_preset
+    from l2l.presets import task_preset
 
     try:
         node = task_preset(str(trained_on.get("name")))
@@ -74,8 +77,7 @@ def describe_task(trained_on: dict[str, Any]) -> str:
 
 def seen(trained_on: dict[str, Any], task: DictConfig) -> str:
     """``yes``, ``component of the mixture`` or ``no``: did meta-training see ``task``?"""
-    from l2l.experiments import plain, task_identity
-    from l2l.generalization import in_mixture
+    from l2l.run_config import in_mixture, plain, task_identity
 
     target = task_identity(plain(task))
     if task_identity(trained_on) == target:

@@ -9,31 +9,14 @@ drift from the code), while every hyperparameter stays overridable on the comman
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 from hydra.core.config_store import ConfigStore
 
-
-def optimizer_defaults(name: str) -> dict[str, Any]:
-    """``{"name": name, "hyperparameters": {...}}`` from the class's constructor defaults."""
-    from l2l.registry import optimizer_class
-
-    cls = optimizer_class(name)
-    hyper = {}
-    for key, parameter in inspect.signature(cls).parameters.items():
-        value = parameter.default
-        if value is inspect.Parameter.empty:
-            continue
-        hyper[key] = list(value) if isinstance(value, tuple) else value
-    return {"name": name, "hyperparameters": hyper}
+from l2l.registry import optimizer_defaults, optimizers
 
 
 def register_configs() -> None:
     """Register ``optimizer_defaults/<name>`` for every optimizer (idempotent). Called by
     whatever composes ``conf/`` (train.py, scripts, the tests) before it composes."""
-    from l2l.registry import optimizers
-
     store = ConfigStore.instance()
     for name in optimizers():
         store.store(group="optimizer_defaults", name=name, node=optimizer_defaults(name))

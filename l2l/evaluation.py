@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from l2l.interface import BatchedOptimizer
+from l2l.records import record_fields
 from l2l.stats import mean_ci95
 from l2l.tasks.base import Instances, TaskFamily
 
@@ -99,8 +100,10 @@ def lr_grid(low: float = 1e-4, high: float = 10.0, per_decade: int = 3) -> list[
     return [low * 10 ** (k / per_decade) for k in range(count + 1)]
 
 
-@dataclass
+@dataclass(slots=True)
 class TuneResult:
+    """A learning-rate search: the grid, its validation scores, the best learning rate."""
+
     best_lr: float
     grid: list[float]
     #: (G,) mean final loss per learning rate over the validation instances; inf if any diverged
@@ -115,12 +118,21 @@ class TuneResult:
         best = self.grid.index(self.best_lr)
         return "low" if best == 0 else "high" if best == len(self.grid) - 1 else None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The whole grid for reports: ``scores`` keep ``inf`` for diverged learning rates
-        (``None`` once in JSON), and ``diverged`` says so explicitly."""
+    def to_json(self) -> dict[str, Any]:
+        """The whole grid for reports and metrics.jsonl: ``scores`` keep ``inf`` for diverged
+        learning rates (``None`` once in JSON), and ``diverged`` and ``edge`` say so
+        explicitly (derived: :meth:`from_json` computes them again)."""
         return {"grid": list(self.grid), "scores": list(self.scores),
                 "diverged": [not math.isfinite(s) for s in self.scores], "best_lr": self.best_lr,
                 "edge": self.edge}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TuneResult:
+        """The inverse of :meth:`to_json` (a ``None`` score is a diverged one: ``inf``);
+        an unknown or missing key is a ValueError."""
+        values = record_fields(cls, data, derived=("diverged", "edge"))
+        values["scores"] = [math.inf if v is None else float(v) for v in values["scores"]]
+        return cls(**values)
 
 
 def tune_learning_rate(
@@ -164,10 +176,13 @@ def steps_to_threshold(mean_curve: Tensor, threshold: float) -> int | None:
     return int(hits[0]) if hits.numel() else None
 
 
-@dataclass
+@dataclass(slots=True)
 class EvaluationRecord:
     """One optimizer's evaluation on a run's test problems: what reports, summaries and wandb
-    show. ``metrics`` holds the task's end-of-run metrics as ``{name: (mean, ci95)}``."""
+    show. ``metrics`` holds the task's end-of-run metrics as ``{name: (mean, ci95)}``.
+
+    Slotted, so that a misspelled attribute is an AttributeError rather than a new field;
+    written and read by :meth:`to_json` / :meth:`from_json` alone."""
 
     name: str  #: the row's label (the optimizer's registered name)
     optimizer: str
@@ -187,17 +202,51 @@ class EvaluationRecord:
     metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
     status: str = "ok"  #: "ok", or why the row holds no result (e.g. "failed to tune: ...")
     notes: list[str] = field(default_factory=list)  #: caveats shown beside the row
-    #: the learning-rate search behind ``tuned_lr`` (:meth:`TuneResult.as_dict`), or None
-    tuning: dict[str, Any] | None = None
+    #: the learning-rate search behind ``tuned_lr``, or None
+    tuning: TuneResult | None = None
     #: the 95% CI of ``final_log10_loss_mean`` (the verdicts compare geometric means too)
     final_log10_loss_ci95: float = math.nan
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The flat form of summary.json (``final_<metric>_mean``/``_ci95`` per metric)."""
-        out = asdict(self)
+        tuning = self.tuning
+        self.tuning = None  # asdict would flatten it without its derived keys
+        try:
+            out = asdict(self)
+        finally:
+            self.tuning = tuning
+        out["tuning"] = None if tuning is None else tuning.to_json()
         for name, (mean, ci) in out.pop("metrics").items():
             out[f"final_{name}_mean"], out[f"final_{name}_ci95"] = mean, ci
         return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EvaluationRecord:
+        """A record from its :meth:`to_json` form (a summary.json row), strictly: a key that is
+        neither a field nor a ``final_<metric>_mean``/``_ci95`` pair, or a missing field, is a
+        ValueError naming it. JSON's ``null`` for a non-finite number is NaN again."""
+        metric_keys = {k for k in data if k.startswith("final_")
+                       and (k.endswith("_mean") or k.endswith("_ci95"))
+                       and k not in _RECORD_FIELDS}
+        metrics = {}
+        for key in sorted(metric_keys):
+            stem, _, kind = key.rpartition("_")
+            other = f"{stem}_{'ci95' if kind == 'mean' else 'mean'}"
+            if other not in metric_keys:
+                metric_keys.discard(key)  # unpaired: reported as an unknown key below
+                continue
+            metrics[stem[len("final_"):]] = (_number(data[f"{stem}_mean"]),
+                                             _number(data[f"{stem}_ci95"]))
+        values = record_fields(cls, data, extra=metric_keys)
+        for key in _FLOAT_FIELDS:
+            if key in values:
+                values[key] = _number(values[key])
+        if values.get("tuning") is not None:
+            values["tuning"] = TuneResult.from_json(values["tuning"])
+        values["mean_curve"] = [_number(v) for v in values["mean_curve"]]
+        values["ci_curve"] = [_number(v) for v in values["ci_curve"]]
+        values.pop("metrics", None)  # never written: metrics are the flat pairs above
+        return cls(**values, metrics=metrics)
 
     @classmethod
     def failed(cls, name: str, optimizer: str, learned: bool, reason: str) -> EvaluationRecord:
@@ -205,6 +254,16 @@ class EvaluationRecord:
         nan = math.nan
         return cls(name, optimizer, learned, None, {}, nan, nan, nan, 0, 0, nan, None, None,
                    [], [], {}, status=reason)
+
+
+_FLOAT_FIELDS = ("final_loss_mean", "final_loss_ci95", "final_log10_loss_mean",
+                 "final_log10_loss_ci95", "seconds_per_step")
+_RECORD_FIELDS = {"final_loss_mean", "final_loss_ci95", "final_log10_loss_mean",
+                  "final_log10_loss_ci95"}
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def evaluation_record(result: RunResult, *, name: str, optimizer: BatchedOptimizer,

@@ -36,7 +36,7 @@ class MetaConfig:
     checkpoint_every: int = 100  #: write latest.pt every this many iterations
     max_consecutive_skips: int = 20  #: stop after this many non-finite meta-steps in a row
     #: torch.compile the optimizer's update: true, false, or "auto" (problems of >= 4,096
-    #: coordinates where a compiler exists; about 2x on CPU for MNIST). See l2l.runtime.
+    #: coordinates where a compiler exists; about 2x on CPU for MNIST). See l2l.env.runtime.
     compile: bool | str = "auto"
     seed: int = 0  #: draws the training tasks (and the learned optimizer's initial weights)
     val_seed: int | None = None  #: draws the validation problems (None: ``seed``)

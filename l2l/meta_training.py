@@ -32,7 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from l2l import checkpoint
-from l2l.distributed import Synchronizer
+from l2l.env.distributed import Synchronizer
+from l2l.env.runtime import problem_size, resolve_compile
+from l2l.env.runtime_cache import enable_compile_cache
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
 from l2l.interface import State
@@ -40,8 +42,6 @@ from l2l.learned.base import LearnedOptimizer
 from l2l.meta_config import MetaConfig
 from l2l.meta_snapshot import BestCheckpoint, MetaSnapshot, resume_or_start
 from l2l.objectives import build_objective
-from l2l.runtime import problem_size, resolve_compile
-from l2l.runtime_cache import enable_compile_cache
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.truncated_step import TruncatedStep
@@ -79,7 +79,7 @@ class Callback:
 def compiled(update: Callable) -> Callable:
     """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
     e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute);
-    the caches are kept per user (``l2l.runtime_cache``), so later runs load the kernels."""
+    the caches are kept per user (``l2l.env.runtime_cache``), so later runs load the kernels."""
     enable_compile_cache()
     fast: Callable | None = torch.compile(update, dynamic=False)
 
@@ -115,7 +115,7 @@ class MetaTrainer:
     ) -> None:
         """``identity``: plain facts about the run that a resume must not change (e.g. the
         task's config); stored in every checkpoint and compared on resume. ``sync``: how the
-        processes of a data-parallel run agree (``l2l.distributed``); default: one process."""
+        processes of a data-parallel run agree (``l2l.env.distributed``); default: one process."""
         if not isinstance(optimizer, LearnedOptimizer) or not list(optimizer.parameters()):
             raise ValueError(
                 f"{type(optimizer).__name__} has no learnable parameters to meta-train; "

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from l2l.interface import BatchedOptimizer
+from l2l.signatures import defaults, keyword_parameters
 
 #: the baselines' conventional order (torch.optim's documentation order); others follow by name
 _BASELINE_ORDER = ("sgd", "momentum", "nag", "adagrad", "rmsprop", "adadelta", "adam", "nadam")
@@ -93,7 +94,7 @@ def build_optimizer(name: str, **hyperparameters: Any) -> BatchedOptimizer:
     refused with the list of valid ones.
     """
     cls = optimizer_class(name)
-    allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+    allowed = list(keyword_parameters(cls))
     unknown = sorted(set(hyperparameters) - set(allowed))
     if unknown:
         raise ValueError(
@@ -107,10 +108,14 @@ def build_optimizer(name: str, **hyperparameters: Any) -> BatchedOptimizer:
         raise ValueError(f"bad hyperparameters for optimizer {name!r}: {error}") from error
 
 
+def optimizer_defaults(name: str) -> dict[str, Any]:
+    """``{"name": name, "hyperparameters": {...}}`` from the class's constructor defaults (what
+    :mod:`l2l.config_store` registers for ``conf/optimizer/<name>.yaml``)."""
+    return {"name": name, "hyperparameters": defaults(optimizer_class(name))}
+
+
 def describe() -> str:
     """Every optimizer, hand-designed and learned listed apart, with its hyperparameters."""
-    from l2l.config_store import optimizer_defaults
-
     lines = []
     for title, names in (("hand-designed", baseline_names()), ("learned", learned_names())):
         lines.append(f"{title}:")

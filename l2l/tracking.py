@@ -22,7 +22,6 @@ fast and ``backend="none"`` never touches it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -30,10 +29,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from l2l.atomic import write_text
-from l2l.report import display_name, dumps, jsonable
+from l2l.report.cells import display_name, dumps, finite, jsonable
+from l2l.tracking_files import keep_wandb_files_in, row_event, row_step, scalar
+
+if TYPE_CHECKING:
+    from l2l.evaluation import EvaluationRecord, TuneResult
 
 log = logging.getLogger(__name__)
 
@@ -65,49 +68,6 @@ def _warn(message: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _row_step(line: str) -> float:
-    """The step of a metrics.jsonl line (a damaged line counts as step infinity: dropped)."""
-    try:
-        return float(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return float("inf")
-
-
-def _row_event(line: str) -> str | None:
-    """The ``event`` of a metrics.jsonl line (None for a metrics row or a damaged line)."""
-    try:
-        return json.loads(line).get("event")
-    except (ValueError, AttributeError):
-        return None
-
-
-def _scalar(value: Any) -> Any:
-    """Tensors/arrays with one element as Python numbers; anything else unchanged."""
-    numel = getattr(value, "numel", None)
-    size = numel() if callable(numel) else getattr(value, "size", None)
-    return value.item() if size == 1 and hasattr(value, "item") else value
-
-
-#: wandb's folders outside the run (artifact staging and cache, ~/.local/share/wandb and
-#: ~/.cache/wandb by default) and where l2l puts them: under ``<run dir>/wandb/``
-WANDB_DIRS = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache",
-              "WANDB_ARTIFACT_DIR": "artifacts"}
-_own_wandb_dirs: dict[str, str] = {}  # the values l2l itself set (a user's are left alone)
-
-
-def keep_wandb_files_in(run_dir: Path) -> None:
-    """Point wandb's staging, cache and artifact folders into ``<run_dir>/wandb/`` (unless the
-    user set them), so that everything a run gives wandb -- the best-checkpoint artifact
-    staged for upload included -- lives in the run folder: a run folder copied elsewhere and
-    synced there loses nothing, and deleting it leaves nothing behind in the home directory."""
-    for var, sub in WANDB_DIRS.items():
-        current = os.environ.get(var)
-        if current is not None and current != _own_wandb_dirs.get(var):
-            continue  # the user's choice
-        path = str(Path(run_dir) / "wandb" / sub)
-        os.environ[var] = _own_wandb_dirs[var] = path
 
 
 class RunLogger:
@@ -282,7 +242,7 @@ class RunLogger:
         """Record ``metrics`` at ``step``: a line of metrics.jsonl, and a wandb history row."""
         if self._finished:
             raise RuntimeError("RunLogger.log called after finish()")
-        values = {str(k): _scalar(v) for k, v in metrics.items()}
+        values = {str(k): scalar(v) for k, v in metrics.items()}
         self._metrics.write(dumps({"step": int(step), **values}) + "\n")
         self._metrics.flush()
         if self.run is not None:
@@ -291,12 +251,12 @@ class RunLogger:
     def drop_steps_after(self, step: int) -> int:
         """Remove metrics.jsonl rows logged after ``step`` (a resume from a checkpoint at
         ``step`` replays them: without this they would appear twice). Returns how many."""
-        return self._drop(lambda line: _row_step(line) > step)
+        return self._drop(lambda line: row_step(line) > step)
 
     def drop_events(self, event: str) -> int:
         """Remove metrics.jsonl rows of ``event`` (e.g. ``"tune"``) that an interrupted earlier
         attempt of this run logged: the rerun logs them again. Returns how many."""
-        return self._drop(lambda line: _row_event(line) == event)
+        return self._drop(lambda line: row_event(line) == event)
 
     def _drop(self, dropped: Callable[[str], bool]) -> int:
         self._metrics.flush()
@@ -308,7 +268,7 @@ class RunLogger:
                 handle.truncate()
         return len(lines) - len(keep)
 
-    def log_curves(self, entries: Iterable[Mapping[str, Any]], key: str = "eval/loss") -> None:
+    def log_curves(self, entries: Iterable[EvaluationRecord], key: str = "eval/loss") -> None:
         """Overlay the optimizers' mean curves (learned vs classic) in one wandb chart.
 
         Logs ``<key>_curves`` (a ``wandb.plot.line_series`` of loss vs step) and ``<key>_table``
@@ -318,8 +278,7 @@ class RunLogger:
             return
         entries = list(entries)
         names = [display_name(e, i) for i, e in enumerate(entries)]
-        curves = [[v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")
-                   else None for v in jsonable(e.get("mean_curve") or [])] for e in entries]
+        curves = [[finite(v) for v in e.mean_curve] for e in entries]
         value = key.rsplit("/", 1)[-1] or "value"
 
         def build_and_log() -> None:
@@ -333,8 +292,8 @@ class RunLogger:
 
         self._guard("log_curves", build_and_log)
 
-    def log_tuning(self, name: str, tuning: Mapping[str, Any]) -> None:
-        """Record a learning-rate search (:meth:`l2l.evaluation.TuneResult.as_dict`): one line
+    def log_tuning(self, name: str, tuning: TuneResult) -> None:
+        """Record a learning-rate search (:meth:`l2l.evaluation.TuneResult.to_json`): one line
         ``{"event": "tune", "optimizer": name, "grid": ..., "scores": ...}`` in metrics.jsonl
         (no ``step``: tuning is not a point of meta-training) and the best lr, its validation
         loss and whether it sits at a grid edge in the wandb summary. The grids are drawn in
@@ -342,32 +301,28 @@ class RunLogger:
         history's step order."""
         if self._finished:
             raise RuntimeError("RunLogger.log_tuning called after finish()")
-        self._metrics.write(dumps({"event": "tune", "optimizer": name, **tuning}) + "\n")
+        self._metrics.write(dumps({"event": "tune", "optimizer": name, **tuning.to_json()})
+                            + "\n")
         self._metrics.flush()
-        scores = [s for s in tuning.get("scores", []) if isinstance(s, (int, float))]
-        self.summary({f"tune/{name}/best_val_final_loss": min(scores) if scores else None,
-                      f"tune/{name}/edge": tuning.get("edge") or "none"})
+        self.summary({f"tune/{name}/best_val_final_loss": finite(min(tuning.scores, default=None)),
+                      f"tune/{name}/edge": tuning.edge or "none"})
 
-    def log_tuning_curves(self, entries: Iterable[Mapping[str, Any]]) -> None:
+    def log_tuning_curves(self, entries: Iterable[EvaluationRecord]) -> None:
         """Overlay every tuned optimizer's validation loss vs learning rate in one wandb chart
         (``tune/val_loss_curves``) plus the ``tune/val_loss_table`` of ``(optimizer, lr,
         loss)`` rows; a diverged lr is a missing point. Does nothing without wandb."""
-        tuned = [(display_name(e, i), e["tuning"]) for i, e in enumerate(entries)
-                 if e.get("tuning")]
+        tuned = [(display_name(e, i), e.tuning) for i, e in enumerate(entries) if e.tuning]
         if self.run is None or not tuned:
             return
 
-        def finite(v: Any) -> float | None:
-            return v if isinstance(v, (int, float)) and v == v and abs(v) != float("inf") else None
-
         def build_and_log() -> None:
             wandb = self._wandb
-            xs = [list(t["grid"]) for _, t in tuned]
-            ys = [[finite(v) for v in t["scores"]] for _, t in tuned]
+            xs = [list(t.grid) for _, t in tuned]
+            ys = [[finite(v) for v in t.scores] for _, t in tuned]
             plot = wandb.plot.line_series(xs=xs, ys=ys, keys=[n for n, _ in tuned],
                                           title="final validation loss vs learning rate",
                                           xname="learning rate")
-            rows = [[n, lr, finite(v)] for n, t in tuned for lr, v in zip(t["grid"], t["scores"])]
+            rows = [[n, lr, finite(v)] for n, t in tuned for lr, v in zip(t.grid, t.scores)]
             table = wandb.Table(columns=["optimizer", "lr", "val_final_loss"], data=rows)
             self.run.log({"tune/val_loss_curves": plot, "tune/val_loss_table": table})
 
@@ -377,7 +332,7 @@ class RunLogger:
         """Set final values in the wandb run's summary (no file of ours)."""
         if self.run is not None:
             self._guard("summary", self.run.summary.update,
-                        {str(k): _scalar(v) for k, v in values.items()})
+                        {str(k): scalar(v) for k, v in values.items()})
 
     def log_artifact(self, path: str | Path, name: str, type: str = "model",
                      metadata: Mapping[str, Any] | None = None) -> None:
@@ -443,3 +398,20 @@ class RunLogger:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.finish(exit_code=None if exc_type is None else 1)
         return False
+
+
+class SilentLogger:
+    """Stands in for :class:`~l2l.tracking.RunLogger` on ranks other than 0 of a
+    distributed run (:mod:`l2l.env.distributed`): logs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __enter__(self) -> SilentLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from l2l.aggregate import aggregate, swept_keys
+from l2l.evaluation import EvaluationRecord
+from l2l.report import dumps
 from l2l.stats import mean_ci95
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +23,13 @@ def _job(sweep: Path, num: int, overrides: list[str], losses: dict[str, float | 
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     if losses:
-        optimizers = [{"name": n, "final_loss_mean": v, "tuned_lr": 0.1, "learned": n == "lstm"}
-                      for n, v in losses.items()]
-        (job / "summary.json").write_text(json.dumps({"optimizers": optimizers}))
+        optimizers = []
+        for name, loss in losses.items():
+            record = EvaluationRecord.failed(name, name, name == "lstm", "ok")
+            record.final_loss_mean = math.nan if loss is None else loss
+            record.tuned_lr = 0.1
+            optimizers.append(record.to_json())
+        (job / "summary.json").write_text(dumps({"optimizers": optimizers}))
 
 
 def test_swept_keys_ignore_seed_names_and_constants():
@@ -43,14 +49,14 @@ def test_groups_and_seed_statistics(tmp_path):
     result = aggregate(sweep)
     assert result["jobs"] == 6 and result["missing"] == ["5_job"]
     assert result["swept"] == ["optimizer.hyperparameters.hidden_size"]
-    rows = {(r["settings"]["optimizer.hyperparameters.hidden_size"], r["optimizer"]): r
+    rows = {(r.settings["optimizer.hyperparameters.hidden_size"], r.optimizer): r
             for r in result["rows"]}
     assert set(rows) == {("16", "lstm"), ("16", "adam"), ("32", "lstm"), ("32", "adam")}
     mean, ci = mean_ci95([1.0, 2.0, 4.0])
-    assert rows["16", "lstm"]["final_loss_mean"] == pytest.approx(mean)
-    assert rows["16", "lstm"]["final_loss_ci95"] == pytest.approx(ci)
-    assert rows["16", "lstm"]["n"] == 3 and rows["32", "lstm"]["n"] == 2
-    assert rows["16", "adam"]["final_loss_ci95"] == 0.0
+    assert rows["16", "lstm"].final_loss_mean == pytest.approx(mean)
+    assert rows["16", "lstm"].final_loss_ci95 == pytest.approx(ci)
+    assert rows["16", "lstm"].n == 3 and rows["32", "lstm"].n == 2
+    assert rows["16", "adam"].final_loss_ci95 == 0.0
     text = (sweep / "aggregate.md").read_text()
     assert "**lstm**" in text and "`5_job`" in text and "3/3" in text
     assert json.loads((sweep / "aggregate.json").read_text())["rows"]
@@ -87,3 +93,15 @@ def test_the_aggregate_table_ends_with_a_verdict_per_group(tmp_path):
         "mean log10 final loss: lstm wins (separated 95% intervals).",
         "**Verdict** (eval.steps=20) — mean final loss: overlap (lowest: lstm); "
         "mean log10 final loss: overlap (lowest: lstm)."]
+
+
+def test_a_summary_json_with_a_misspelled_field_is_a_broken_job_not_a_silent_gap(tmp_path):
+    sweep = tmp_path / "sweep"
+    _job(sweep, 0, ["optimizer=sgd", "seed=0"], {"sgd": 1.0})
+    _job(sweep, 1, ["optimizer=sgd", "seed=1"], {"sgd": 3.0})
+    path = sweep / "1_job" / "summary.json"
+    path.write_text(path.read_text().replace('"final_loss_mean"', '"final_loss_maen"'))
+    result = aggregate(sweep)
+    (failure,) = result["failed"]
+    assert failure["status"] == "broken" and "final_loss_maen" in failure["reason"]
+    assert [(r.optimizer, r.jobs) for r in result["rows"]] == [("sgd", 1)]

@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from l2l import checkpoint_task
-from l2l.generalization import task_preset
+from l2l.presets import task_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 

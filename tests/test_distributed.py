@@ -1,4 +1,4 @@
-"""Data-parallel meta-training (l2l/distributed.py): two processes under torchrun learn exactly
+"""Data-parallel meta-training (l2l/env/distributed.py): two processes under torchrun learn exactly
 what one process learns from the same meta-batch, only rank 0 writes, a killed run resumes, and
 a sweep runs through hydra-submitit-launcher (its local executor, the SLURM path's stand-in)."""
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from l2l import checkpoint, experiments
-from l2l.distributed import Synchronizer
+from l2l import checkpoint, run_config
+from l2l.env.distributed import Synchronizer
 from l2l.meta_training import MetaTrainer
 from l2l.tasks import build_task
 
@@ -45,9 +45,9 @@ def _reference(overrides: list[str]) -> tuple[dict[str, torch.Tensor], list[floa
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     torch.manual_seed(cfg.seed)
-    learned = experiments.study_optimizer(cfg)
-    task = build_task(cfg.task.family, **experiments.plain(cfg.task.kwargs))
-    trainer = MetaTrainer(learned, task, experiments.meta_config(cfg))
+    learned = run_config.study_optimizer(cfg)
+    task = build_task(cfg.task.family, **run_config.plain(cfg.task.kwargs))
+    trainer = MetaTrainer(learned, task, run_config.meta_config(cfg))
     result = trainer.train()
     return learned.state_dict(), result["history"]["meta_loss"]
 
@@ -207,7 +207,7 @@ def _rank_env(rank: int, port: int, slurm: bool = False) -> dict[str, str]:
 def test_the_timeouts_come_from_the_config_or_the_command_line():
     from omegaconf import OmegaConf
 
-    from l2l.distributed import RENDEZVOUS_TIMEOUT, TIMEOUT, timeouts
+    from l2l.env.distributed import RENDEZVOUS_TIMEOUT, TIMEOUT, timeouts
 
     assert timeouts() == (RENDEZVOUS_TIMEOUT, TIMEOUT)
     cfg = OmegaConf.create({"distributed": {"rendezvous_timeout": 5, "timeout": 7}})

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from l2l import atomic, checkpoint
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.tasks import build_task
 
@@ -49,7 +49,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, message: str) -> None:
 
 TRAINER = """
 import sys, torch
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.tasks import build_task
 torch.manual_seed(0)
@@ -194,7 +194,8 @@ def test_duplicate_checkpoints_are_refused_by_content(tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from l2l import generalization, pretrained
+    from l2l import pretrained
+    from l2l.modes import generalization
 
     copy = tmp_path / "copy.pt"
     shutil.copyfile(pretrained.resolve("lstm-quadratic"), copy)

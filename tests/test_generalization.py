@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from l2l import generalization
-from l2l.generalization import (
-    Variant,
-    in_mixture,
-    parse_variants,
-    study_verdict,
-    task_preset,
-    variant_config,
-    winner,
-)
+from l2l.modes import generalization
+from l2l.modes.generalization import winner
+from l2l.presets import Variant, parse_variants, task_preset, variant_config
+from l2l.records import StudyRow
+from l2l.report import DASH, dumps
+from l2l.report.study import study_verdict, summary_matrix
+from l2l.run_config import in_mixture
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["eval.steps=12", "eval.instances=6", "tune.instances=3", "tune.per_decade=1",
@@ -163,10 +160,10 @@ def test_a_mixture_component_counts_as_seen_in_training():
     assert not in_mixture(target("mnist"), target("mnist"))  # not a mixture at all
 
 
-def _row(variant, group, mean, ci, winner):
-    return {"variant": variant, "group": group, "learned_mean": mean, "learned_ci95": ci,
-            "winner": winner, "best_baseline": "adam", "best_baseline_mean": 0.3,
-            "best_baseline_ci95": 0.01, "best_baseline_lr": 0.02}
+def _row(variant, group, mean, ci, winner, **more):
+    return StudyRow(variant=variant, group=group, learned_mean=mean, learned_ci95=ci,
+                    winner=winner, best_baseline="adam", best_baseline_mean=0.3,
+                    best_baseline_ci95=0.01, best_baseline_lr=0.02, **more)
 
 
 def test_the_side_by_side_matrix_marks_only_separated_winners():
@@ -174,8 +171,8 @@ def test_the_side_by_side_matrix_marks_only_separated_winners():
               "rows": [_row("base", "lstm", 0.2, 0.01, "learned"),
                        _row("base", "rnnprop", 0.5, 0.01, "adam"),
                        _row("relu", "lstm", 0.31, 0.05, "overlap"),
-                       _row("relu", "rnnprop", math.nan, math.nan, generalization.DASH)]}
-    lines = generalization.summary_matrix(result).splitlines()
+                       _row("relu", "rnnprop", math.nan, math.nan, DASH)]}
+    lines = summary_matrix(result).splitlines()
     assert lines[0] == "| variant | lstm | rnnprop | best tuned baseline |"
     assert lines[2].startswith("| base | **0.2 ± 0.01** ✓ | 0.5 ± 0.01 ✗ | adam 0.3 ± 0.01")
     assert "✓" not in lines[3] and "✗" not in lines[3]  # an overlap and a missing result
@@ -222,11 +219,19 @@ def test_a_finished_study_is_never_overwritten(tmp_path):
 
 
 def test_the_study_verdict_names_each_variants_winner_or_overlap():
-    rows = [{**_row("base", "lstm", 0.2, 0.01, "learned"), "learned_log10_mean": -1.0,
-             "learned_log10_ci95": 0.5, "best_log10_baseline": "adam", "best_log10_mean": -0.9,
-             "best_log10_ci95": 0.5, "winner_log10": "overlap"},
-            {**_row("relu", "lstm", 0.5, 0.3, "overlap"), "winner_log10": "adam"}]
+    rows = [_row("base", "lstm", 0.2, 0.01, "learned", learned_log10_mean=-1.0,
+                 learned_log10_ci95=0.5, best_log10_baseline="adam", best_log10_mean=-0.9,
+                 best_log10_ci95=0.5, winner_log10="overlap"),
+            _row("relu", "lstm", 0.5, 0.3, "overlap", winner_log10="adam")]
     assert study_verdict(rows) == (
         "**Verdict** (learned vs the best tuned baseline, separated 95% intervals) — mean final "
         "loss: base learned wins; relu overlap (lowest: adam). Mean log10 final loss: base "
         "overlap (lowest: learned); relu adam wins.")
+
+
+def test_a_study_row_round_trips_and_refuses_a_misspelled_field():
+    row = _row("base", "lstm", 0.2, 0.01, "learned", mean_curve=[1.0, math.inf])
+    again = StudyRow.from_json(json.loads(dumps(row)))
+    assert again.learned_mean == 0.2 and math.isnan(again.mean_curve[1])
+    with pytest.raises(ValueError, match="no field 'learned_maen'"):
+        StudyRow.from_json({**row.to_json(), "learned_maen": 0.2})

@@ -16,11 +16,11 @@ from hydra import compose, initialize_config_dir
 from l2l import checkpoint
 from l2l.aggregate import aggregate
 from l2l.config_checks import MAX_TUNING_BATCH, SIZE_LIMITS, check_config
-from l2l.experiments import meta_config
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.env.runtime import MAX_THREADS_PER_CPU, resolve_threads
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_snapshot import RESUME_FIELDS
 from l2l.meta_training import MetaConfig, MetaTrainer
-from l2l.runtime import MAX_THREADS_PER_CPU, resolve_threads
+from l2l.run_config import meta_config
 from l2l.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]

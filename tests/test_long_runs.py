@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from l2l import checkpoint
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.env.run_dir import RunDirInUse, RunDirLock
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
-from l2l.run_dir import RunDirInUse, RunDirLock
 from l2l.tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.preprocessing import preprocess
 
 

@@ -329,7 +329,7 @@ def test_instances_concatenate_into_one_batch_or_stack_part_by_part(request):
 def test_population_estimators_take_the_other_meta_options():
     """log_relative (per-particle horizons), scale_range and clipping go through the population
     path; several processes own equal shares of the pairs."""
-    from l2l.distributed import Synchronizer
+    from l2l.env.distributed import Synchronizer
 
     config = _pes_config(iterations=3, val_every=3, objective="log_relative", scale_range=0.5,
                          clip_grad_norm=0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.tasks.base import Instances, TaskFamily
 

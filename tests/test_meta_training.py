@@ -9,7 +9,7 @@ import torch
 
 from l2l import checkpoint
 from l2l.evaluation import lr_grid, run_optimizer, tune_learning_rate
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer, MetaTrainingDiverged
 from l2l.registry import build_optimizer
 from l2l.tasks import build_task

@@ -191,8 +191,8 @@ def _private_zoo(tmp_path, monkeypatch, entries):
     for name in ENTRIES:
         (tmp_path / zoo.entry(name)["file"]).write_bytes(zoo.path(name).read_bytes())
     (tmp_path / "index.json").write_text(json.dumps({"entries": entries}))
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path)
-    monkeypatch.setattr(zoo, "INDEX", tmp_path / "index.json")
+    monkeypatch.setattr(zoo.zoo, "ZOO_DIR", tmp_path)  # the index module the loader reads
+    monkeypatch.setattr(zoo.zoo, "INDEX", tmp_path / "index.json")
 
 
 def test_an_entry_pointing_at_another_entrys_file_is_refused(tmp_path, monkeypatch):

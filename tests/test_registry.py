@@ -4,7 +4,7 @@ import pytest
 
 import baselines
 from l2l.learned.base import LearnedOptimizer
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.registry import (
     baseline_names,
     build_optimizer,

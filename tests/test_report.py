@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from l2l.evaluation import EvaluationRecord, TuneResult
 from l2l.report import (
+    dumps,
     entries_verdict,
     fmt,
     markdown_report,
@@ -55,7 +58,7 @@ def _entry(name, final, *, learned=False, diverged=0, instances=4, steps_to=None
     }
     if accuracy is not None:
         entry["final_accuracy_mean"], entry["final_accuracy_ci95"] = accuracy, 0.004
-    return entry
+    return EvaluationRecord.from_json(entry)
 
 
 @pytest.fixture
@@ -128,7 +131,7 @@ def test_table_sorted_learned_bold_diverged_last(entries):
     assert sum("▲" in cell for row in rows for cell in row) == 3  # equal times: a tie, no mark
     assert rmsprop[6] == "1/4" and sgd[6] == "4/4"
     assert sgd[2] == "—" and sgd[3] == "—"
-    assert [e["name"] for e in sort_entries(entries)] == ["lstm", "rmsprop", "adam", "sgd"]
+    assert [e.name for e in sort_entries(entries)] == ["lstm", "rmsprop", "adam", "sgd"]
 
 
 def test_table_accuracy_column_and_no_threshold():
@@ -164,8 +167,8 @@ def test_curves_png_is_an_image(tmp_path, entries):
 
 def test_everything_diverged_still_reports(tmp_path):
     entries = [_entry("sgd", math.nan, diverged=4), _entry("adam", math.nan, diverged=4)]
-    entries[1]["mean_curve"] = [math.nan] * 6
-    entries[1]["ci_curve"] = [math.nan] * 6
+    entries[1].mean_curve = [math.nan] * 6
+    entries[1].ci_curve = [math.nan] * 6
     paths = write_report(tmp_path, entries, task="quadratic", steps=5)
     summary = _strict_json(paths["summary"].read_text())
     assert all(e["final_loss_mean"] is None for e in summary["optimizers"])
@@ -178,8 +181,10 @@ def test_report_leaves_pyplot_alone(tmp_path):
     code = (
         "import math, sys\n"
         "from l2l.report import write_report\n"
-        "e = dict(name='adam', learned=False, final_loss_mean=0.1, final_loss_ci95=0.01, "
-        "diverged=0, instances=2, mean_curve=[1.0, 0.1], ci_curve=[math.nan, 0.01])\n"
+        "from l2l.evaluation import EvaluationRecord\n"
+        "e = EvaluationRecord.failed('adam', 'adam', False, 'ok')\n"
+        "e.final_loss_mean, e.final_loss_ci95, e.instances = 0.1, 0.01, 2\n"
+        "e.mean_curve, e.ci_curve = [1.0, 0.1], [math.nan, 0.01]\n"
         f"write_report({str(tmp_path)!r}, [e], task='t', steps=1)\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
         "assert 'wandb' not in sys.modules\n"
@@ -201,12 +206,10 @@ def _env_without_display() -> dict:
 def test_tuning_grid_notes_and_figure(tmp_path, entries):
     """A tuned entry keeps its whole grid: report.md tabulates it (∞ for a diverged lr), the
     edge caveat appears under Notes, and tuning.png is drawn."""
-    entries = [dict(e) for e in entries]
-    entries[1]["tuning"] = {"grid": [1e-3, 1e-2, 1e-1], "scores": [0.5, 0.2, math.inf],
-                            "diverged": [False, False, True], "best_lr": 1e-2, "edge": None}
-    entries[3]["tuning"] = {"grid": [1e-3, 1e-2, 1e-1], "scores": [0.9, 0.5, 0.3],
-                            "diverged": [False] * 3, "best_lr": 1e-1, "edge": "high"}
-    entries[3]["notes"] = ["the best learning rate 0.1 is the highest value of the tuning grid; "
+    entries[1].tuning = TuneResult(grid=[1e-3, 1e-2, 1e-1], scores=[0.5, 0.2, math.inf],
+                                   best_lr=1e-2)
+    entries[3].tuning = TuneResult(grid=[1e-3, 1e-2, 1e-1], scores=[0.9, 0.5, 0.3], best_lr=1e-1)
+    entries[3].notes = ["the best learning rate 0.1 is the highest value of the tuning grid; "
                            "widen the grid with tune.high=1"]
     paths = write_report(tmp_path, entries, task="quadratic", steps=5)
     text = paths["report"].read_text()
@@ -248,11 +251,42 @@ def test_every_comparison_table_ends_with_its_verdict(entries):
     # the demo's case (README section 1): lowest mean, overlapping intervals, another row
     # ahead on the log mean: the verdict says so instead of leaving it to the reader
     demo = [_entry("lstm", 0.1314, learned=True), _entry("momentum", 0.2277)]
-    demo[0].update(final_loss_ci95=0.0862, final_log10_loss_mean=-2.051,
+    demo[0] = dataclasses.replace(demo[0], final_loss_ci95=0.0862, final_log10_loss_mean=-2.051,
                    final_log10_loss_ci95=0.3)
-    demo[1].update(final_loss_ci95=0.1306, final_log10_loss_mean=-2.23,
+    demo[1] = dataclasses.replace(demo[1], final_loss_ci95=0.1306, final_log10_loss_mean=-2.23,
                    final_log10_loss_ci95=0.3)
     assert entries_verdict(demo) == ("**Verdict** — mean final loss: overlap (lowest: lstm); "
                                      "mean log10 final loss: overlap (lowest: momentum).")
-    demo[1].update(final_loss_mean=0.9, final_loss_ci95=0.01)
+    demo[1] = dataclasses.replace(demo[1], final_loss_mean=0.9, final_loss_ci95=0.01)
     assert "mean final loss: lstm wins (separated 95% intervals)" in entries_verdict(demo)
+
+
+# ---- typed records: written and read by one function each -------------------------------------
+
+
+def test_a_record_survives_its_json_round_trip(entries):
+    entries[1].tuning = TuneResult(grid=[1e-3, 1e-2], scores=[0.5, math.inf], best_lr=1e-3)
+    for entry in [*entries, _entry("cnn", 0.2, accuracy=0.9)]:
+        again = EvaluationRecord.from_json(json.loads(json.dumps(entry.to_json())))
+        assert dumps(again.to_json()) == dumps(entry.to_json())  # NaN and inf as null alike
+    assert EvaluationRecord.from_json(entries[1].to_json()).tuning.edge == "low"
+    assert _entry("cnn", 0.2, accuracy=0.9).metrics == {"accuracy": (0.9, 0.004)}
+
+
+def test_a_misspelled_record_field_fails_loudly(entries):
+    """A misspelled key in a summary.json row, a missing field, or a misspelled attribute
+    raises, naming the field: nothing turns silently into None."""
+    row = entries[1].to_json()
+    row["final_loss_maen"] = row.pop("final_loss_mean")
+    with pytest.raises(ValueError, match="no field 'final_loss_maen' \\(did you mean "
+                                         "'final_loss_mean'\\?\\)"):
+        EvaluationRecord.from_json(row)
+    del row["final_loss_maen"]
+    with pytest.raises(ValueError, match="misses the field\\(s\\) final_loss_mean"):
+        EvaluationRecord.from_json(row)
+    with pytest.raises(ValueError, match="TuneResult has no field 'best'"):
+        TuneResult.from_json({"grid": [0.1], "scores": [1.0], "best": 0.1})
+    with pytest.raises(AttributeError):
+        entries[1].final_loss_maen = 0.3
+    with pytest.raises(AttributeError):
+        entries[1].final_loss_maen  # noqa: B018 - the read itself is the test

@@ -11,11 +11,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from l2l import app_help, runtime
-from l2l.config_store import optimizer_defaults
+from l2l import app_help
+from l2l.env import runtime
+from l2l.env.runtime import available_cpus, resolve_compile, resolve_threads
 from l2l.meta_training import MetaConfig
-from l2l.registry import build_optimizer, optimizers
-from l2l.runtime import available_cpus, resolve_compile, resolve_threads
+from l2l.registry import build_optimizer, optimizer_defaults, optimizers
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from l2l import experiments
-from l2l.generalization import task_preset
+from l2l.presets import task_preset
+from l2l.run_config import plain
 from l2l.suite import cache, prepare
+from l2l.suite import run as suite_run
 from l2l.suite.run import tuned_baseline
 from l2l.suite.scoring import speed_up
 from l2l.suite.spec import families, parse_tasks, suite_families, task_config
@@ -50,7 +51,7 @@ def test_the_heldout_suite_has_12_tasks_with_horizons_from_families_outside_trai
 def test_the_training_distribution_is_a_weighted_augmented_mixture():
     preset = task_preset("suite_train", CONF)
     cfg = OmegaConf.create({"data_dir": None, "task": preset})
-    family = build_task(cfg.task.family, **experiments.plain(cfg.task.kwargs))
+    family = build_task(cfg.task.family, **plain(cfg.task.kwargs))
     assert family.weights == list(preset.kwargs.weights) and len(family.components) == 5
     assert all(type(c).__name__ == "AugmentedFamily" for c in family.components)
 
@@ -93,7 +94,7 @@ def test_a_suite_task_is_tuned_at_its_horizon_even_when_run_longer():
 def test_the_baseline_cache_is_reused_and_invalidated_by_a_task_or_grid_change(tmp_path):
     cfg = _compose([*TINY, "checkpoints=[lstm-quadratic]", f"suite.cache_dir={tmp_path}"])
     calls = []
-    real = experiments.tune_and_evaluate
+    real = suite_run.tune_and_evaluate
 
     def counting(*args, **kwargs):
         calls.append(args[1])
@@ -102,7 +103,7 @@ def test_the_baseline_cache_is_reused_and_invalidated_by_a_task_or_grid_change(t
     device = torch.device("cpu")
     with pytest.MonkeyPatch.context() as mp, RunLogger(tmp_path / "run", {},
                                                        backend="none") as logger:
-        mp.setattr(experiments, "tune_and_evaluate", counting)
+        mp.setattr(suite_run, "tune_and_evaluate", counting)
 
         def tuned(cfg) -> tuple[dict, bool]:
             plan = prepare(cfg, device)
@@ -180,7 +181,7 @@ def test_suite_in_one_command_scores_a_zoo_checkpoint_and_reuses_the_cache(tmp_p
     calls = []
     with pytest.MonkeyPatch.context() as mp, RunLogger(tmp_path / "two", {},
                                                        backend="none") as logger:
-        mp.setattr(experiments, "tune_and_evaluate", lambda *a, **k: calls.append(a))
+        mp.setattr(suite_run, "tune_and_evaluate", lambda *a, **k: calls.append(a))
         again = json.loads(json.dumps(run_suite(cfg, torch.device("cpu"), tmp_path / "two",
                                                 logger), default=str))
     assert calls == [] and all(t["baselines"]["adam"]["cached"] for t in again["tasks"])

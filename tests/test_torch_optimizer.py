@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import baselines
-from l2l.lstm_optimizer import LSTMOptimizer
+from l2l.learned.lstm import LSTMOptimizer
 from l2l.torch_optimizer import TorchOptimizer
 
 # (ours, torch's twin, hyperparameters, torch-only settings): every baseline, options switched on

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from l2l.evaluation import EvaluationRecord, TuneResult
 from l2l.tracking import MODES, RunLogger, TrackingWarning, default_mode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +46,13 @@ def _env(**extra: str) -> dict:
     return env
 
 
-ENTRIES = [
-    {"name": "adam", "learned": False, "mean_curve": [1.0, 0.5, 0.25]},
-    {"name": "lstm", "learned": True, "mean_curve": [1.0, 0.1, math.nan]},
-]
+def _record(name: str, learned: bool, curve: list[float]) -> EvaluationRecord:
+    record = EvaluationRecord.failed(name, name, learned, "ok")
+    record.mean_curve = curve
+    return record
+
+
+ENTRIES = [_record("adam", False, [1.0, 0.5, 0.25]), _record("lstm", True, [1.0, 0.1, math.nan])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +100,10 @@ def test_backend_none_never_imports_wandb(tmp_path):
         from l2l.tracking import RunLogger
         with RunLogger({str(tmp_path)!r}, {{"a": 1}}, backend="none", mode="online") as log:
             log.log({{"x": 1.0}}, step=0)
-            log.log_curves([{{"name": "a", "mean_curve": [1.0, 0.5]}}])
+            from l2l.evaluation import EvaluationRecord
+            record = EvaluationRecord.failed("a", "a", False, "ok")
+            record.mean_curve = [1.0, 0.5]
+            log.log_curves([record])
             log.summary({{"x": 1.0}})
         with RunLogger({str(tmp_path / "d")!r}, {{}}, backend="wandb", mode="disabled") as log:
             log.log({{"x": 1.0}}, step=0)
@@ -262,8 +269,7 @@ def test_another_run_dir_gets_another_wandb_run(tmp_path):
 
 
 def test_log_tuning_line_in_metrics_jsonl(tmp_path):
-    tuning = {"grid": [0.1, 1.0], "scores": [0.5, math.inf], "diverged": [False, True],
-              "best_lr": 0.1, "edge": "low"}
+    tuning = TuneResult(grid=[0.1, 1.0], scores=[0.5, math.inf], best_lr=0.1)
     with RunLogger(tmp_path, backend="none") as logger:
         logger.log({"meta/loss": 1.0}, step=1)
         logger.log_tuning("adam", tuning)
@@ -277,7 +283,7 @@ def test_wandb_staging_and_cache_live_in_the_run_folder(tmp_path, monkeypatch, _
     """The best-checkpoint artifact is staged under <run dir>/wandb/ (not ~/.local/share), so
     a run folder copied elsewhere and synced there keeps its artifact; a user's own setting of
     the folders is left alone."""
-    from l2l import tracking
+    from l2l import tracking_files as tracking
 
     for var in tracking.WANDB_DIRS:
         monkeypatch.delenv(var, raising=False)

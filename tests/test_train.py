@@ -155,6 +155,8 @@ def test_two_job_multirun(tmp_path, launcher):
         (["device=cuda:7"], "no CUDA GPU"),
         (["task=mnist", "task.kwargs.activation=swish"], "unknown activation 'swish'"),
         (["mode=evaluate", "checkpoint=nowhere.pt"], "checkpoint=nowhere.pt does not exist"),
+        (["mode=evaluate", "checkpoint=lstm-quadratc"], "did you mean lstm-quadratic"),
+        (["mode=evaluate", "checkpoint=adam"], "checkpoint=adam names a hand-designed optimizer"),
         (["optimizer=adam", "checkpoint=x.pt"], "optimizer=adam is hand-designed"),
         (["mode=meta_train", "optimizer=sgd"], "needs a learned optimizer"),
         (["meta.unroll=50", "meta.horizon=20"], "meta.unroll=50 is longer than meta.horizon"),

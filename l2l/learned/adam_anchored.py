@@ -83,15 +83,13 @@ class AdamAnchored(LearnedOptimizer):
                 width = int(hidden_size)
             self.net = nn.Sequential(*layers)
         self.head = zero_linear(width, 2, bool(zero_head))
-
-    def _anchor(self) -> Adam:
-        betas = self.config["betas"]
-        return Adam(lr=1.0, betas=(betas[0], betas[1]), eps=self.config["eps"])
+        #: the anchor, pure (its state lives in ``adam_*`` entries of ours): built once
+        self._anchor = Adam(lr=1.0, betas=(float(betas[0]), float(betas[1])), eps=float(eps))
 
     def init(self, params: Tensor) -> State:
         B, n = params.shape
         dtype = self.head.weight.dtype
-        state = {f"adam_{k}": v for k, v in self._anchor().init(params.to(dtype)).items()}
+        state = {f"adam_{k}": v for k, v in self._anchor.init(params.to(dtype)).items()}
         for i, _ in enumerate(self.config["momentum_decays"]):
             state[f"m{i}"] = params.new_zeros(B, n, dtype=dtype)
         if isinstance(self.net, CoordinatewiseLSTM):
@@ -103,7 +101,7 @@ class AdamAnchored(LearnedOptimizer):
         cfg = self.config
         g = grads.to(self.head.weight.dtype)
         adam_state = {k[len("adam_"):]: v for k, v in state.items() if k.startswith("adam_")}
-        direction, adam_state = self._anchor().update(g, adam_state, params.to(g.dtype))
+        direction, adam_state = self._anchor.update(g, adam_state, params.to(g.dtype))
         new_state: State = {f"adam_{k}": v for k, v in adam_state.items()}
 
         t = adam_state["step"].to(g.dtype)  # (B, 1), counting from 1 (the drop-in keeps it in

@@ -20,13 +20,13 @@ Adding an architecture = one module in ``l2l/learned/`` defining a subclass with
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from l2l.interface import BatchedOptimizer, State
+from l2l.signatures import keyword_parameters
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -91,8 +91,7 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
     @classmethod
     def config_fields(cls) -> dict[str, Any]:
         """The architecture's fields and their defaults (``inspect.Parameter.empty`` if none)."""
-        return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
-                if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD}
+        return keyword_parameters(cls)
 
     @classmethod
     def check_config(cls, config: dict[str, Any], *, source: str = "config",

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from l2l.runtime import COMPILE_MIN_COORDS  # (a module attribute here too: benchmarks patch it)
+from l2l.env.runtime import COMPILE_MIN_COORDS  # (a module attribute here too: benchmarks patch it)
 
 #: "auto" (compile the pointwise steps if possible, else eager), "1" (same) or "0" (eager)
 COMPILE_ENV = "L2L_FUSED_COMPILE"
@@ -89,7 +89,7 @@ class _Kernel:
                 a.requires_grad for a in args):
             return self.fn(*args)
         if self.compiled is None:
-            from l2l.runtime_cache import enable_compile_cache
+            from l2l.env.runtime_cache import enable_compile_cache
 
             enable_compile_cache()
             self.compiled = torch.compile(self.fn)  # static, then dynamic on a new shape

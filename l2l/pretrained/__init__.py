@@ -22,252 +22,53 @@ New entries come from ``scripts/train_zoo.py``.
 
 from __future__ import annotations
 
-import builtins
-import hashlib
-import json
-import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
-
-from l2l.checkpoint import CheckpointError, load_learned_optimizer
+from l2l.pretrained.zoo import (
+    INDEX,
+    ZOO_DIR,
+    cost_text,
+    describe,
+    entries,
+    entry,
+    entry_of,
+    index,
+    is_zoo_name,
+    names,
+    path,
+    recommended,
+    resolve,
+    score_name,
+    sha256,
+    suits_line,
+    tasks_text,
+    verify,
+    warn_drop_in,
+    warn_task,
+)
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    import torch
 
     from l2l.learned.base import LearnedOptimizer
 
-ZOO_DIR = Path(__file__).resolve().parent
-INDEX = ZOO_DIR / "index.json"
-log = logging.getLogger("l2l")
 
-
-def _read_index() -> dict[str, Any]:
-    if not INDEX.is_file():
-        return {}
-    try:
-        data = json.loads(INDEX.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{INDEX} is not valid JSON ({error}): restore it from the "
-                              "package (git checkout l2l/pretrained/index.json)") from error
-    if not isinstance(data, dict) or not isinstance(data.get("entries", []), builtins.list):
-        raise CheckpointError(f"{INDEX} must be an object with an 'entries' list")
-    return data
-
-
-def index() -> dict[str, dict[str, Any]]:
-    """The zoo's entries by name, as stored in ``index.json`` (empty if there is none). An entry
-    without a ``name`` or ``file`` is a :class:`CheckpointError` naming the entry."""
-    entries: dict[str, dict[str, Any]] = {}
-    for position, record in enumerate(_read_index().get("entries", [])):
-        label = (record.get("name") if isinstance(record, dict) else None) or f"#{position + 1}"
-        if not isinstance(record, dict):
-            raise CheckpointError(f"{INDEX}: entry {label} is not an object")
-        for key in ("name", "file"):
-            if not isinstance(record.get(key), str) or not record[key]:
-                raise CheckpointError(f"{INDEX}: entry {label} has no {key!r}: every entry "
-                                      "needs a 'name' and the 'file' it describes")
-        if Path(record["file"]).name != record["file"]:
-            raise CheckpointError(f"{INDEX}: entry {label} names file {record['file']!r}, "
-                                  "which is not a plain file name in l2l/pretrained/")
-        entries[record["name"]] = record
-    return entries
-
-
-def recommended() -> dict[str, Any] | None:
-    """The index's recommended default (``{"name", "why"}``), if it states one."""
-    return _read_index().get("recommended")
-
-
-def names() -> tuple[str, ...]:
-    """The names of the shipped entries."""
-    return tuple(index())
-
-
-def entry(name: str) -> dict[str, Any]:
-    """One entry's index record; an unknown name is an error that lists the known ones."""
-    entries = index()
-    if name not in entries:
-        known = ", ".join(entries) or "none"
-        raise CheckpointError(f"{name!r} is neither a checkpoint file nor a pretrained "
-                              f"optimizer (the zoo holds: {known})")
-    return entries[name]
-
-
-def path(name: str) -> Path:
-    """The ``.pt`` file of the zoo entry ``name``."""
-    return ZOO_DIR / entry(name)["file"]
-
-
-def resolve(checkpoint: str | Path) -> Path:
-    """A checkpoint argument as a file: an existing path, a zoo name, or a path of the form
-    ``l2l/pretrained/<name>.pt`` (found inside the installed package from any working
-    directory); a zoo file is checked against its sha256. Raises :class:`CheckpointError`
-    naming the zoo entries when it is none of them."""
-    given = Path(checkpoint)
-    if given.is_file():
-        return _verified(given)
-    if given.parent.parts[-2:] == ("l2l", "pretrained") and (ZOO_DIR / given.name).is_file():
-        return _verified(ZOO_DIR / given.name)
-    text = str(checkpoint)
-    if text in index():
-        return verify(text)
-    known = ", ".join(index()) or "none"
-    raise CheckpointError(f"checkpoint={text} does not exist: give a checkpoint file (a run's "
-                          f"checkpoints/best.pt) or a pretrained optimizer's name ({known})")
-
-
-def is_zoo_name(checkpoint: str | Path) -> bool:
-    """Is ``checkpoint`` a zoo name rather than an existing file?"""
-    return not Path(checkpoint).is_file() and str(checkpoint) in index()
-
-
-def sha256(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
-
-
-def verify(name: str) -> Path:
-    """The entry's file, after checking it against the index's sha256: a file that is not the
-    one the entry describes (edited, truncated, or another entry's) is a CheckpointError."""
-    record = entry(name)
-    file = ZOO_DIR / record["file"]
-    expected = record.get("sha256")
-    if expected is not None and file.is_file() and sha256(file) != expected:
-        raise CheckpointError(
-            f"pretrained optimizer {name!r}: {file} does not match the sha256 in {INDEX.name} "
-            f"(the file was changed or the entry points at another file); restore both from "
-            "the package, or re-add the entry with scripts/train_zoo.py")
-    return file
-
-
-def _verified(file: Path) -> Path:
-    """``file``, checked against its entry's sha256 if it is one of the zoo's files."""
-    if file.resolve().parent == ZOO_DIR:
-        record = next((r for r in index().values() if r["file"] == file.name), None)
-        if record is not None:
-            verify(record["name"])
-    return file
-
-
-def entry_of(checkpoint: str | Path) -> dict[str, Any] | None:
-    """The zoo entry a checkpoint argument is (a zoo name or a zoo file), else None."""
-    if is_zoo_name(checkpoint):
-        return entry(str(checkpoint))
-    try:
-        file = resolve(checkpoint).resolve()
-    except CheckpointError:
-        return None
-    if file.parent != ZOO_DIR:
-        return None
-    return next((r for r in index().values() if r["file"] == file.name), None)
-
-
-def load(name: str, device: str | torch.device = "cpu") -> LearnedOptimizer:
-    """The learned optimizer of zoo entry ``name`` (or of a checkpoint path), on ``device``.
+def load(name: str | Path, device: str | torch.device = "cpu") -> LearnedOptimizer:
+    """The learned optimizer of zoo entry ``name`` (or of a checkpoint path), on ``device``:
+    :func:`l2l.load_optimizer` without the provenance, kept as the documented name.
 
     A zoo entry's file is checked against its sha256, and what it suits and fails on is logged
     (one line): an entry used where it is documented to fail should not be a silent surprise.
     ``l2l.TorchOptimizer`` warns on modules it is documented to fail on (see ``warn_drop_in``)."""
-    record = entry_of(name)
-    if record is None:
-        return load_learned_optimizer(resolve(name), device)
-    learned = load_learned_optimizer(resolve(name), device)
-    learned.pretrained_name = record["name"]
-    log.info(suits_line(record))
-    return learned
+    from l2l.loading import load_optimizer
 
-
-def suits_line(record: dict[str, Any]) -> str:
-    """The one-line "suits / fails on" summary of an entry."""
-    works = record.get("works_on") or "not evaluated on held-out problems"
-    fails = record.get("fails_on") or "not evaluated on held-out problems"
-    trained = record.get("trained_on") or record.get("task")
-    return f"pretrained {record['name']}: trained on {trained}; suits: {works}; fails on: {fails}"
-
-
-def warn_task(checkpoint: str | Path, task_name: str) -> bool:
-    """Log a warning if ``checkpoint`` is a zoo entry documented to fail on task ``task_name``
-    (its index ``fails_on_tasks``); True if it warned."""
-    record = entry_of(checkpoint)
-    if record is None or task_name not in (record.get("fails_on_tasks") or []):
-        return False
-    log.warning(f"pretrained {record['name']} is documented to fail on task={task_name}: "
-                f"{record.get('fails_on')} ({record.get('evidence')})")
-    return True
-
-
-def warn_drop_in(name: str, params: list[Tensor]) -> bool:
-    """Log a warning if zoo entry ``name`` is documented to fail as a drop-in on these
-    parameters: on any module (``drop_in_warning: "any"``) or on one with convolution weights
-    (4-d parameters; ``"conv"``). True if it warned."""
-    record = index().get(name)
-    kind = record.get("drop_in_warning") if record else None
-    if kind == "any" or (kind == "conv" and any(p.dim() == 4 for p in params)):
-        what = "this module" if kind == "any" else "a module with convolutions"
-        log.warning(f"pretrained {name} is documented to fail on {what}: "
-                    f"{record.get('fails_on')} ({record.get('evidence')})")
-        return True
-    return False
-
-
-def score_name(record: dict[str, Any]) -> str:
-    """What an entry's ``val_loss`` measures (a mixture's is a mean of log losses)."""
-    if record.get("score"):
-        return record["score"]
-    family = (record.get("task_config") or {}).get("family")
-    return ("validation mean ln(final loss) over the mixture's components" if family == "mixture"
-            else "validation final loss")
-
-
-def tasks_text(record: dict[str, Any]) -> str:
-    """The kept checkpoint's and the run's length in one unit: tasks of N problems."""
-    kept, run = record.get("meta_training_tasks"), record.get("run_tasks")
-    per = record.get("problems_per_task") or record.get("meta_batch_size")
-    text = f"kept at task {kept}" + (f" of a {run}-task run" if run is not None else "")
-    return text + (f", {per} problem{'s' if per != 1 else ''} per task" if per else "")
-
-
-def cost_text(record: dict[str, Any]) -> str | None:
-    """The step cost per parameter, as measured by benchmarks/bench_dropin.py."""
-    cost = record.get("cost")
-    if not cost:
-        return None
-    parts = [f"{model} {c['ns_per_param_step']:,.{0 if c['ns_per_param_step'] >= 10 else 1}f} "
-             f"ns/param ({c['x_adam']:.3g}x torch Adam)"
-             for model, c in cost.items() if isinstance(c, dict)]
-    first = max((c.get("first_step_s", 0) for c in cost.values() if isinstance(c, dict)),
-                default=0)
-    return (f"{', '.join(parts)}; first step up to {first:.2g} s ({cost.get('source')}, "
-            f"{cost.get('machine')}, sgemm {cost.get('sgemm_gflops')} GFLOP/s, "
-            f"{cost.get('date')})")
-
-
-def describe(record: dict[str, Any]) -> str:
-    """One entry as a few human-readable lines: what it is, how it was trained, what it suits
-    and fails on, what a step costs."""
-    score = record.get("val_loss")
-    cost = cost_text(record)
-    lines = [
-        f"{record['name']}: {record.get('optimizer')} meta-trained on {record.get('task')} "
-        f"(seed {record.get('seed')}, {tasks_text(record)}; {score_name(record)} "
-        f"{score if score is None else format(score, '.4g')})",
-        f"  trained on: {record.get('trained_on') or record.get('task')}",
-        f"  suits:      {record.get('works_on') or 'not evaluated on held-out problems'}",
-        f"  fails on:   {record.get('fails_on') or 'not evaluated on held-out problems'}",
-        *([f"  evidence:   {record['evidence']}"] if record.get("evidence") else []),
-        f"  cost:       {cost or 'not measured (python benchmarks/bench_dropin.py)'}",
-        f"  file:       {record.get('file')} (sha256 {str(record.get('sha256'))[:12]}...)",
-        f"  command:    {record.get('command')}",
-        f"  l2l {record.get('l2l_version')}, {record.get('date')}",
-        *([f"  note:       {record['note']}"] if record.get("note") else []),
-    ]
-    return "\n".join(lines)
-
-
-def entries() -> list[dict[str, Any]]:
-    """Every entry's index record, in index order (also printed by ``python -m l2l.pretrained``)."""
-    return [*index().values()]
+    return load_optimizer(name, device=device).optimizer
 
 
 list = entries  # noqa: A001 - ``l2l.pretrained.list()`` is the documented name
+
+__all__ = ["INDEX", "ZOO_DIR", "cost_text", "describe", "entries", "entry", "entry_of", "index",
+           "is_zoo_name", "list", "load", "names", "path", "recommended", "resolve",
+           "score_name", "sha256", "suits_line", "tasks_text", "verify", "warn_drop_in",
+           "warn_task"]

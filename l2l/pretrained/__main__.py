@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from l2l.env.runtime import quiet_broken_pipe
 from l2l.pretrained import INDEX, describe, entries, recommended
-from l2l.runtime import quiet_broken_pipe
 
 
 def main() -> None:

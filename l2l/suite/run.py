@@ -20,18 +20,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from l2l import experiments
-from l2l.generalization import (
-    Checkpoint,
-    _checkpoint_name,
-    _Prefixed,
-    _trained_on_text,
-    checkpoint_specs,
-    read_checkpoint,
-    refuse_duplicates,
-)
+from l2l.presets import checkpoint_specs
 from l2l.progress import Progress
+from l2l.protocol import check_task_data, evaluate, tune_and_evaluate
 from l2l.registry import build_optimizer, is_learned
+from l2l.run_config import plain, task_identity
+from l2l.study_checkpoints import (
+    Checkpoint,
+    Prefixed,
+    checkpoint_name,
+    load_checkpoints,
+    trained_on_text,
+)
 from l2l.suite import cache
 from l2l.suite.spec import SuiteTask, parse_tasks, suite_settings, task_config
 from l2l.tasks import MNISTNotFoundError, build_task
@@ -90,22 +90,22 @@ def prepare(cfg: DictConfig, device: torch.device) -> SuitePlan:
     if OmegaConf.select(cfg, "checkpoints") in (None, [], ""):
         raise ValueError("experiment=suite needs checkpoints=[<best.pt or zoo name>, ...] "
                          "(several meta-training seeds of one optimizer are aggregated)")
-    specs = checkpoint_specs(cfg)
-    refuse_duplicates([spec for spec, _ in specs])
     from l2l.pretrained import is_zoo_name
 
-    checkpoints = [read_checkpoint(spec, label or (spec if is_zoo_name(spec) else None), device)
-                   for spec, label in specs]
+    checkpoints = load_checkpoints(cfg, device)
+    for checkpoint, (spec, label) in zip(checkpoints, checkpoint_specs(cfg), strict=True):
+        if label is None and is_zoo_name(spec):  # a zoo entry is its own group
+            checkpoint.group = spec
     tasks, skipped = [], []
     for task_spec in parse_tasks(settings):
         vcfg = task_config(cfg, task_spec)
         try:
-            task = build_task(vcfg.task.family, **experiments.plain(vcfg.task.kwargs))
+            task = build_task(vcfg.task.family, **plain(vcfg.task.kwargs))
         except ValueError as error:
             raise ValueError(f"suite {name!r} task {task_spec.name!r}: {error}") from error
         task.name = task_spec.name
         try:
-            experiments.check_task_data(task, device)
+            check_task_data(task, device)
         except MISSING_DATA as error:
             reason = str(error).splitlines()[0]
             log.warning("suite task %s skipped: its data is missing (%s)", task_spec.name, reason)
@@ -125,7 +125,7 @@ def baseline_key(cfg: DictConfig, plan: SuitePlan, task_spec: SuiteTask, vcfg: D
                  task: TaskFamily, name: str, device: torch.device) -> dict[str, Any]:
     """What a tuned baseline's result depends on (:mod:`l2l.suite.cache`)."""
     return {"baseline": name, "hyperparameters": {},
-            "task": experiments.task_identity(experiments.plain(vcfg.task)),
+            "task": task_identity(plain(vcfg.task)),
             "horizon": task_spec.horizon, "steps": plan.speedup_cap * task_spec.horizon,
             "tune": {k: cfg.tune[k] for k in ("low", "high", "per_decade", "instances")},
             "eval": {"seed": cfg.eval.seed, "instances": cfg.eval.instances},
@@ -145,9 +145,9 @@ def tuned_baseline(cfg: DictConfig, plan: SuitePlan, task_spec: SuiteTask, vcfg:
                  cache.cache_path(plan.cache_dir, key).name)
         return cached, True
     long_cfg = task_config(cfg, task_spec, steps=plan.speedup_cap * task_spec.horizon)
-    record = experiments.tune_and_evaluate(long_cfg, name, task, device,
-                                           _Prefixed(logger, f"suite/{task_spec.name}"))
-    entry = record.as_dict()
+    record = tune_and_evaluate(long_cfg, name, task, device,
+                               Prefixed(logger, f"suite/{task_spec.name}"))
+    entry = record.to_json()
     cache.store(plan.cache_dir, key, entry)
     return entry, False
 
@@ -182,14 +182,14 @@ def run_suite(cfg: DictConfig, device: torch.device, run_dir: Path, logger: RunL
                 entry, from_cache = tuned_baseline(cfg, plan, task_spec, vcfg, task, name,
                                                    device, logger)
                 baselines[name] = {"entry": entry, "cached": from_cache}
-            learned = [experiments.evaluate(vcfg, c.optimizer, task, device,
-                                            name=_checkpoint_name(c, i), tuned_lr=None)
+            learned = [evaluate(vcfg, c.optimizer, task, device,
+                                name=checkpoint_name(c, i), tuned_lr=None)
                        for i, c in enumerate(plan.checkpoints)]
             measured.append({"spec": task_spec, "cfg": vcfg, "baselines": baselines,
                              "learned": learned})
             bar.update(1)
     result = summarize(cfg, plan, measured, trained_on={
-        group: _trained_on_text(members) for group, members in plan.groups.items()})
+        group: trained_on_text(members) for group, members in plan.groups.items()})
     paths = write_outputs(run_dir, result)
     for group, agg in result["aggregates"].items():
         logger.summary({f"suite/{group}/iqm_ratio": agg["ratio"]["iqm"],

@@ -3,7 +3,7 @@
 A suite is a ``conf/suite/<name>.yaml`` (``experiment=suite`` picks ``heldout``): ``name``,
 ``reference`` (the tuned baseline every score is against), ``speedup_cap``, ``bootstrap_reps``,
 ``cache_dir`` and ``tasks``, a list of ``{name, task, horizon, kwargs}``. A suite task is a
-generalization *variant* (:class:`l2l.generalization.Variant`) with a required horizon, so it is
+generalization *variant* (:class:`l2l.presets.Variant`) with a required horizon, so it is
 composed exactly as the generalization study composes its variants.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from l2l.generalization import Variant, conf_dir, task_preset, variant_config
+from l2l.presets import Variant, conf_dir, task_preset, variant_config
 
 TASK_KEYS = {"name", "task", "horizon", "kwargs"}
 

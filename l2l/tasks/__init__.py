@@ -10,9 +10,10 @@ one place.
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Mapping
 from typing import Any
 
+from l2l.signatures import keyword_parameters
 from l2l.tasks.augmented import AugmentedFamily, LossScaledInstances
 from l2l.tasks.base import SPLITS, Instances, TaskFamily
 from l2l.tasks.char_rnn import CharRNNFamily, CharRNNInstances
@@ -76,16 +77,35 @@ def build_task(name: str, **kwargs: Any) -> TaskFamily:
             "such as mnist_40 or quadratic_official are conf/task/<preset>.yaml files whose "
             "`family:` field names the family and `kwargs:` its arguments."
         )
-    accepted = inspect.signature(cls.__init__).parameters
-    unknown = sorted(k for k in kwargs if k not in accepted or k == "self")
+    valid = list(keyword_parameters(cls))
+    unknown = sorted(k for k in kwargs if k not in valid)
     if unknown:
-        valid = [p for p in accepted if p != "self"]
         raise ValueError(
             f"task family {name!r} got unknown argument(s) {', '.join(unknown)}: valid "
             f"arguments are {', '.join(valid)}"
         )
+    if name == "mixture" and "components" in kwargs:  # tasks inside tasks: built here first
+        kwargs["components"] = [build_component(c) if isinstance(c, Mapping) else c
+                                for c in kwargs["components"]]
+    if name == "augmented" and isinstance(kwargs.get("task"), Mapping):
+        kwargs["task"] = build_component(kwargs["task"])
     family = cls(**kwargs)
     family.name = name
+    return family
+
+
+def build_component(spec: Mapping[str, Any]) -> TaskFamily:
+    """A task inside another one's config (a mixture's component, the augmented family's base):
+    a mapping ``{family, kwargs, name}``, built like any task."""
+    if "family" not in spec:
+        raise ValueError(f"a task inside a mixture or augmented task needs a `family:` (and "
+                         f"optional kwargs:, name:), got {dict(spec)}")
+    unknown = sorted(set(spec) - {"family", "kwargs", "name"})
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in the task {dict(spec)}: use "
+                         "family, kwargs and name")
+    family = build_task(spec["family"], **dict(spec.get("kwargs") or {}))
+    family.name = spec.get("name") or spec["family"]
     return family
 
 

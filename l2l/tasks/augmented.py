@@ -20,9 +20,6 @@ Horizon variation is a meta-training setting (the unroll's length), not a proper
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -62,14 +59,12 @@ class AugmentedFamily(TaskFamily):
     with a random per-tensor parameter scale and a random loss scale per instance (see the
     module's docstring). Both ranges 0: the base family unchanged."""
 
-    def __init__(self, task: TaskFamily | Mapping[str, Any], param_scale_range: float = 1.0,
+    def __init__(self, task: TaskFamily, param_scale_range: float = 1.0,
                  loss_scale_range: float = 0.0) -> None:
-        from l2l.tasks.mixture import _build
-
-        self.base = _build(task) if isinstance(task, Mapping) else task
+        self.base = task
         if not isinstance(self.base, TaskFamily):
-            raise ValueError(f"task must be a task family or a mapping {{family, kwargs, name}}, "
-                             f"got {task!r}")
+            raise ValueError(f"task must be a task family or a mapping {{family, kwargs, name}} "
+                             f"(which l2l.tasks.build_task builds), got {task!r}")
         self.param_scale_range = check_number("param_scale_range", param_scale_range, 0.0, 10.0)
         self.loss_scale_range = check_number("loss_scale_range", loss_scale_range, 0.0, 10.0)
         self.name = f"augmented({self.base.name})"

@@ -9,8 +9,7 @@ Each call of ``sample`` (one meta-training task) draws one component, determinis
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
@@ -21,12 +20,17 @@ from l2l.tasks.base import Instances, TaskFamily, check_sample
 class MixtureFamily(TaskFamily):
     """Tasks drawn from ``components`` with probabilities proportional to ``weights``."""
 
-    def __init__(self, components: Sequence[TaskFamily | Mapping[str, Any]],
+    def __init__(self, components: Sequence[TaskFamily],
                  weights: Sequence[float] | None = None) -> None:
-        """``components``: families, or (from a config) mappings ``{family, kwargs, name}``."""
+        """``components``: families (from a config, mappings ``{family, kwargs, name}`` that
+        :func:`l2l.tasks.build_task` builds first)."""
         if not components:
             raise ValueError("a task mixture needs at least one component")
-        components = [_build(c) if isinstance(c, Mapping) else c for c in components]
+        for component in components:
+            if not isinstance(component, TaskFamily):
+                raise ValueError(f"a mixture component must be a task family, got {component!r}"
+                                 ": build it with l2l.tasks.build_task (which builds a config's "
+                                 "{family, kwargs, name} mappings)")
         weights = [1.0] * len(components) if weights is None else [float(w) for w in weights]
         if len(weights) != len(components) or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ValueError(f"mixture weights must be {len(components)} non-negative numbers "
@@ -64,18 +68,3 @@ class MixtureFamily(TaskFamily):
         check_sample(batch_size, seed, split, offset, dtype)
         family = self.components[self.component_index(seed, split, offset)]
         return family.sample(batch_size, seed, split, offset=offset, device=device, dtype=dtype)
-
-
-def _build(spec: Mapping[str, Any]) -> TaskFamily:
-    from l2l.tasks import build_task
-
-    if "family" not in spec:
-        raise ValueError(f"a mixture component needs a `family:` (and optional kwargs:, name:), "
-                         f"got {dict(spec)}")
-    unknown = sorted(set(spec) - {"family", "kwargs", "name"})
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in mixture component {dict(spec)}: use "
-                         "family, kwargs and name")
-    family = build_task(spec["family"], **dict(spec.get("kwargs") or {}))
-    family.name = spec.get("name") or spec["family"]
-    return family

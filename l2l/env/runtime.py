@@ -112,7 +112,7 @@ def resolve_compile(setting: object, *, problem_size: int, device: torch.device)
 
     ``true``/``false`` are obeyed; ``auto`` (the default) compiles wherever it pays and works:
     problems of at least :data:`COMPILE_MIN_COORDS` coordinates on a device with a compiler
-    (about 2x on CPU for MNIST; kernels cached per user, see ``l2l.runtime_cache``). Where no
+    (about 2x on CPU for MNIST; kernels cached per user, see ``l2l.env.runtime_cache``). Where no
     compiler exists, ``auto`` runs eager with one warning that says how to get the fast path.
     """
     if setting is True or setting is False:
