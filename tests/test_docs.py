@@ -166,12 +166,14 @@ def in_clone(spec: str) -> bool | None:
 def check_train_overrides(args: list[str]) -> None:
     """Compose ``python train.py <args>`` as train.py does and run the checks it runs before any
     work (train.checked_run): a bad key, value, optimizer, task or path raises."""
-    from l2l import experiments, generalization, pretrained
+    from l2l import pretrained
     from l2l.checkpoint import load as load_checkpoint_file
     from l2l.config_checks import check_config
+    from l2l.modes import MODES
+    from l2l.presets import checkpoint_specs, parse_variants, variant_config
     from l2l.registry import is_learned
+    from l2l.run_config import meta_config, plain, study_optimizer
     from l2l.tasks import build_task
-    from train import MODES
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
@@ -184,12 +186,12 @@ def check_train_overrides(args: list[str]) -> None:
         del cfg["hydra"]  # the run's config, as train.py's main() receives it
     assert cfg.mode in MODES, cfg.mode
     check_config(cfg)
-    build_task(cfg.task.family, **experiments.plain(cfg.task.kwargs))
+    build_task(cfg.task.family, **plain(cfg.task.kwargs))
     learned = is_learned(cfg.optimizer.name)
-    experiments.study_optimizer(cfg)
+    study_optimizer(cfg)
     assert not any(is_learned(name) for name in cfg.eval.baselines), cfg.eval.baselines
     if cfg.mode in ("meta_train", "compare") and learned:
-        experiments.meta_config(cfg)
+        meta_config(cfg)
     assert cfg.mode != "meta_train" or learned, "meta_train needs a learned optimizer"
     assert cfg.checkpoint is None or learned, "checkpoint= with a hand-designed optimizer"
     assert cfg.mode != "evaluate" or not learned or cfg.checkpoint is not None
@@ -198,12 +200,13 @@ def check_train_overrides(args: list[str]) -> None:
         assert cfg.mode in ("meta_train", "compare") and learned
         if _exists(cfg.resume_from):
             assert "meta_config" in load_checkpoint_file(cfg.resume_from)
-    if cfg.mode == "generalization":
-        for spec, _ in generalization.checkpoint_specs(cfg):
+    if cfg.mode in ("generalization", "suite"):
+        for spec, _ in checkpoint_specs(cfg):
             _check_checkpoint(spec, pretrained)
-        for variant in generalization.parse_variants(cfg):
-            vcfg = generalization.variant_config(cfg, variant)
-            build_task(vcfg.task.family, **experiments.plain(vcfg.task.kwargs))
+    if cfg.mode == "generalization":
+        for variant in parse_variants(cfg):
+            vcfg = variant_config(cfg, variant)
+            build_task(vcfg.task.family, **plain(vcfg.task.kwargs))
 
 
 def _exists(path: str) -> bool:
