@@ -141,19 +141,7 @@ class FlatBucket:
                 self.rows[key] = TensorList([torch_layout[key] for torch_layout in layouts])
         self.dicts, self.entries = [], []
         for p, torch_layout in zip(self.params, layouts):
-            new = torch_state_for(p, torch_layout, self.scalar_keys)
-            old = states.get(p)
-            if old is not None:
-                old.clear()
-                old.update(new)
-                new = old
-            elif new:
-                states[p] = new
-            else:
-                new = None
-            self.dicts.append(new)
-            if new is not None:
-                self.entries.extend((new, k, v) for k, v in new.items())
+            self._bind_state(p, torch_layout, states)
         self.mirrors = (mirrors_dst, mirrors_src)
         self.stale_views = False
         self.row_ids = {k: id(v) for k, v in self.rows.items()}
@@ -203,21 +191,26 @@ class FlatBucket:
                 if key not in self.scalar_keys and (
                         value.untyped_storage().data_ptr() not in rows_storage):
                     self.stale_views = True  # a derived tensor: made again after each step
-            new = torch_state_for(p, torch_layout, self.scalar_keys)
-            old = states.get(p)
-            if old is not None:
-                old.clear()
-                old.update(new)
-                new = old
-            elif new:
-                states[p] = new
-            else:
-                new = None
-            self.dicts.append(new)
-            if new is not None:
-                self.entries.extend((new, k, v) for k, v in new.items())
+            self._bind_state(p, torch_layout, states)
         self.mirrors = (mirrors_dst, mirrors_src)
         self.row_ids = {k: id(v) for k, v in self.rows.items()}
+
+    def _bind_state(self, p: Tensor, torch_layout: dict, states: dict) -> None:
+        """Point ``optimizer.state[p]`` at the bucket's views, keeping the dict object itself
+        (schedulers and user code may hold it), and note its entries for the next step."""
+        new = torch_state_for(p, torch_layout, self.scalar_keys)
+        old = states.get(p)
+        if old is not None:
+            old.clear()
+            old.update(new)
+            new = old
+        elif new:
+            states[p] = new
+        else:
+            new = None
+        self.dicts.append(new)
+        if new is not None:
+            self.entries.extend((new, k, v) for k, v in new.items())
 
     def current(self, params: Sequence[Tensor], states: dict) -> bool:
         """Whether this bucket still describes ``params`` and ``states`` holds its views (a

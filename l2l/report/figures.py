@@ -6,12 +6,13 @@ so it works headless and leaves pyplot's global state alone.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from l2l.atomic import save_figure
+from l2l.atomic import save_figure, write_text
 from l2l.report.cells import all_diverged, display_name, finite, sort_entries
 
 if TYPE_CHECKING:
@@ -189,3 +190,21 @@ def plot_meta_training(path: str | Path, history: Mapping[str, Sequence[float]],
     if handles:
         ax.legend(handles=handles, fontsize="small", framealpha=0.9)
     return save(fig, path, dpi)
+
+
+def write_page_figure_json(run_dir: str | Path, stem: str, figure: str, markdown: str,
+                           draw: Callable[[Path], Any], json_text: str) -> dict[str, Path]:
+    """Write ``<stem>.md``, the figure, then ``<stem>.json`` into ``run_dir``, each whole or not
+    at all. The JSON comes last because its presence marks a complete result (a rerun refuses
+    to overwrite it); a figure that fails to draw is a warning, since the numbers matter more
+    than the picture."""
+    run_dir = Path(run_dir)
+    paths = {"json": run_dir / f"{stem}.json", "md": run_dir / f"{stem}.md",
+             "png": run_dir / figure}
+    write_text(paths["md"], markdown)
+    try:
+        draw(paths["png"])
+    except Exception as error:  # never lose a finished result to matplotlib
+        logging.getLogger("l2l").warning("could not draw %s: %s", figure, error)
+    write_text(paths["json"], json_text)
+    return paths

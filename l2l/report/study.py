@@ -11,9 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from l2l.atomic import write_text
 from l2l.report.cells import DASH, cell, dumps, finite, fmt, mean_ci, verdict_text
-from l2l.report.figures import new_figure, palette, save
+from l2l.report.figures import new_figure, palette, save, write_page_figure_json
 
 log = logging.getLogger("l2l")
 
@@ -203,16 +202,7 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
 
 
 def write_outputs(run_dir: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:
-    """Write generalization.json, generalization.md and generalization.png into ``run_dir``.
-    A figure that fails to draw is a warning: the numbers matter more than the picture."""
-    run_dir = Path(run_dir)
-    paths = {"json": run_dir / "generalization.json", "md": run_dir / "generalization.md",
-             "png": run_dir / "generalization.png"}
-    write_text(paths["md"], markdown(result))
-    try:
-        plot(paths["png"], result)
-    except Exception as error:  # never lose a finished study to matplotlib
-        log.warning("could not draw generalization.png: %s", error)
-    # last: a generalization.json means a complete result (refuse_existing_results)
-    write_text(paths["json"], dumps(result, indent=2) + "\n")
-    return paths
+    """generalization.md, generalization.png, then generalization.json (its presence: complete)."""
+    return write_page_figure_json(run_dir, "generalization", "generalization.png",
+                                  markdown(result), lambda path: plot(path, result),
+                                  dumps(result, indent=2) + "\n")

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from l2l.atomic import save_figure, write_text
+from l2l.atomic import save_figure
 from l2l.evaluation import EvaluationRecord
 from l2l.report import dumps, fmt
+from l2l.report.figures import write_page_figure_json
 from l2l.suite.run import SuitePlan, at_horizon
 from l2l.suite.scoring import (
     final_loss_ratio,
@@ -271,16 +272,8 @@ def plot(path: str | Path, result: Mapping[str, Any], dpi: int = 110) -> Path:
 
 def write_outputs(run_dir: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:
     """suite.md, suite_profile.png, then suite.json (last: its presence means complete)."""
-    run_dir = Path(run_dir)
-    paths = {"json": run_dir / "suite.json", "md": run_dir / "suite.md",
-             "png": run_dir / "suite_profile.png"}
-    write_text(paths["md"], markdown(result))
-    try:
-        plot(paths["png"], result)
-    except Exception as error:  # never lose a finished suite to matplotlib
-        log.warning("could not draw suite_profile.png: %s", error)
-    write_text(paths["json"], dumps(result, indent=1) + "\n")
-    return paths
+    return write_page_figure_json(run_dir, "suite", "suite_profile.png", markdown(result),
+                                  lambda path: plot(path, result), dumps(result, indent=1) + "\n")
 
 
 __all__ = ["GOALS", "aggregate", "markdown", "summarize", "verdict", "write_outputs"]
