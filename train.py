@@ -45,8 +45,9 @@ from l2l.modes import MODES
 from l2l.protocol import check_task_data
 from l2l.registry import is_learned
 from l2l.run_config import meta_config, plain, study_optimizer
+from l2l.silent_logger import SilentLogger
 from l2l.tasks import MNISTChecksumError, MNISTDownloadError, MNISTNotFoundError, build_task
-from l2l.tracking import RunLogger, SilentLogger
+from l2l.tracking import RunLogger
 
 register_configs()  # every optimizer's defaults for conf/optimizer/*.yaml (l2l/config_store.py)
 log = logging.getLogger("l2l")

@@ -398,20 +398,3 @@ class RunLogger:
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.finish(exit_code=None if exc_type is None else 1)
         return False
-
-
-class SilentLogger:
-    """Stands in for :class:`~l2l.tracking.RunLogger` on ranks other than 0 of a
-    distributed run (:mod:`l2l.env.distributed`): logs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __enter__(self) -> SilentLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None

@@ -6,7 +6,8 @@ Pure ``ast``: no module is imported, so it runs on any checkout without its depe
 Every ``import l2l.x`` / ``from l2l.x import y`` / ``from . import y`` inside ``l2l/`` is an
 arrow from the importing module to the imported one (a package's arrows are those of its
 ``__init__``; an import of a package's name counts as an arrow to its ``__init__``; imports
-inside functions count too, since they are dependencies all the same).
+inside functions count too, since they are dependencies all the same; imports under
+``if TYPE_CHECKING:`` do not, since they exist only for annotations and never run).
 
 * floors: the modules in topological layers, floor 0 importing nothing of l2l's, each floor
   importing only from the floors below it (the strongly connected parts of the graph are
@@ -42,7 +43,13 @@ def imports_of(root: Path, path: Path, modules: set[str]) -> set[str]:
         if target and target != name:
             found.add(target)
 
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(inner) for node in ast.walk(tree)
+                 if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+                 for stmt in node.body for inner in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "l2l":

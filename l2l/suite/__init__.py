@@ -11,6 +11,7 @@ performance profile) and :mod:`l2l.suite.report` writes ``suite.md``, ``suite.js
 
 from __future__ import annotations
 
-from l2l.suite.run import SuitePlan, prepare, run_suite
+from l2l.suite.plan import SuitePlan
+from l2l.suite.run import prepare, run_suite
 
 __all__ = ["SuitePlan", "prepare", "run_suite"]

@@ -15,7 +15,7 @@ from l2l.atomic import save_figure
 from l2l.evaluation import EvaluationRecord
 from l2l.report import dumps, fmt
 from l2l.report.figures import write_page_figure_json
-from l2l.suite.run import SuitePlan, at_horizon
+from l2l.suite.plan import SuitePlan, at_horizon
 from l2l.suite.scoring import (
     final_loss_ratio,
     iqm_with_ci,

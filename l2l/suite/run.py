@@ -12,8 +12,6 @@ horizon on the same test problems and minibatches, from a fresh state. The score
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,14 @@ from l2l.protocol import check_task_data, evaluate, tune_and_evaluate
 from l2l.registry import build_optimizer, is_learned
 from l2l.run_config import plain, task_identity
 from l2l.study_checkpoints import (
-    Checkpoint,
     Prefixed,
     checkpoint_name,
     load_checkpoints,
     trained_on_text,
 )
 from l2l.suite import cache
+from l2l.suite.plan import SuitePlan
+from l2l.suite.report import summarize, text_summary, write_outputs
 from l2l.suite.spec import SuiteTask, parse_tasks, suite_settings, task_config
 from l2l.tasks import MNISTNotFoundError, build_task
 from l2l.tasks.base import TaskFamily
@@ -41,27 +40,6 @@ from l2l.tracking import RunLogger
 log = logging.getLogger("l2l")
 #: data that may be absent offline: the task is skipped with a note, never the whole suite
 MISSING_DATA = (MNISTNotFoundError,)
-
-
-@dataclass
-class SuitePlan:
-    """Everything a suite run needs, checked before any work (:func:`prepare`)."""
-
-    name: str
-    reference: str
-    speedup_cap: int
-    bootstrap_reps: int
-    cache_dir: Path
-    tasks: list[tuple[SuiteTask, DictConfig, TaskFamily]]
-    checkpoints: list[Checkpoint]
-    skipped: list[tuple[SuiteTask, str]] = field(default_factory=list)
-
-    @property
-    def groups(self) -> dict[str, list[Checkpoint]]:
-        out: dict[str, list[Checkpoint]] = {}
-        for checkpoint in self.checkpoints:
-            out.setdefault(checkpoint.group, []).append(checkpoint)
-        return out
 
 
 def _positive_int(settings: dict[str, Any], key: str, default: int) -> int:
@@ -152,25 +130,11 @@ def tuned_baseline(cfg: DictConfig, plan: SuitePlan, task_spec: SuiteTask, vcfg:
     return entry, False
 
 
-def _curve(values: list[Any]) -> list[float]:
-    return [math.nan if v is None else float(v) for v in values]
-
-
-def at_horizon(entry: dict[str, Any], horizon: int) -> tuple[float, float]:
-    """A long baseline run's mean test loss and its 95% CI at step ``horizon``."""
-    mean, ci = _curve(entry.get("mean_curve") or []), _curve(entry.get("ci_curve") or [])
-    if len(mean) <= horizon:
-        return math.nan, math.nan
-    return mean[horizon], ci[horizon] if len(ci) > horizon else math.nan
-
-
 def run_suite(cfg: DictConfig, device: torch.device, run_dir: Path, logger: RunLogger,
               plan: SuitePlan | None = None) -> dict[str, Any]:
     """Run the suite (``plan`` from :func:`prepare`, else prepared now); write suite.md,
     suite.json and suite_profile.png into ``run_dir``; log the scores; return the JSON's
     content."""
-    from l2l.suite.report import summarize, text_summary, write_outputs
-
     plan = plan or prepare(cfg, device)
     measured = []
     with Progress(len(plan.tasks), "suite tasks", enabled=cfg.progress) as bar:
