@@ -150,6 +150,13 @@ class TruncatedStep:
         and offsets as those pairs have in the whole population)."""
         if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
             raise ValueError(f"a population needs at least one antithetic pair, got {pairs!r}")
+        if len(set(task.layouts())) > 1:  # the particles share one (2 H, n) batch
+            raise ValueError(f"the population estimators (pes, es, full_es) step every particle "
+                             f"in one batch of one parameter layout, but task "
+                             f"{getattr(task, 'name', task)} mixes {len(set(task.layouts()))} "
+                             "layouts (differently sized networks): meta-train it with "
+                             "meta.estimator=tbptt, or use a mixture whose components share one "
+                             "layout")
         self.task, self.optimizer, self.objective = task, optimizer, objective
         self.pairs, self.lengths, self.seed = pairs, lengths, seed
         self.first_pair = first_pair
