@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from l2l.meta_training import MetaConfig
 
 #: Upper bounds of the sizes that are never meant to be huge. Each is far above every
-#: experiment of the paper and the README (100 test instances, 20 tuning instances per learning
+#: experiment of the paper and of docs/results (100 test instances, 20 tuning instances per learning
 #: rate, horizons of 100-200 steps, meta-batches of up to 64) and far below what would exhaust
 #: memory or run for days without a message: the instances of an evaluation, a tuning grid and
 #: a meta-batch are built and run as one batch, and every step's loss of every instance is kept

@@ -21,7 +21,7 @@ def choose_estimator(name: str, optimizer: LearnedOptimizer, *,
     one that applies: ``surrogate`` unless the optimizer reads its parameters or second order
     is asked for.
     (``sequence``, the fused whole-unroll path, is exact too but measured no faster than
-    ``surrogate`` with ``meta.compile=true`` on 2-core CPUs; see the README's "4. Speed".)"""
+    ``surrogate`` with ``meta.compile=true`` on 2-core CPUs; see docs/speed.md.)"""
     classes = estimator_classes()
     if name in ("auto", "tbptt"):  # tbptt: today's truncated back-propagation, auto's choice
         fast = classes["surrogate"]

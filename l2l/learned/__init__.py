@@ -1,8 +1,8 @@
 """Learned optimizers: one module per architecture, each a :class:`LearnedOptimizer`.
 
 The registry (``l2l.registry``) discovers every subclass defined in this package's modules by
-its ``name``; nothing else needs to be edited to add one (see the README's "Adding a learned
-optimizer").
+its ``name``; nothing else needs to be edited to add one (see docs/learned_optimizers.md, "Adding a
+learned optimizer").
 """
 
 from l2l.learned.adam_anchored import AdamAnchored

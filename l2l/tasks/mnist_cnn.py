@@ -8,7 +8,7 @@ with the other MNIST families (``l2l.tasks.mnist_common``).
 Batching: the ``B`` instances are stacked along the channel axis and each convolution is one
 grouped ``F.conv2d`` call (``groups=B``), so a layer of all instances costs one call, as the
 MLP's ``baddbmm`` does. ``benchmarks/bench_cnn_batching.py`` compares this with
-``torch.func.vmap`` over a per-instance ``F.conv2d`` (the README quotes the result).
+``torch.func.vmap`` over a per-instance ``F.conv2d`` (docs/speed.md quotes the result).
 """
 
 from __future__ import annotations
