@@ -273,6 +273,7 @@ def check_commands(pages: list[Path], tmp_path: Path, monkeypatch, at_least: int
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.slow  # composes every preset/command (Hydra: ~0.2 s each)
 def test_every_command_of_the_readme_and_the_usage_pages_is_valid(tmp_path, monkeypatch):
     check_commands(HOWTO_PAGES, tmp_path, monkeypatch, at_least=15)
 

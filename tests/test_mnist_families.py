@@ -261,6 +261,7 @@ def test_logreg_invalid_configurations():
         MNISTLogRegFamily(batch_size=True)
 
 
+@pytest.mark.slow  # composes every preset/command (Hydra: ~0.2 s each)
 def test_conf_task_presets_build_their_family():
     """Each preset is defined once, in conf/task: ``family`` + ``kwargs`` give the family."""
     from pathlib import Path

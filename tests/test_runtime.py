@@ -54,6 +54,7 @@ def test_bad_compile_settings_are_refused_with_the_choices():
         resolve_compile("sometimes", problem_size=10**6, device=torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_optimizer_yamls_take_their_defaults_from_the_classes():
     """No default is written twice: each yaml composes to its class's signature defaults (the
     LSTM's per-task settings aside), and building from the config gives the default object."""

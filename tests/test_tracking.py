@@ -137,6 +137,7 @@ def test_default_mode(monkeypatch):
 # wandb offline.
 
 
+@pytest.mark.slow
 def test_offline_run_files(tmp_path):
     run_dir = tmp_path / "run"
     config = {"task": {"name": "quadratic"}, "lr": 0.1, "bad": math.nan}
