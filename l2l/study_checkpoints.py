@@ -39,6 +39,14 @@ class Checkpoint:
                 "iteration": self.iteration}
 
 
+def by_group(checkpoints: Sequence[Checkpoint]) -> dict[str, list[Checkpoint]]:
+    """The checkpoints per group (an optimizer's meta-training seeds), in the order given."""
+    out: dict[str, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        out.setdefault(checkpoint.group, []).append(checkpoint)
+    return out
+
+
 def refuse_duplicates(checkpoints: Sequence[Checkpoint]) -> None:
     """Raise if two entries of ``checkpoints=`` are the same file by content (sha256), however
     they are named (a zoo name and its path, a copy): a duplicate would count as another seed

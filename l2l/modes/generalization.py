@@ -43,6 +43,7 @@ from l2l.stats import mean_ci95, separated_winner
 from l2l.study_checkpoints import (
     Checkpoint,
     Prefixed,
+    by_group,
     checkpoint_name,
     load_checkpoints,
     trained_on_text,
@@ -66,10 +67,7 @@ class Study:
 
     @property
     def groups(self) -> dict[str, list[Checkpoint]]:
-        out: dict[str, list[Checkpoint]] = {}
-        for checkpoint in self.checkpoints:
-            out.setdefault(checkpoint.group, []).append(checkpoint)
-        return out
+        return by_group(self.checkpoints)
 
 
 def prepare(cfg: DictConfig, device: torch.device) -> Study:

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from l2l.study_checkpoints import Checkpoint
+from l2l.study_checkpoints import Checkpoint, by_group
 from l2l.suite.spec import SuiteTask
 from l2l.tasks.base import TaskFamily
 
@@ -30,10 +30,7 @@ class SuitePlan:
 
     @property
     def groups(self) -> dict[str, list[Checkpoint]]:
-        out: dict[str, list[Checkpoint]] = {}
-        for checkpoint in self.checkpoints:
-            out.setdefault(checkpoint.group, []).append(checkpoint)
-        return out
+        return by_group(self.checkpoints)
 
 
 def _curve(values: list[Any]) -> list[float]:
