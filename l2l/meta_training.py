@@ -21,6 +21,7 @@ The pieces, each in its own module:
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,12 +42,15 @@ from l2l.interface import State
 from l2l.learned.base import LearnedOptimizer
 from l2l.meta_config import MetaConfig
 from l2l.meta_snapshot import BestCheckpoint, MetaSnapshot, resume_or_start
+from l2l.mixture_population import MixturePopulation, build_population
 from l2l.objectives import build_objective
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.scaled import random_scale
 from l2l.truncated_step import TruncatedStep
 from l2l.unroll_lengths import LengthSchedule
 from l2l.validation import Validator
+
+log = logging.getLogger("l2l")
 
 
 class MetaTrainingDiverged(RuntimeError):
@@ -174,7 +178,7 @@ class MetaTrainer:
     def _held_out(self, instances: Instances) -> Instances | None:
         return instances.held_out() if self.config.objective_split == "valid" else None
 
-    def _population(self) -> TruncatedStep:
+    def _population(self) -> TruncatedStep | MixturePopulation:
         """This process's particles: with several processes (torchrun, SLURM), each owns an
         equal share of the antithetic pairs and the estimates are averaged over processes."""
         cfg, world = self.config, self.sync.world_size
@@ -187,12 +191,18 @@ class MetaTrainer:
             lengths = LengthSchedule("log_uniform", cfg.min_length, cfg.max_length)
         else:
             lengths = LengthSchedule("constant", cfg.horizon)
-        return TruncatedStep(self.task, self.optimizer, self.estimator.objective,
-                             pairs=pairs // world, first_pair=self.sync.rank * (pairs // world),
-                             total_pairs=pairs, lengths=lengths, seed=cfg.seed,
-                             random_offsets=self.estimator.random_offsets,
-                             scale_range=cfg.scale_range, device=self.device,
-                             held_out=cfg.objective_split == "valid")
+        population = build_population(
+            self.task, self.optimizer, self.estimator.objective, pairs=pairs // world,
+            first_pair=self.sync.rank * (pairs // world), total_pairs=pairs, lengths=lengths,
+            seed=cfg.seed, random_offsets=self.estimator.random_offsets,
+            scale_range=cfg.scale_range, device=self.device,
+            held_out=cfg.objective_split == "valid")
+        if isinstance(population, MixturePopulation):
+            shares = ", ".join(f"{name} {w:.3g}" for name, w in
+                               zip(population.names, population.effective_weights))
+            log.info("population: %d pairs stratified over the mixture's layouts (%s)", pairs,
+                     shares)
+        return population
 
     def train_population(self) -> list[float]:
         """One meta-step of a population estimator: one truncation of every particle (full_es:

@@ -154,9 +154,9 @@ class TruncatedStep:
             raise ValueError(f"the population estimators (pes, es, full_es) step every particle "
                              f"in one batch of one parameter layout, but task "
                              f"{getattr(task, 'name', task)} mixes {len(set(task.layouts()))} "
-                             "layouts (differently sized networks): meta-train it with "
-                             "meta.estimator=tbptt, or use a mixture whose components share one "
-                             "layout")
+                             "layouts (differently sized networks): build its population "
+                             "with l2l.mixture_population.build_population (one sub-population "
+                             "per layout)")
         self.task, self.optimizer, self.objective = task, optimizer, objective
         self.pairs, self.lengths, self.seed = pairs, lengths, seed
         self.first_pair = first_pair

@@ -395,15 +395,16 @@ def test_log_uniform_lengths_are_deterministic_in_range_and_spread_over_decades(
         LengthSchedule("linear", 5)
 
 
-def test_a_mixture_of_differently_sized_tasks_is_refused_by_the_population_in_one_line():
-    """The particles share one batch; a mixture of a 3- and a 5-dimensional quadratic has no one
-    layout (the TBPTT estimators meta-train it, a task per meta-iteration)."""
+def test_a_mixture_of_differently_sized_tasks_is_refused_by_one_batch_in_one_line():
+    """One ``TruncatedStep`` steps its particles in one batch; a mixture of a 3- and a
+    5-dimensional quadratic has no one layout, and the error names the population that takes it
+    (``build_population``: tests/test_mixture_population.py)."""
     mixed = build_task("mixture", components=[{"family": "quadratic", "kwargs": {"dim": 3}},
                                               {"family": "quadratic", "kwargs": {"dim": 5}}])
     same = build_task("mixture", components=[{"family": "quadratic", "kwargs": {"dim": 3}},
                                              {"family": "quadratic", "kwargs": {"dim": 3}}])
     opt = _optimizer()
-    with pytest.raises(ValueError, match="one parameter layout.*meta.estimator=tbptt"):
+    with pytest.raises(ValueError, match="one parameter layout.*build_population"):
         TruncatedStep(mixed, opt, build_objective("sum"), pairs=2,
                       lengths=LengthSchedule("constant", 4), dtype=torch.float64)
     population = TruncatedStep(same, opt, build_objective("sum"), pairs=2,
