@@ -4,12 +4,11 @@ The meta-loss of one unroll is ``mean over instances of sum_t  phi(f(theta_t))``
 
 * ``sum`` (the paper's): ``phi(f) = f``, the plain sum of the losses after every step. Tasks with
   large losses dominate, and late steps of a converging run contribute little.
+* ``mean``: ``phi(f) = f / horizon``, the mean loss over the episode.
 * ``log_relative``: ``phi(f) = log(f / f_0) / horizon``, the mean log loss relative to the task's
   starting loss ``f_0``. Scale-free: multiplying the loss by ``c`` changes nothing, so tasks of
   different scales (a mixture) weigh alike, and progress late in a run -- from 1e-3 to 1e-4 --
   counts as much as early progress (as in learned_optimization's log-loss objectives).
-
-* ``mean``: ``phi(f) = f / horizon``, the mean loss over the episode.
 * ``final``: ``phi(f_t) = f_t`` at the episode's last step (``t == horizon``) and 0 before it:
   the meta-loss of an episode is the optimizee's loss where the episode ends. Why choose it: it
   is the quantity evaluation reports (validation and the benchmarks score the final loss), so
@@ -20,6 +19,8 @@ The meta-loss of one unroll is ``mean over instances of sum_t  phi(f(theta_t))``
   meta-optimizer still steps on it, with Adam's momentum alone). ``full_es`` sees every
   episode's end. Under TBPTT an unroll sees only its own steps, so the last unroll's gradient
   ignores how the earlier unrolls' weights shaped the final loss; PES credits it to them.
+  The meta-loss a TBPTT meta-iteration logs (the mean over its unrolls) is therefore the final
+  loss divided by the number of unrolls.
 
 An objective is called per step as ``objective(losses, initial, horizon, step=step)``: ``step``
 is the step of the episode the losses were measured after (1-based: ``step == horizon`` is the
