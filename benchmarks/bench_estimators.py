@@ -1,9 +1,11 @@
 """Meta-gradient estimators side by side: inner steps per second at equal particle counts, each
-as a multiple of the bare frozen rollout of the same particles, and memory per particle as the
-truncation grows.
+as a multiple of the bare frozen rollout of the same particles, memory per particle as the
+truncation grows, 1 against 2 processes, and train.py's default path against the best.
 
-For each task (a 10-D quadratic; the paper's MNIST MLP when the data is found) and learned
-optimizer, ``P`` particles run truncations of ``K`` steps:
+The tasks (``--tasks``): ``quadratic`` (the paper's 10-D quadratics, a small task) and ``mnist``
+(the paper's 784-20-10 sigmoid MLP on MNIST minibatches of 128, ``task=mnist``; the data from
+``--data-dir`` or ``$L2L_DATA_DIR``). For each task and learned optimizer, ``P`` particles run
+truncations of ``K`` steps:
 
 * ``frozen``: the population's forward-only rollout at the unperturbed weights
   (``TruncatedStep.unroll``), the bound every forward-only estimator pays at least;
@@ -25,20 +27,46 @@ whole episode) of the paper's setup (``meta=paper``, the 2x20 LSTM) is timed
 
 and the ratio printed (goal <= 1.1: the defaults pick the fastest path).
 
-Memory per particle: the peak bytes autograd holds for backward passes during an estimate
-(counted with ``torch.autograd.graph.saved_tensors_hooks``), besides the particles' own state.
+Memory per particle (``--memory-optimizer``, learnable_adam by default: an LSTM's autograd
+graph on MNIST runs to gigabytes), two measures per estimator and truncation ``K``:
+
+* saved: the peak bytes autograd holds for backward passes during an estimate (counted with
+  ``torch.autograd.graph.saved_tensors_hooks``): the cause, exact, in this process;
+* peak RSS: what the operating system sees, in a fresh subprocess per cell: after a one-step
+  warm-up the kernel's high-water mark is reset (``/proc/self/clear_refs``, Linux), one
+  estimate of ``K`` steps runs, and ``VmHWM - VmRSS`` before it is its transient memory. glibc's
+  mmap threshold is pinned (``MALLOC_MMAP_THRESHOLD_``) so that tensors are mapped and unmapped
+  as they live and die and the RSS follows them. tracemalloc would see none of this (tensor
+  storage is not allocated through Python), and torch has no CPU allocator statistics
+  beside the profiler's memory events. The quadratic's graph is a few KiB, below the RSS's
+  page-level noise: its growth shows in the saved column, and its RSS is measured only if
+  asked (``--rss-tasks quadratic mnist``).
+
 The back-propagating estimators keep ``K`` steps of graph alive until the meta-backward, so
 theirs grows with ``K``; the forward-only ones hold only one optimizee gradient's graph at a
 time, so theirs is flat in ``K``.
 
-Usage: ``python benchmarks/bench_estimators.py [--particles 8] [--truncation 20]
-[--repeats 3] [--tasks quadratic mnist] [--default-path [--default-tasks mnist quadratic]
-[--default-estimators auto pes es full_es]]``.
+Processes (``--processes 1 2``): ``pes`` and TBPTT (``--process-estimators``) meta-train ``P``
+particles (TBPTT: a batch of ``P`` instances) in one process and under ``torchrun
+--nproc_per_node=2 --standalone`` (each rank owns half, one thread each), validation off; the
+total inner steps per second. On a 2-core machine under other load the two processes compete
+for the cores: the numbers say what a second process buys here, not on a cluster.
+
+The full run (on a quiet machine; roughly 15-30 minutes, estimated from the smoke run, not
+measured; ``--quick`` is the smoke run, about 40 s at load 5 on 2 cores)::
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_estimators.py --data-dir /work/shared/data/mnist \\
+        --tasks quadratic mnist --default-path --default-tasks mnist quadratic
+
+Options: ``[--particles 8] [--truncation 20] [--horizon 100] [--repeats 3]
+[--optimizers learnable_adam lstm] [--memory-truncations 5 10 20 40] [--processes 1 2]
+[--default-estimators auto sequence pes es full_es] [--default-extra N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -54,6 +82,12 @@ try:
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from estimator_probes import (  # noqa: E402  (benchmarks/estimator_probes.py)
+    peak_rss_bytes,
+    processes_worker,
+    ranks_steps_per_s,
+    saved_bytes,
+)
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from l2l.estimators import choose_estimator, estimator_classes  # noqa: E402
@@ -62,13 +96,35 @@ from l2l.meta_training import MetaConfig, MetaTrainer  # noqa: E402
 from l2l.objectives import build_objective  # noqa: E402
 from l2l.registry import build_optimizer  # noqa: E402
 from l2l.tasks import build_task  # noqa: E402
+from l2l.tasks.base import TaskFamily  # noqa: E402
 from l2l.truncated_step import TruncatedStep  # noqa: E402
 from l2l.unroll_lengths import LengthSchedule  # noqa: E402
 
 POPULATION = ("pes", "es", "full_es")
+ROOT = Path(__file__).resolve().parents[1]
+#: the tasks (conf/task/<name>.yaml) and their families' kwargs: the paper's settings
+PRESETS = {"mnist": ("mnist_mlp", {"hidden_sizes": (20,), "activation": "sigmoid",
+                                   "batch_size": 128, "init_std": 0.01}),
+           "quadratic": ("quadratic", {"dim": 10, "w_dist": "normal", "y_dist": "normal",
+                                       "init_std": 0.01})}
+#: train.py's meta-iterations timed beyond the first (``--default-extra``), per task: enough
+#: that they outweigh the start-up's variation
+DEFAULT_EXTRA = {"mnist": 4, "quadratic": 200}
+#: ``--quick``: every table at smoke size (well under a minute on 2 cores)
+QUICK = {"particles": 4, "truncation": 4, "horizon": 12, "repeats": 1,
+         "optimizers": ["learnable_adam"], "memory_truncations": [2, 8],
+         "process_estimators": ["pes"], "process_iterations": 2}
 
 
-def _population(task, opt, particles: int, horizon: int, offsets: bool) -> TruncatedStep:
+def build_preset(preset: str, data_dir: str | None) -> TaskFamily:
+    """The task ``task=<preset>`` builds (MNIST's data from ``data_dir`` if given)."""
+    family, kwargs = PRESETS[preset]
+    if family.startswith("mnist") and data_dir:
+        kwargs = {**kwargs, "data_dir": data_dir}
+    return build_task(family, **kwargs)
+
+
+def population(task, opt, particles: int, horizon: int, offsets: bool) -> TruncatedStep:
     return TruncatedStep(task, opt, build_objective("sum"), pairs=particles // 2,
                          lengths=LengthSchedule("constant", horizon), seed=0,
                          random_offsets=offsets)
@@ -84,7 +140,7 @@ def _time(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _tbptt(name: str, task, opt, particles: int, steps: int):
+def tbptt(name: str, task, opt, particles: int):
     """A closure running one back-propagating unroll of ``steps`` and its meta-gradient."""
     cls = choose_estimator(name, opt, second_order=False)
     est = cls(opt.update, build_objective("sum"), optimizer=opt)
@@ -93,98 +149,122 @@ def _tbptt(name: str, task, opt, particles: int, steps: int):
     initial, grads = instances.loss_and_grad(params, 0)
     state = opt.init(params)
 
-    def run() -> None:
+    def run(steps: int) -> None:
         opt.zero_grad(set_to_none=True)
         est.estimate(Unroll(instances, params, grads, state, 0, steps, initial, steps))
 
     return cls.name, run
 
 
-class _Saved:
-    """A tensor autograd saved for a backward; counted as alive until autograd drops it."""
-
-    def __init__(self, tensor: torch.Tensor, meter: dict[str, int]) -> None:
-        self.tensor, self.meter = tensor, meter
-        self.bytes = tensor.numel() * tensor.element_size()
-        meter["alive"] += self.bytes
-        meter["peak"] = max(meter["peak"], meter["alive"])
-
-    def __del__(self) -> None:
-        self.meter["alive"] -= self.bytes
-
-
-def _saved_bytes(run) -> int:
-    """The peak bytes autograd holds for backward passes while ``run`` executes (the optimizee
-    gradients' own short-lived graphs included)."""
-    meter = {"alive": 0, "peak": 0}
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: _Saved(t, meter),
-                                                  lambda saved: saved.tensor):
-        run()
-    return meter["peak"]
-
-
-def _state_bytes(population: TruncatedStep) -> int:
-    tensors = [population.params, population.grads, *population.state.values()]
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def bench(task_name: str, opt_name: str, particles: int, K: int, horizon: int,
+def bench(preset: str, task, opt_name: str, particles: int, K: int, horizon: int,
           repeats: int) -> None:
-    task = build_task(task_name)
     opt = build_optimizer(opt_name)
     steps = particles * K
-    population = _population(task, opt, particles, horizon, offsets=True)
-    theta = population.weights.vector().expand(particles, -1).clone()
-    frozen = _time(lambda: population.unroll(theta, K), repeats)
+    pop = population(task, opt, particles, horizon, offsets=True)
+    theta = pop.weights.vector().expand(particles, -1).clone()
+    frozen = _time(lambda: pop.unroll(theta, K), repeats)
     rows = [("frozen", frozen, steps)]
     for name in POPULATION:
         cls = estimator_classes()[name]
         est = cls(opt.update, build_objective("sum"), optimizer=opt, sigma=0.01)
-        pop = _population(task, opt, particles, horizon, offsets=cls.random_offsets)
+        own = population(task, opt, particles, horizon, offsets=cls.random_offsets)
 
-        def run(est=est, pop=pop) -> None:
+        def run(est=est, own=own) -> None:
             opt.zero_grad(set_to_none=True)
-            est.estimate_population(pop, K)
+            est.estimate_population(own, K)
 
         n = particles * horizon if name == "full_es" else steps
         rows.append((name, _time(run, 1 if name == "full_es" else repeats), n))
     for name in ("auto", "autograd"):
-        label, run = _tbptt(name, task, opt, particles, K)
-        rows.append((f"tbptt ({label})" if name == "auto" else label, _time(run, repeats),
-                     steps))
-    print(f"\n{task_name}, {opt_name}: {particles} particles, truncation {K}, "
+        label, run_steps = tbptt(name, task, opt, particles)
+        rows.append((f"tbptt ({label})" if name == "auto" else label,
+                     _time(lambda r=run_steps: r(K), repeats), steps))
+    print(f"\ntask={preset}, {opt_name}: {particles} particles, truncation {K}, "
           f"full_es episode {horizon}")
     print(f"{'estimator':<22} {'s / call':>9} {'inner steps/s':>14} {'x frozen':>9}")
     for label, seconds, n in rows:
         rate = n / seconds
-        print(f"{label:<22} {seconds:9.4f} {rate:14.1f} {(steps / frozen) / rate:9.2f}")
+        goal = "  (goal <= 1.3)" if label == "pes" else ""
+        print(f"{label:<22} {seconds:9.4f} {rate:14.1f} {(steps / frozen) / rate:9.2f}{goal}")
 
 
-def memory(task_name: str, opt_name: str, particles: int, truncations: list[int]) -> None:
-    task = build_task(task_name)
+def _state_bytes(pop: TruncatedStep) -> int:
+    tensors = [pop.params, pop.grads, *pop.state.values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+MEMORY_ESTIMATORS = ("pes", "es", "surrogate", "autograd")
+
+
+def memory(preset: str, task, opt_name: str, particles: int, truncations: list[int],
+           data_dir: str | None, rss: bool) -> None:
     opt = build_optimizer(opt_name)
-    pop = _population(task, opt, particles, max(truncations), offsets=False)
-    state = _state_bytes(pop) / particles
-    print(f"\nmemory per particle, {task_name}, {opt_name} (state: {state / 1024:.1f} KiB, "
-          "held by every estimator)")
-    print(f"{'K':>5} {'pes/es saved KiB':>17} {'surrogate saved KiB':>20} "
-          f"{'autograd saved KiB':>19}")
+    state = _state_bytes(population(task, opt, particles, 4 * max(truncations), False))
+    print(f"\nmemory per particle (KiB), task={preset}, {opt_name}, {particles} particles "
+          f"(state: {state / particles / 1024:.1f} KiB, held by every estimator)")
+    head = "".join(f" {name + ' saved':>15} {name + ' RSS':>13}" for name in MEMORY_ESTIMATORS)
+    print(f"{'K':>4}{head}")
     for K in truncations:
-        est = estimator_classes()["pes"](opt.update, build_objective("sum"), optimizer=opt)
-        pes = _saved_bytes(lambda est=est, K=K: est.estimate_population(pop, K)) / particles
         cells = []
-        for name in ("surrogate", "autograd"):
-            _, run = _tbptt(name, task, opt, particles, K)
-            cells.append(_saved_bytes(run) / particles / 1024)
-        print(f"{K:5d} {pes / 1024:17.1f} {cells[0]:20.1f} {cells[1]:19.1f}")
+        for name in MEMORY_ESTIMATORS:
+            if name in POPULATION:
+                est = estimator_classes()[name](opt.update, build_objective("sum"),
+                                                optimizer=opt)
+                pop = population(task, opt, particles, 4 * K, offsets=False)
+                saved = saved_bytes(lambda est=est, pop=pop, K=K: est.estimate_population(pop, K))
+            else:
+                _, run = tbptt(name, task, opt, particles)
+                saved = saved_bytes(lambda run=run, K=K: run(K))
+            peak = peak_rss_bytes(__file__, {"preset": preset, "optimizer": opt_name,
+                                             "estimator": name, "particles": particles,
+                                             "steps": K, "data_dir": data_dir}) if rss else None
+            rss_cell = "-" if peak is None else f"{peak / particles / 1024:.0f}"
+            cells.append(f" {saved / particles / 1024:15.1f} {rss_cell:>13}")
+        print(f"{K:4d}{''.join(cells)}")
 
 
-ROOT = Path(__file__).resolve().parents[1]
-#: the task presets of ``--default-tasks`` (conf/task/<name>.yaml) and their families' kwargs
-PRESETS = {"mnist": ("mnist_mlp", {"hidden_sizes": (20,), "activation": "sigmoid",
-                                   "batch_size": 128, "init_std": 0.01}),
-           "quadratic": ("quadratic", {"dim": 10, "w_dist": "normal", "y_dist": "normal",
-                                       "init_std": 0.01})}
+def probe_memory(spec: dict) -> None:
+    """In a fresh process (``--probe-memory``): one estimate of ``steps`` after a one-step
+    warm-up; prints the RSS before it and the high-water mark during it."""
+    from estimator_probes import reset_peak_rss, rss_status
+
+    torch.set_num_threads(1)
+    task = build_preset(spec["preset"], spec["data_dir"])
+    opt = build_optimizer(spec["optimizer"])
+    name, steps = spec["estimator"], spec["steps"]
+    if name in POPULATION:
+        est = estimator_classes()[name](opt.update, build_objective("sum"), optimizer=opt)
+        pop = population(task, opt, spec["particles"], 4 * steps, offsets=False)
+
+        def run(k: int) -> None:
+            opt.zero_grad(set_to_none=True)
+            est.estimate_population(pop, k)
+    else:
+        _, run = tbptt(name, task, opt, spec["particles"])
+    run(1)
+    before = rss_status("VmRSS")
+    if not reset_peak_rss():
+        print(json.dumps(None))
+        return
+    run(steps)
+    print(json.dumps({"before": before, "peak": rss_status("VmHWM")}))
+
+
+def processes(preset: str, opt_name: str, estimators: list[str], counts: list[int],
+              particles: int, K: int, horizon: int, iterations: int,
+              data_dir: str | None) -> None:
+    print(f"\nprocesses, task={preset}, {opt_name}: {particles} particles in all (TBPTT: a "
+          f"batch of {particles}), truncation {K}, horizon {horizon}, 1 thread per process, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    print(f"{'estimator':<10}" + "".join(f" {f'{n} proc. steps/s':>17}" for n in counts)
+          + "  ratio")
+    for estimator in estimators:
+        spec = {"preset": preset, "optimizer": opt_name, "estimator": estimator,
+                "particles": particles, "unroll": K, "horizon": horizon,
+                "iterations": iterations, "data_dir": data_dir}
+        rates = [ranks_steps_per_s(__file__, n, spec) for n in counts]
+        cells = "".join(f" {rate:17.1f}" for rate in rates)
+        print(f"{estimator:<10}{cells}  {rates[-1] / rates[0]:5.2f}x")
 
 
 def _train_py_seconds(preset: str, estimator: str, iterations: int, data_dir: str | None) -> float:
@@ -208,12 +288,9 @@ def _train_py_seconds(preset: str, estimator: str, iterations: int, data_dir: st
 def _in_process_seconds(preset: str, estimator: str, threads: int, compile_: bool,
                         repeats: int, data_dir: str | None) -> float:
     """Seconds per meta-iteration of a ``MetaTrainer`` with the given settings (median)."""
-    family, kwargs = PRESETS[preset]
-    if family.startswith("mnist") and data_dir:
-        kwargs = {**kwargs, "data_dir": data_dir}
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    trainer = MetaTrainer(build_optimizer("lstm"), build_task(family, **kwargs),
+    trainer = MetaTrainer(build_optimizer("lstm"), build_preset(preset, data_dir),
                           MetaConfig(estimator=estimator, compile=compile_, val_instances=1))
     step = (trainer.train_population if trainer.population is not None
             else lambda: trainer.train_task(trainer.sample_task(trainer.iteration)))
@@ -235,8 +312,9 @@ def default_path(preset: str, estimators: list[str], extra: int, repeats: int,
     for estimator in estimators:
         default = (_train_py_seconds(preset, estimator, 1 + extra, data_dir)
                    - _train_py_seconds(preset, estimator, 1, data_dir)) / extra
-        population = estimator in POPULATION
-        settings = [(t, c) for t in (1, 2) for c in ((False,) if population else (False, True))]
+        is_population = estimator in POPULATION
+        settings = [(t, c) for t in (1, 2) for c in ((False,) if is_population
+                                                     else (False, True))]
         timed = {s: _in_process_seconds(preset, estimator, *s, repeats, data_dir)
                  for s in settings}
         (threads, compile_), best = min(timed.items(), key=lambda kv: kv[1])
@@ -245,42 +323,77 @@ def default_path(preset: str, estimators: list[str], extra: int, repeats: int,
             print(f"{estimator:<10} {'noise':>9} {best:8.3f} {label:<22}   n/a (raise "
                   "--default-extra)")
             continue
-        print(f"{estimator:<10} {default:9.3f} {best:8.3f} {label:<22} {default / best:6.2f}")
+        print(f"{estimator:<10} {default:9.3f} {best:8.3f} {label:<22} {default / best:6.2f}"
+              "  (goal <= 1.1)")
     torch.set_num_threads(1)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="every table at smoke size: " + ", ".join(f"{k}={v}" for k, v in
+                                                                      QUICK.items()))
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--truncation", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tasks", nargs="*", default=["quadratic", "mnist"],
-                        help="the estimator table per task (none: --tasks alone)")
+    parser.add_argument("--tasks", "--task", nargs="*", default=["quadratic", "mnist"],
+                        choices=list(PRESETS), help="the tables' tasks (none: only --default-path)")
     parser.add_argument("--optimizers", nargs="+", default=["learnable_adam", "lstm"])
+    parser.add_argument("--memory-optimizer", default="learnable_adam")
+    parser.add_argument("--memory-truncations", type=int, nargs="+", default=[5, 10, 20, 40])
+    parser.add_argument("--rss-tasks", nargs="*", default=["mnist"], choices=list(PRESETS),
+                        help="tasks whose memory table also measures peak RSS (subprocesses)")
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2],
+                        help="process counts to compare (none: skip)")
+    parser.add_argument("--process-estimators", nargs="+", default=["pes", "auto"])
+    parser.add_argument("--process-optimizer", default="lstm")
+    parser.add_argument("--process-iterations", type=int, default=20,
+                        help="pes truncations timed per run (TBPTT: as many inner steps)")
     parser.add_argument("--default-path", action="store_true",
                         help="time train.py's defaults beside the best in-process setting")
     parser.add_argument("--default-tasks", nargs="+", default=["mnist"], choices=list(PRESETS))
     parser.add_argument("--default-estimators", nargs="+",
                         default=["auto", "sequence", "pes", "es", "full_es"])
-    parser.add_argument("--default-extra", type=int, default=4,
-                        help="train.py: time N + extra against N meta-iterations (the "
-                        "quadratic's take ~0.1 s: use 200 there)")
+    parser.add_argument("--default-extra", type=int, default=None,
+                        help="train.py: time N + extra against N meta-iterations (default: "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_EXTRA.items()) + ")")
     parser.add_argument("--data-dir", default=os.environ.get("L2L_DATA_DIR"))
+    parser.add_argument("--probe-memory", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    return args
+
+
+def main() -> None:
+    args = _arguments()
+    if args.probe_memory:
+        probe_memory(json.loads(args.probe_memory))
+        return
+    if args.worker:
+        processes_worker(json.loads(args.worker), build_preset)
+        return
     torch.set_num_threads(1)
-    print(f"{cpu_model()}, 1 torch thread, torch {torch.__version__}, load "
-          f"{os.getloadavg()[0]:.2f}")
-    names = {"quadratic": "quadratic", "mnist": "mnist_mlp"}
-    for task in args.tasks:
+    print(f"{cpu_model()}, {os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}, "
+          f"load {os.getloadavg()[0]:.2f}")
+    for preset in args.tasks:
+        task = build_preset(preset, args.data_dir)
         for opt in args.optimizers:
-            bench(names[task], opt, args.particles, args.truncation, args.horizon, args.repeats)
-    if args.tasks:
-        memory("quadratic", "learnable_adam", args.particles, [5, 10, 20, 40])
+            bench(preset, task, opt, args.particles, args.truncation, args.horizon,
+                  args.repeats)
+        memory(preset, task, args.memory_optimizer, args.particles, args.memory_truncations,
+               args.data_dir, rss=preset in args.rss_tasks)
+        if args.processes:
+            processes(preset, args.process_optimizer, args.process_estimators, args.processes,
+                      args.particles, args.truncation, args.horizon, args.process_iterations,
+                      args.data_dir)
     if args.default_path:
         for preset in args.default_tasks:
-            default_path(preset, args.default_estimators, args.default_extra, args.repeats,
-                         args.data_dir)
+            extra = args.default_extra or DEFAULT_EXTRA[preset]
+            default_path(preset, args.default_estimators, extra, args.repeats, args.data_dir)
 
 
 if __name__ == "__main__":

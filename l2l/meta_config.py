@@ -24,7 +24,8 @@ class MetaConfig:
     meta_lr: float = 1e-3  #: Adam learning rate of the meta-optimizer
     second_order: bool = False  #: back-propagate through the optimizee gradients too
     estimator: str = "auto"  #: "auto", or a name in l2l/estimators ("sequence", "surrogate", ...)
-    objective: str = "sum"  #: meta-objective: "sum" (paper), "mean" or "log_relative"
+    #: meta-objective (``l2l.objectives``): "sum" (paper), "mean", "log_relative" or "final"
+    objective: str = "sum"
     #: the data the meta-objective's losses are measured on: "train" (the optimizee's own
     #: minibatches, the paper's) or "valid" (held-out minibatches of the same problems, so the
     #: optimizer is meta-trained to generalize; tasks with a data split only)

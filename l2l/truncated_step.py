@@ -279,7 +279,8 @@ class TruncatedStep:
             self.params = self.params + update.to(self.params.dtype)
             self.clock += 1
             loss, self.grads = self._losses(self.params)
-            value = self.objective(loss, self.initial_loss, self.rows(self.length).to(loss))
+            value = self.objective(loss, self.initial_loss, self.rows(self.length).to(loss),
+                                   step=self.rows(self.step + 1).to(loss))
             new = self.rows(reset).to(value.device)
             before = before + torch.where(new, torch.zeros_like(value), value)
             after = after + torch.where(new, value, torch.zeros_like(value))

@@ -134,7 +134,8 @@ def test_a_task_without_a_data_split_is_refused_for_the_held_out_objective():
 @pytest.mark.parametrize(("settings", "message"), [
     ({"objective_split": "test"}, "unknown meta.objective_split 'test': choose train or valid"),
     ({"es_difference": "rank"}, "unknown meta.es_difference 'rank': choose one of plain, sign"),
-    ({"objective": "final"}, "unknown meta.objective 'final'"),
+    ({"objective": "last"}, "unknown meta.objective 'last': choose one of sum, mean, "
+                            "log_relative, final"),
 ])
 def test_bad_objective_settings_are_refused_in_one_line(settings, message):
     with pytest.raises(ValueError, match=message):

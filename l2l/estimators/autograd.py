@@ -25,7 +25,8 @@ class AutogradEstimator(MetaGradientEstimator):
                                                          create_graph=self.second_order)
             if unroll.held_out is not None:  # attached to params, like loss
                 loss = unroll.held_out.loss(params, unroll.start + k + 1)
-            total = total + self.objective(loss, unroll.initial_loss, unroll.horizon).mean()
+            total = total + self.objective(loss, unroll.initial_loss, unroll.horizon,
+                                           step=unroll.start + k + 1).mean()
         finite = bool(total.isfinite())
         if finite:
             total.backward()

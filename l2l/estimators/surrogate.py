@@ -29,10 +29,12 @@ def update_cotangents(objective: MetaObjective, unroll: Unroll, losses: list[Ten
     None when the meta-loss is not finite), from the losses and gradients after each step:
     ``sum_{s >= t} phi'(f_{s+1}) g_{s+1} / B``, a reversed cumulative sum."""
     loss_stack = torch.stack(losses)  # (K, B)
-    meta_loss = objective(loss_stack, unroll.initial_loss, unroll.horizon).sum(0).mean()
+    step = torch.arange(unroll.start + 1, unroll.start + len(losses) + 1).view(-1, 1)
+    meta_loss = objective(loss_stack, unroll.initial_loss, unroll.horizon,
+                          step=step).sum(0).mean()
     if not bool(meta_loss.isfinite()):
         return meta_loss, None
-    slope = objective.derivative(loss_stack, unroll.initial_loss, unroll.horizon)
+    slope = objective.derivative(loss_stack, unroll.initial_loss, unroll.horizon, step=step)
     g = torch.stack(later_grads) * slope.unsqueeze(-1)  # (K, B, n)
     return meta_loss, g.flip(0).cumsum(0).flip(0) / g.shape[1]
 
