@@ -45,7 +45,9 @@ class MetaConfig:
     # meta-iteration is one truncation of meta.unroll steps (full_es: one whole episode).
     sigma: float = 0.01  #: std of the antithetic perturbations of the learned weights
     particles: int = 8  #: inner trainings in the population: antithetic pairs, so even
-    lengths: str = "constant"  #: episode lengths: constant (meta.horizon) or log_uniform
+    #: episode lengths: constant (meta.horizon) or log_uniform (per particle episode; for the
+    #: TBPTT estimators per meta-iteration: horizon variation)
+    lengths: str = "constant"
     min_length: int = 100  #: log_uniform: shortest episode
     max_length: int = 1000  #: log_uniform: longest episode
     es_difference: str = "plain"  #: the pairs' loss differences: plain, sign or normalized

@@ -126,10 +126,15 @@ def check_resume(cfg: DictConfig, task: TaskFamily, device: torch.device,
     the trainer's own checks, on a trainer that is then dropped. Its warnings are the real
     trainer's to give."""
     torch.manual_seed(cfg.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        MetaTrainer(study_optimizer(cfg), task, meta_config(cfg), run_dir=run_dir,
-                    device=device, identity=run_identity(cfg))
+    level = log.level
+    log.setLevel(logging.ERROR)  # what it would log, the real trainer logs
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            MetaTrainer(study_optimizer(cfg), task, meta_config(cfg), run_dir=run_dir,
+                        device=device, identity=run_identity(cfg))
+    finally:
+        log.setLevel(level)
 
 
 def _range(values: list[float]) -> str:

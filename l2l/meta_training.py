@@ -250,6 +250,18 @@ class MetaTrainer:
                                      device=self.device)
         return random_scale(instances, cfg.scale_range, cfg.seed, "train", offset)
 
+    def task_horizon(self, iteration: int) -> int:
+        """Meta-iteration ``iteration``'s horizon: ``meta.horizon``, or with
+        ``meta.lengths=log_uniform`` a draw from LogUniform(``min_length``, ``max_length``),
+        deterministic from the seed and the iteration. Horizon variation: an optimizer trained
+        at one horizon learns that horizon's schedule, and the population estimators already draw
+        a length per episode."""
+        cfg = self.config
+        if cfg.lengths != "log_uniform":
+            return cfg.horizon
+        return LengthSchedule("log_uniform", cfg.min_length, cfg.max_length).draw(cfg.seed,
+                                                                                  iteration)
+
     def train_task(self, instances: Instances) -> list[float]:
         """Optimize one sample of instances for a whole horizon; one meta-step per unroll.
 
@@ -257,6 +269,7 @@ class MetaTrainer:
         the meta-step (the learned weights stay as they were) and abandons the task.
         """
         cfg = self.config
+        horizon = self.task_horizon(self.iteration)
         params = instances.init_params
         state = self.optimizer.init(params)
         initial_loss, grads = instances.loss_and_grad(params, 0)
@@ -264,11 +277,11 @@ class MetaTrainer:
         if held_out is not None:
             initial_loss = held_out.loss(params, 0).detach()
         meta_losses = []
-        for start in range(0, cfg.horizon, cfg.unroll):
-            steps = min(cfg.unroll, cfg.horizon - start)
+        for start in range(0, horizon, cfg.unroll):
+            steps = min(cfg.unroll, horizon - start)
             self.meta_optimizer.zero_grad(set_to_none=True)
             out = self.estimator.estimate(Unroll(instances, params, grads, state, start, steps,
-                                                 initial_loss, cfg.horizon, held_out))
+                                                 initial_loss, horizon, held_out))
             out.finite, out.meta_loss = self.sync.reduce_gradients(
                 self.optimizer.parameters(), out.finite, out.meta_loss)
             if out.finite:

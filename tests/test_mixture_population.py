@@ -136,3 +136,4 @@ def test_pes_meta_trains_on_a_mixed_mixture_and_resumes_bit_for_bit(tmp_path):
     assert all(torch.isfinite(torch.tensor(straight.history["meta_loss"])))
     start = build_optimizer("learnable_momentum").state_dict()
     assert any(not torch.equal(a, start[k]) for k, a in straight.optimizer.state_dict().items())
+

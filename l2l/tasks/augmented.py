@@ -15,7 +15,8 @@ every tensor's gradient is scaled by ``a * c_k`` and every step's effect by ``c_
 metrics (``evaluate``) are the base problem's at ``c ⊙ theta``, unscaled. A base family without
 ``param_shapes`` is one tensor (one ``c`` per instance).
 
-Horizon variation is a meta-training setting (the unroll's length), not a property of a task.
+Horizon variation is a meta-training setting, not a property of a task: ``meta.lengths=log_uniform``
+draws each episode's length (per particle for PES and ES, per task for TBPTT).
 """
 
 from __future__ import annotations
