@@ -25,6 +25,11 @@ def test_track_steps_after_each_body_and_closes(monkeypatch):
         events.append(item)
     assert events == ["sgd", "step 1", "adam", "step 1", "close"]
     assert "baselines" in stream.getvalue() and "2/2" in stream.getvalue()
+    events.clear()
+    for item in track(["sgd", "adam"], "baselines", stream=stream):
+        events.append(item)
+        break
+    assert events == ["sgd", "close"]  # a loop left early closes its bar too
 
 
 def test_track_disabled_prints_nothing():
