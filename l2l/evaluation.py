@@ -79,6 +79,25 @@ def run_optimizer(
     return RunResult(losses, params, diverged.cpu(), seconds_per_step, metrics)
 
 
+def evaluate_optimizer(
+    optimizer: BatchedOptimizer, task: TaskFamily, *, instances: int, seed: int, steps: int,
+    name: str, learned: bool, tuned_lr: float | None, threshold: float | None,
+    device: str | torch.device = "cpu", progress: Callable[[int], Any] | None = None,
+) -> EvaluationRecord:
+    """``optimizer`` on ``instances`` test problems of ``task`` (split ``"test"`` of ``seed``:
+    the same problems for every optimizer given the same seed), summarised as its record.
+
+    The rule is bound to the task's layouts first, for rules that read tensor structure; the
+    record keeps its plain hyperparameters (tensors, e.g. a learned rule's weights, left out)."""
+    problems = task.sample(instances, seed, "test", device=device)
+    optimizer = optimizer.with_layout(task.layouts())
+    result = run_optimizer(optimizer, problems, steps, progress=progress)
+    hyper = {k: (list(v) if isinstance(v, tuple) else v)
+             for k, v in optimizer.hyperparameters().items() if not isinstance(v, Tensor)}
+    return evaluation_record(result, name=name, optimizer=optimizer, learned=learned,
+                             tuned_lr=tuned_lr, threshold=threshold, hyperparameters=hyper)
+
+
 def final_loss_score(result: RunResult) -> float:
     """Mean final loss, infinite if any instance diverged: the criterion for picking a winner."""
     if bool(result.diverged.any()):

@@ -10,11 +10,13 @@ every ``LOG_INTERVAL`` seconds (and one at the end).
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
 
 LOG_INTERVAL = 30.0  #: seconds between lines when stderr is not a terminal
+Item = TypeVar("Item")
 
 
 class _Lines:
@@ -79,3 +81,16 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def track(items: Iterable[Item], desc: str, *, enabled: bool = True,
+          stream: TextIO | None = None) -> Iterator[Item]:
+    """``for name in track(names, "baselines"): ...``: the items, one bar step after each.
+
+    For a loop over a known list (tqdm's own idiom), so that the loop reads as one line; the bar
+    closes when the loop ends, also by an exception or a ``break``."""
+    items = list(items)
+    with Progress(len(items), desc, enabled=enabled, stream=stream) as bar:
+        for item in items:
+            yield item
+            bar.update(1)

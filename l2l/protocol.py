@@ -20,9 +20,8 @@ from omegaconf import DictConfig
 from l2l.evaluation import (
     EvaluationRecord,
     TuneResult,
-    evaluation_record,
+    evaluate_optimizer,
     lr_grid,
-    run_optimizer,
     tune_learning_rate,
 )
 from l2l.interface import BatchedOptimizer
@@ -83,17 +82,14 @@ def edge_notes(cfg: DictConfig, result: TuneResult) -> list[str]:
 def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
              device: torch.device, *, name: str, tuned_lr: float | None) -> EvaluationRecord:
     """Run ``optimizer`` on the run's held-out test problems (the same for every optimizer)."""
-    instances = task.sample(cfg.eval.instances, cfg.eval.seed, "test", device=device)
-    optimizer = optimizer.with_layout(task.layouts())  # for rules that read tensor structure
+    learned = isinstance(optimizer, LearnedOptimizer)
     with Progress(cfg.eval.steps, f"evaluate {name}", enabled=cfg.progress, leave=False) as bar:
-        result = run_optimizer(optimizer, instances, cfg.eval.steps, progress=bar.step)
-    hyper = {k: (list(v) if isinstance(v, tuple) else v)
-             for k, v in optimizer.hyperparameters().items() if not isinstance(v, torch.Tensor)}
-    record = evaluation_record(result, name=name, optimizer=optimizer,
-                               learned=isinstance(optimizer, LearnedOptimizer),
-                               tuned_lr=tuned_lr, threshold=cfg.eval.threshold,
-                               hyperparameters=hyper)
-    if isinstance(optimizer, LearnedOptimizer) and optimizer.meta_trained_iterations == 0:
+        record = evaluate_optimizer(optimizer, task, instances=cfg.eval.instances,
+                                    seed=cfg.eval.seed, steps=cfg.eval.steps, name=name,
+                                    learned=learned, tuned_lr=tuned_lr,
+                                    threshold=cfg.eval.threshold, device=device,
+                                    progress=bar.step)
+    if learned and optimizer.meta_trained_iterations == 0:
         record.notes.append(UNTRAINED_NOTE.format(name=optimizer.name))
         record.status = "untrained"
         log.warning("%s: %s", name, record.notes[-1])

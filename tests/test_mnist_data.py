@@ -179,9 +179,12 @@ def test_all_mirrors_fail(tmp_path):
     empty = tmp_path / "empty_mirror"
     empty.mkdir()
     target = tmp_path / "target"
+    unreachable = (tmp_path / "no_such_mirror").as_uri() + "/"
     with serve(empty) as url, pytest.raises(MNISTDownloadError) as err:
-        download_mnist(target, files=[LABELS], mirrors=[url], timeout=10, progress=False)
+        download_mnist(target, files=[LABELS], mirrors=[url, unreachable], timeout=10,
+                       progress=False)
     msg = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     assert "404" in msg and LABELS in msg and str(target) in msg and "L2L_DATA_DIR" in msg
+    assert "\n" not in msg and url in msg and unreachable in msg  # one line, every mirror named
     assert list(target.iterdir()) == []

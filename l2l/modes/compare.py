@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from l2l.evaluation import EvaluationRecord
+from l2l.interface import BatchedOptimizer
 from l2l.loading import load_optimizer
 from l2l.meta_run import check_resume, meta_train
-from l2l.progress import Progress
+from l2l.progress import track
 from l2l.protocol import evaluate, tune_and_evaluate
 from l2l.registry import is_learned
 from l2l.run_config import study_optimizer
@@ -35,25 +35,29 @@ def check(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path
 
 def run(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
         logger: RunLogger, checked: None = None) -> float:
-    return report(cfg, compare(cfg, task, device, run_dir, logger), run_dir, logger)
+    """Tune and evaluate every baseline, then meta-train (or load) the optimizer under study
+    and evaluate it alike; write the report and return the best final loss."""
+    records = [tune_and_evaluate(cfg, name, task, device, logger)
+               for name in track(cfg.eval.baselines, "baselines", enabled=cfg.progress)]
+    studied = study(cfg, task, device, run_dir, logger)
+    if studied is not None:
+        optimizer, name = studied
+        records.append(evaluate(cfg, optimizer, task, device, name=name, tuned_lr=None))
+    return report(cfg, records, run_dir, logger)
 
 
-def compare(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
-            logger: RunLogger) -> list[EvaluationRecord]:
-    """Tune every baseline, meta-train (or load) the learned optimizer, evaluate all alike."""
-    records = []
-    with Progress(len(cfg.eval.baselines), "baselines", enabled=cfg.progress) as bar:
-        for name in cfg.eval.baselines:
-            records.append(tune_and_evaluate(cfg, name, task, device, logger))
-            bar.update(1)
-    study = cfg.optimizer.name
-    if is_learned(study):
+def study(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
+          logger: RunLogger) -> tuple[BatchedOptimizer, str] | None:
+    """The optimizer under study and its row's name: a learned one loaded from ``checkpoint=``
+    or meta-trained now, a hand-designed one as configured; None when it is one of the
+    baselines already evaluated (tuned)."""
+    name = cfg.optimizer.name
+    if is_learned(name):
         if cfg.checkpoint:
-            learned = load_optimizer(cfg.checkpoint, device, expected=study).optimizer
+            learned = load_optimizer(cfg.checkpoint, device, expected=name).optimizer
         else:
             learned = meta_train(cfg, task, device, run_dir, logger)
-        records.append(evaluate(cfg, learned, task, device, name=learned.name, tuned_lr=None))
-    elif study not in cfg.eval.baselines:
-        records.append(evaluate(cfg, study_optimizer(cfg), task, device, name=study,
-                                tuned_lr=None))
-    return records
+        return learned, learned.name
+    if name in cfg.eval.baselines:
+        return None
+    return study_optimizer(cfg), name

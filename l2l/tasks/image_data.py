@@ -35,11 +35,10 @@ from l2l.tasks.mnist_data import (
     ENV_VAR,
     MNIST,
     MNISTChecksumError,
-    MNISTDownloadError,
     MNISTFormatError,
     MNISTNotFoundError,
-    _download_one,
     _read_idx,
+    download_from_mirrors,
     file_md5,
 )
 
@@ -116,24 +115,6 @@ def resolve_dir(name: str, data_dir: str | os.PathLike[str] | None = None) -> Pa
         return Path(os.environ[ENV_VAR]).expanduser().parent / name
     cache = os.environ.get("XDG_CACHE_HOME", "")
     return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "l2l" / name
-
-
-def _fetch(spec: ImageDataset, folder: Path, missing: list[str], mirrors: tuple[str, ...],
-           timeout: float, progress: bool) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for file in missing:
-        errors = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + file
-            try:
-                _download_one(url, folder / file, timeout, progress, md5=spec.files[file])
-                break
-            except (OSError, ValueError, MNISTChecksumError) as error:
-                errors.append(f"{url}: {type(error).__name__}: {error}")
-        else:
-            raise MNISTDownloadError(f"could not download {spec.name} file {file} into "
-                                     f"{folder} ({'; '.join(errors) or 'no mirrors'}): copy "
-                                     f"the official files {', '.join(spec.files)} there")
 
 
 def _verify(spec: ImageDataset, path: Path) -> None:
@@ -221,8 +202,11 @@ def load_image_dataset(name: str, data_dir: str | os.PathLike[str] | None = None
             raise MNISTNotFoundError(f"{name} data not found: {folder} lacks "
                                      f"{', '.join(missing)} and downloads are disabled; copy "
                                      "the official files there or allow downloads")
-        _fetch(spec, folder, missing, spec.mirrors if mirrors is None else mirrors, timeout,
-               progress)
+        download_from_mirrors({f: spec.files[f] for f in missing}, folder,
+                              spec.mirrors if mirrors is None else mirrors, what=spec.name,
+                              timeout=timeout, progress=progress,
+                              fix=lambda: f"copy the official files {', '.join(spec.files)} "
+                              "there")
     stats = tuple((f, (folder / f).stat().st_size, (folder / f).stat().st_mtime_ns)
                   for f in spec.files)
     key = (name, str(folder.resolve()), stats, grey)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +222,33 @@ def _download_one(url: str, target: Path, timeout: float, progress: bool,
             tmp.unlink()
 
 
+def download_from_mirrors(files: Mapping[str, str], folder: Path, mirrors: Sequence[str], *,
+                          what: str, timeout: float, progress: bool,
+                          fix: Callable[[], str]) -> None:
+    """Download each of ``files`` (name -> md5) into ``folder``, trying ``mirrors`` in order.
+
+    One loop for every dataset l2l downloads (MNIST here, Fashion-MNIST, KMNIST and CIFAR-10 in
+    :mod:`l2l.tasks.image_data`): each file goes to a temporary file and appears only once its
+    md5 matched, so a failed or corrupt download leaves nothing behind and counts as that
+    mirror's failure. When every mirror failed for a file: ``MNISTDownloadError``, one line
+    naming the file, ``folder``, each mirror's URL with its error, then ``fix()`` (what to do,
+    computed then, e.g. the files still missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, md5 in files.items():
+        errors = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + name
+            try:
+                _download_one(url, folder / name, timeout, progress, md5=md5)
+                break
+            except (OSError, ValueError, MNISTChecksumError, http.client.HTTPException) as e:
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+        else:
+            tried = "; ".join(errors) if errors else "no mirrors given"
+            raise MNISTDownloadError(f"could not download {what} file {name} into {folder}, "
+                                     f"every mirror failed ({tried}): {fix()}")
+
+
 def download_mnist(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -244,22 +271,10 @@ def download_mnist(
         raise ValueError(f"not MNIST files: {unknown}; known files: {list(FILES)}")
     if not wanted:
         return d
-    d.mkdir(parents=True, exist_ok=True)
-    for name in wanted:
-        errors = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + name
-            try:
-                _download_one(url, d / name, timeout, progress)
-                break
-            except (OSError, ValueError, MNISTChecksumError, http.client.HTTPException) as e:
-                errors.append(f"  {url}: {type(e).__name__}: {e}")
-        else:
-            tried = "\n".join(errors) if errors else "  (no mirrors given)"
-            raise MNISTDownloadError(
-                f"could not download MNIST file {name} into {d}; every mirror failed:\n{tried}\n"
-                f"Still missing in {d}: {', '.join(missing_files(d))}. " + _how_to_fix(d)
-            )
+    download_from_mirrors({name: FILES[name][0] for name in wanted}, d, mirrors, what="MNIST",
+                          timeout=timeout, progress=progress,
+                          fix=lambda: f"still missing in {d}: {', '.join(missing_files(d))}. "
+                          + _how_to_fix(d))
     return d
 
 
