@@ -20,7 +20,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +28,8 @@ try:
     import l2l  # noqa: F401
 except ImportError:  # not installed: run from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer_timing import time_training  # noqa: E402  (benchmarks/trainer_timing.py)
 
 from l2l.env import distributed  # noqa: E402
 from l2l.learned.lstm import LSTMOptimizer  # noqa: E402
@@ -46,13 +47,7 @@ def worker(iterations: int, batch_size: int, horizon: int) -> None:
     config = MetaConfig(iterations=iterations + 1, batch_size=batch_size, horizon=horizon,
                         unroll=5, meta_lr=0.01, val_every=10**9, val_instances=1)
     trainer = MetaTrainer(LSTMOptimizer(), build_task("quadratic", dim=10), config, sync=sync)
-    trainer.validate = lambda: 0.0  # not timed: validation runs on rank 0 alone
-    trainer.train(stop_after=1)
-    sync.any(False)  # all ranks here before the clock starts
-    start = time.perf_counter()
-    trainer.train()
-    sync.any(False)
-    seconds = time.perf_counter() - start
+    seconds = time_training(trainer, sync)
     if sync.is_writer:
         print(json.dumps({"steps_per_s": iterations * horizon * batch_size / seconds}),
               flush=True)

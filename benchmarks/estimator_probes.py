@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from trainer_timing import time_training  # benchmarks/trainer_timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 #: glibc maps every allocation above this many bytes on its own and unmaps it when freed (a
@@ -102,13 +102,7 @@ def processes_worker(spec: dict[str, Any], build_preset: Callable[..., Any]) -> 
                         compile=False)
     trainer = MetaTrainer(build_optimizer(spec["optimizer"]),
                           build_preset(spec["preset"], spec["data_dir"]), config, sync=sync)
-    trainer.validate = lambda: 0.0  # not timed: validation runs on rank 0 alone
-    trainer.train(stop_after=1)
-    sync.any(False)  # every rank here before the clock starts
-    start = time.perf_counter()
-    trainer.train()
-    sync.any(False)
-    seconds = time.perf_counter() - start
+    seconds = time_training(trainer, sync)
     if sync.is_writer:
         print(json.dumps({"steps_per_s": iterations * steps / seconds}), flush=True)
     if torch.distributed.is_initialized():
