@@ -14,6 +14,6 @@ exec "${PYTHON:-python}" train.py mode=meta_train task=suite_train optimizer=mlp
     optimizer.hyperparameters.exp_mult=0.2 \
     meta.estimator=pes meta.particles=20 meta.unroll=20 meta.lengths=log_uniform \
     meta.min_length=50 meta.max_length=600 meta.horizon=200 meta.objective=log_relative \
-    meta.es_difference=normalized meta.meta_lr=3e-3 meta.iterations=20000 meta.val_every=250 \
+    meta.es_difference=normalized meta.meta_lr=3e-3 meta.iterations=8000 meta.val_every=250 \
     meta.val_instances=8 meta.checkpoint_every=100 seed="$seed" \
     run_name="suite_mlp8_pes_s$seed" threads=1 "$@"
