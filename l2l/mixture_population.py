@@ -105,15 +105,10 @@ class MixturePopulation:
                                     lengths=lengths, seed=seed, **kwargs)
                 self.groups.append((low - first_pair, sub))
             start += count
-        self.lengths = lengths
 
     @property
     def particles(self) -> int:
         return 2 * self.pairs
-
-    @property
-    def clock(self) -> int:
-        return self.groups[0][1].clock
 
     def rows(self, per_pair: Tensor) -> Tensor:
         """A per-pair tensor ``(H, ...)`` for every particle ``(2 H, ...)``."""
