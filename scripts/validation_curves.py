@@ -4,8 +4,9 @@
         --out docs/figures/mnist_validation.png
     python scripts/validation_curves.py RUN_DIR ... --by-optimizer --out first_vs_second.png
 
-Reads each run's ``checkpoints/latest.pt`` (its history: validation score per iteration, the
-same numbers as the run's ``train.log``) and marks the kept (best) point. The point: a
+Reads each run's ``checkpoints/latest.pt``, or a carried ``<run_name>_latest.pt`` given as a
+file (its history: validation score per iteration, the same numbers as the run's ``train.log``),
+and marks the kept (best) point. The point: a
 study over meta-training seeds should show how each seed's training went, not only where it
 ended, so the reader sees whether more tasks would have helped. ``--by-optimizer`` draws a
 panel per learned optimizer, with first-order meta-gradients dashed and exact (second-order)
@@ -30,7 +31,8 @@ def _draw(ax: Axes, run: Path, payload: dict[str, Any], *, untrained_line: bool 
           **style: Any) -> None:
     history = payload["history"]
     its, vals = history["val_iteration"], history["val_loss"]
-    line, = ax.plot(its[1:], vals[1:], marker="o", ms=3, label=run.name, **style)  # no untrained
+    label = run.name.removesuffix("_latest.pt") if run.is_file() else run.name
+    line, = ax.plot(its[1:], vals[1:], marker="o", ms=3, label=label, **style)  # no untrained
     best = payload.get("best_iteration")
     if best in its:
         ax.plot([best], [vals[its.index(best)]], "*", ms=12, color=line.get_color())
@@ -41,13 +43,15 @@ def _draw(ax: Axes, run: Path, payload: dict[str, Any], *, untrained_line: bool 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="meta-training run directories")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="meta-training run directories, or latest.pt files carried elsewhere")
     parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
     parser.add_argument("--title", default="validation final loss during meta-training")
     parser.add_argument("--by-optimizer", action="store_true",
                         help="a panel per optimizer; first-order runs dashed, second-order solid")
     args = parser.parse_args(argv)
-    payloads = {run: load(run / "checkpoints" / "latest.pt") for run in args.runs}
+    payloads = {run: load(run if run.is_file() else run / "checkpoints" / "latest.pt")
+                for run in args.runs}
     if not args.by_optimizer:
         fig = Figure(figsize=(7, 4))
         axes = {None: fig.add_subplot()}
