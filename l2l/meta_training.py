@@ -187,10 +187,7 @@ class MetaTrainer:
             raise ValueError(f"meta.particles={cfg.particles} ({pairs} antithetic pairs) cannot "
                              f"be split over {world} processes: choose a multiple of "
                              f"{2 * world}")
-        if cfg.lengths == "log_uniform":
-            lengths = LengthSchedule("log_uniform", cfg.min_length, cfg.max_length)
-        else:
-            lengths = LengthSchedule("constant", cfg.horizon)
+        lengths = self.length_schedule()
         population = build_population(
             self.task, self.optimizer, self.estimator.objective, pairs=pairs // world,
             first_pair=self.sync.rank * (pairs // world), total_pairs=pairs, lengths=lengths,
@@ -250,17 +247,20 @@ class MetaTrainer:
                                      device=self.device)
         return random_scale(instances, cfg.scale_range, cfg.seed, "train", offset)
 
+    def length_schedule(self) -> LengthSchedule:
+        """``meta.lengths``: every episode ``meta.horizon`` steps, or LogUniform(``min_length``,
+        ``max_length``)."""
+        cfg = self.config
+        if cfg.lengths == "log_uniform":
+            return LengthSchedule("log_uniform", cfg.min_length, cfg.max_length)
+        return LengthSchedule("constant", cfg.horizon)
+
     def task_horizon(self, iteration: int) -> int:
-        """Meta-iteration ``iteration``'s horizon: ``meta.horizon``, or with
-        ``meta.lengths=log_uniform`` a draw from LogUniform(``min_length``, ``max_length``),
-        deterministic from the seed and the iteration. Horizon variation: an optimizer trained
+        """Meta-iteration ``iteration``'s horizon, drawn from :meth:`length_schedule`
+        (deterministic from the seed and the iteration). Horizon variation: an optimizer trained
         at one horizon learns that horizon's schedule, and the population estimators already draw
         a length per episode."""
-        cfg = self.config
-        if cfg.lengths != "log_uniform":
-            return cfg.horizon
-        return LengthSchedule("log_uniform", cfg.min_length, cfg.max_length).draw(cfg.seed,
-                                                                                  iteration)
+        return self.length_schedule().draw(self.config.seed, iteration)
 
     def train_task(self, instances: Instances) -> list[float]:
         """Optimize one sample of instances for a whole horizon; one meta-step per unroll.
