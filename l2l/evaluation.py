@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2l.interface import BatchedOptimizer
+from l2l.interface import BatchedOptimizer, with_horizon
 from l2l.records import record_fields
 from l2l.stats import mean_ci95
 from l2l.tasks.base import Instances, TaskFamily
@@ -54,7 +54,7 @@ def run_optimizer(
     diverged = torch.zeros(B, dtype=torch.bool, device=params.device)
     start = time.perf_counter()
     with torch.no_grad():
-        state = optimizer.init(params)
+        state = with_horizon(optimizer.init(params), steps)
         for t in range(steps + 1):
             loss, grads = instances.loss_and_grad(params, t)
             diverged |= ~torch.isfinite(loss) | ~torch.isfinite(grads).all(dim=1)

@@ -243,6 +243,20 @@ _FLAT_LAYOUTS: dict[int, ParamLayout] = {}
 # Helpers shared by the update rules.
 
 
+def with_horizon(state: State, horizon: int | Tensor) -> State:
+    """``state`` with the run's length recorded, for a rule that reads the fraction of its run
+    done (a ``horizon`` key in its state, as ``mlp_lopt``'s ``horizon_features`` have: VeLO's
+    and Celo's inputs, which let a learned optimizer learn a schedule that ends with the run).
+    The caller that knows the length (an evaluation, a meta-training task, a truncated step's
+    particle) states it; every other state is returned as it is. ``horizon``: one length, or
+    one per instance ``(B,)`` / ``(B, 1)``."""
+    if "horizon" not in state:
+        return state
+    old = state["horizon"]
+    value = torch.as_tensor(horizon, dtype=old.dtype, device=old.device).reshape(-1, 1)
+    return {**state, "horizon": value.expand_as(old).clone()}
+
+
 def step_counter(params: Tensor) -> Tensor:
     """A per-instance step count of shape ``(B, 1)``, starting at 0."""
     return params.new_zeros(params.shape[0], 1)

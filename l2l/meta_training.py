@@ -38,7 +38,7 @@ from l2l.env.runtime import problem_size, resolve_compile
 from l2l.env.runtime_cache import enable_compile_cache
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
-from l2l.interface import State
+from l2l.interface import State, with_horizon
 from l2l.learned.base import LearnedOptimizer
 from l2l.meta_config import MetaConfig
 from l2l.meta_snapshot import BestCheckpoint, MetaSnapshot, resume_or_start
@@ -271,7 +271,7 @@ class MetaTrainer:
         cfg = self.config
         horizon = self.task_horizon(self.iteration)
         params = instances.init_params
-        state = self.optimizer.init(params)
+        state = with_horizon(self.optimizer.init(params), horizon)
         initial_loss, grads = instances.loss_and_grad(params, 0)
         held_out = self._held_out(instances)
         if held_out is not None:

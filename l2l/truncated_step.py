@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from l2l.interface import State
+from l2l.interface import State, with_horizon
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import MetaObjective
 from l2l.tasks.base import Instances, TaskFamily
@@ -180,7 +180,8 @@ class TruncatedStep:
         self._parts = [self._instance(j) for j in range(pairs)]
         self._rebuild()
         self.params = self.instances.init_params.clone()
-        self.state = optimizer.init(self.params)
+        # a particle started at a random offset has the rest of its episode to run
+        self.state = with_horizon(optimizer.init(self.params), self.rows(self.length - self.step))
         self.initial_loss, self.grads = self._losses(self.params)
 
     # -- instances -------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class TruncatedStep:
         self._rebuild()
         rows = self.rows(mask.to(self.params.device))
         fresh_params = self.instances.init_params
-        fresh_state = self.optimizer.init(fresh_params)
+        fresh_state = with_horizon(self.optimizer.init(fresh_params), self.rows(self.length))
         loss, grads = self._losses(fresh_params)
         column = rows.view(-1, 1)
         self.params = torch.where(column, fresh_params, self.params)

@@ -12,16 +12,20 @@ from torch.func import functional_call
 
 import baselines
 from l2l import checkpoint
+from l2l.evaluation import run_optimizer
+from l2l.interface import with_horizon
 from l2l.layout import ParamLayout
 from l2l.learned import MLPLOpt
 from l2l.meta_training import MetaConfig, MetaTrainer
+from l2l.objectives import build_objective
 from l2l.registry import build_optimizer
 from l2l.schedules import ExponentialDecay, Scheduled
 from l2l.tasks import build_task
 from l2l.tasks.mixture import MixtureFamily
 from l2l.tasks.quadratic import QuadraticFamily
 from l2l.torch_optimizer import TorchOptimizer
-from l2l.truncated_step import FlatWeights, _UpdateCall
+from l2l.truncated_step import FlatWeights, TruncatedStep, _UpdateCall
+from l2l.unroll_lengths import LengthSchedule
 
 #: a layout with every kind of tensor: a scalar, vectors, a matrix, a convolution's weight
 MIXED = ParamLayout(("s", "v", "W", "conv", "b"), ((), (5,), (3, 4), (2, 3, 2, 2), (1,)))
@@ -476,3 +480,101 @@ def test_mlp_lopt_meta_trains_on_the_mnist_mlp(mnist_dir):
     result = trainer.train()
     assert result["skipped"] == 0
     assert result["best_val_loss"] < 0.95 * untrained, (untrained, result["history"])
+
+
+# -- horizon features ---------------------------------------------------------------------------
+
+
+def _horizon_opt(**kwargs) -> MLPLOpt:
+    return _perturb(MLPLOpt(hidden_size=6, horizon_features=True, **kwargs))
+
+
+def test_horizon_features_read_the_fraction_of_the_run_done():
+    opt = _horizon_opt()
+    p, g = torch.randn(1, 12).repeat(3, 1), torch.randn(1, 12).repeat(3, 1)
+    state = with_horizon(opt.init(p), torch.tensor([10, 10, 40]))
+    with torch.no_grad():
+        update, new = opt.update(g, state, p)
+    torch.testing.assert_close(new["horizon"], torch.tensor([[10.0], [10.0], [40.0]]))
+    torch.testing.assert_close(update[0], update[1])
+    assert not torch.allclose(update[0], update[2])  # same step, another fraction of the run
+    # f = t / T enters as the time features' last two columns, f and f^2, t counted from 1
+    times = opt._times(torch.tensor([[5.0], [20.0]]), with_horizon(opt.init(p[:2]), 10), {})
+    torch.testing.assert_close(times[:, -2:], torch.tensor([[0.5, 0.25], [1.0, 1.0]]))
+
+
+def test_untrained_horizon_aware_mlp_lopt_is_still_adam():
+    problems = QuadraticFamily(dim=6).sample(4, seed=0, split="train")
+    plain, _ = _run(MLPLOpt(step_mult=0.05), problems, 8)
+    aware = MLPLOpt(step_mult=0.05, horizon_features=True)
+    aware.run_length = 8
+    losses, _ = _run(aware, problems, 8)
+    torch.testing.assert_close(losses, plain)
+
+
+def test_an_unknown_run_length_is_refused_in_one_line():
+    opt = MLPLOpt(horizon_features=True)
+    p = torch.randn(2, 5)
+    with pytest.raises(ValueError, match="needs its run's length") as error:
+        opt.update(torch.randn(2, 5), opt.init(p), p)
+    assert "\n" not in str(error.value)
+    assert with_horizon({"step": torch.zeros(2, 1)}, 7).keys() == {"step"}  # others untouched
+
+
+def test_every_caller_that_knows_the_length_records_it():
+    opt = _horizon_opt()
+    problems = QuadraticFamily(dim=4).sample(2, seed=0, split="test")
+    seen = []
+    update = opt.update
+
+    def spy(grads, state, params):
+        seen.append(state["horizon"].flatten().tolist())
+        return update(grads, state, params)
+
+    opt.update = spy
+    run_optimizer(opt, problems, 5)
+    assert seen[-1] == [5.0, 5.0]
+    # a truncated step: the rest of each particle's episode, and a new episode's whole length
+    population = TruncatedStep(build_task("quadratic", dim=4), opt, build_objective("sum"),
+                               pairs=3, lengths=LengthSchedule("log_uniform", 4, 12), seed=2)
+    left = population.rows(population.length - population.step).float()
+    torch.testing.assert_close(population.state["horizon"].flatten(), left)
+    weights = FlatWeights(opt).vector().expand(population.particles, -1).clone()
+    for _ in range(6):
+        out = population.unroll(weights, 4)
+        if bool(out.reset.any()):
+            break
+    assert bool(out.reset.any())
+    horizon = population.state["horizon"].flatten()
+    new_lengths = population.rows(population.length).float()
+    torch.testing.assert_close(horizon[out.reset], new_lengths[out.reset])
+
+
+@pytest.mark.parametrize("estimator", ["pes", "surrogate"])
+def test_horizon_aware_mlp_lopt_meta_trains(estimator):
+    torch.manual_seed(0)
+    opt = MLPLOpt(hidden_size=8, step_mult=0.05, horizon_features=True)
+    extra = ({"estimator": "pes", "particles": 16, "lengths": "log_uniform",
+              "min_length": 8, "max_length": 24, "iterations": 30}
+             if estimator == "pes" else
+             {"estimator": estimator, "batch_size": 4, "iterations": 6})
+    config = MetaConfig(horizon=16, unroll=8, meta_lr=0.03, val_every=extra["iterations"],
+                        val_instances=32, **extra)
+    trainer = MetaTrainer(opt, build_task("quadratic"), config)
+    untrained = trainer.validate()
+    result = trainer.train()
+    assert result["best_val_loss"] < 0.9 * untrained, (estimator, result["history"])
+
+
+def test_the_drop_in_uses_the_run_length_it_is_given():
+    model = _model()
+    opt = _horizon_opt()
+    drop_in = TorchOptimizer(model.parameters(), opt)
+    with pytest.raises(ValueError, match="run_length"):
+        _steps(model, drop_in, 1)
+    opt.run_length = 20
+    model = _model()
+    drop_in = TorchOptimizer(model.parameters(), opt)
+    losses = _steps(model, drop_in, 3)
+    assert all(math.isfinite(v) for v in losses)
+    assert drop_in.state_dict()["state"][0]["horizon"].item() == 20.0

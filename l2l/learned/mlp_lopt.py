@@ -26,6 +26,13 @@ that meta-training only has to improve (``anchor_scale=0`` gives small_fc_lopt's
 
 The time features ``tanh(t / tau)`` are the same for every coordinate of an instance, so they
 enter as a per-instance bias of the first layer (``W_t``): no per-coordinate cost.
+``horizon_features=True`` adds the fraction of the run done, ``f = t / T`` and ``f^2`` (VeLO's
+and Celo's "fraction of training" inputs), the same way. Without them a rule sees only the
+absolute step, so on runs of different lengths it cannot learn a schedule that anneals as its
+run ends, the main thing per-task-tuned constant-lr Adam lacks. ``T`` is the run's length: the
+state's ``horizon``, which whoever knows it records (``l2l.interface.with_horizon``: evaluation,
+every meta-training estimator, each particle of a truncated step); where nobody does (the
+torch.optim drop-in) set :attr:`MLPLOpt.run_length` to the run's steps before ``init``.
 
 **muLO** (``mup=True``): the step of every tensor of two or more dimensions is divided by its
 fan-in (``ParamLayout.fan_ins``), vectors' steps are not, as muP prescribes for Adam-like rules.
@@ -101,6 +108,7 @@ class MLPLOpt(LearnedOptimizer):
         eps: float = 1e-8,
         mup: bool = False,
         zero_head: bool = True,
+        horizon_features: bool = False,
     ) -> None:
         check_int("hidden_size", hidden_size, 1, 1024)
         check_int("hidden_layers", hidden_layers, 1, 8)
@@ -120,7 +128,8 @@ class MLPLOpt(LearnedOptimizer):
         check_range("exp_mult", exp_mult, 0.0)
         check_range("anchor_scale", anchor_scale, 0.0)
         check_range("eps", eps, 0.0, low_inclusive=False)
-        for flag, value in (("mup", mup), ("zero_head", zero_head)):
+        for flag, value in (("mup", mup), ("zero_head", zero_head),
+                            ("horizon_features", horizon_features)):
             if not isinstance(value, bool):
                 raise ValueError(f"invalid {flag}={value!r}: {flag} must be true or false")
         super().__init__(
@@ -129,7 +138,7 @@ class MLPLOpt(LearnedOptimizer):
             factored_decay=float(factored_decay), time_scales=[float(t) for t in taus],
             step_mult=float(step_mult), exp_mult=float(exp_mult),
             anchor_scale=float(anchor_scale), anchor_beta1=float(anchor_beta1),
-            eps=float(eps), mup=mup, zero_head=zero_head)
+            eps=float(eps), mup=mup, zero_head=zero_head, horizon_features=horizon_features)
         cfg = self.config
         #: the momentum Adam's term uses: one of the feature momenta if its decay is among them
         self.anchor_key = (f"m{cfg['momentum_decays'].index(cfg['anchor_beta1'])}"
@@ -138,7 +147,12 @@ class MLPLOpt(LearnedOptimizer):
         self.num_features = 2 + K + 1 + K + 1 + 3
         H = int(hidden_size)
         self.input = nn.Linear(self.num_features, H)
-        self.time = nn.Linear(len(taus), H, bias=False) if taus else None
+        times = len(taus) + (2 if horizon_features else 0)
+        self.time = nn.Linear(times, H, bias=False) if times else None
+        #: the run's length ``init`` records when no caller states one (horizon_features only)
+        self.run_length = 0
+        if horizon_features:
+            self.scalar_state_keys = frozenset({"step", "horizon"})
         self.hidden = nn.ModuleList(nn.Linear(H, H) for _ in range(int(hidden_layers) - 1))
         self.head = zero_linear(H, 2, zero_head)
 
@@ -157,6 +171,8 @@ class MLPLOpt(LearnedOptimizer):
         B, n = params.shape
         dtype = self.head.weight.dtype
         state: State = {"step": params.new_zeros(B, 1, dtype=dtype)}
+        if self.config["horizon_features"]:  # 0: not known yet (see the module docstring)
+            state["horizon"] = params.new_full((B, 1), float(self.run_length), dtype=dtype)
         for key in self._moment_keys():
             state[key] = params.new_zeros(B, n, dtype=dtype)
         return state
@@ -188,9 +204,7 @@ class MLPLOpt(LearnedOptimizer):
 
         with torch.no_grad():  # the inputs: constants for the meta-gradient
             x = self._features(g, params.to(dtype), state, new_state, layout, bias, bias2)
-            taus = cfg["time_scales"]
-            times = (torch.tanh(t.to(dtype) / torch.tensor(taus, dtype=dtype, device=g.device))
-                     if taus else None)
+            times = self._times(t.to(dtype), state, new_state)
         if torch.is_grad_enabled() or n <= FROZEN_CHUNK:
             out = self._net(x, times)
         else:  # frozen use (evaluation, the drop-in): the hidden units of a chunk at a time
@@ -202,6 +216,23 @@ class MLPLOpt(LearnedOptimizer):
         if cfg["mup"]:
             update = update * self._mup_scale(layout, update)
         return update.to(grads.dtype), new_state
+
+    def _times(self, t: Tensor, state: State, new_state: State) -> Tensor | None:
+        """The per-instance inputs ``(B, T)``: ``tanh(t / tau)``, and with horizon_features
+        the fraction of the run done ``f = t / horizon`` (at most 1) and ``f^2``."""
+        taus = self.config["time_scales"]
+        parts = [torch.tanh(t / torch.tensor(taus, dtype=t.dtype, device=t.device))] if taus else []
+        if self.config["horizon_features"]:
+            horizon = state["horizon"]
+            new_state["horizon"] = horizon
+            if not bool((horizon > 0).all()):
+                raise ValueError(
+                    "mlp_lopt with horizon_features=true needs its run's length, but the state "
+                    "does not record one: pass it with l2l.interface.with_horizon(state, steps) "
+                    "after init, or set the optimizer's run_length to the run's steps")
+            fraction = (t / horizon).clamp(max=1.0)
+            parts += [fraction, fraction * fraction]
+        return torch.cat(parts, dim=1) if parts else None
 
     def _net(self, x: Tensor, times: Tensor | None) -> Tensor:
         """The MLP: inputs ``(B, F, N)`` (and time features ``(B, T)``) to ``(B, 2, N)``."""
