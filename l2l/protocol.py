@@ -63,7 +63,6 @@ def tune(cfg: DictConfig, baseline: BatchedOptimizer, task: TaskFamily, device: 
                            f"{cfg.tune.low}..{cfg.tune.high}: widen tune.low/tune.high", result)
     log.info("tuned %s: lr=%.3g (validation final loss %.4g)", baseline.name, result.best_lr,
              min(result.scores))
-    logger.summary({f"tune/{baseline.name}/lr": result.best_lr})
     return result
 
 

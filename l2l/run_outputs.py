@@ -20,11 +20,7 @@ def report(cfg: DictConfig, records: list[EvaluationRecord], run_dir: Path,
     paths = write_report(run_dir, records, task=cfg.task.name, steps=cfg.eval.steps,
                          run={"mode": cfg.mode, "seed": cfg.seed, "eval_seed": cfg.eval.seed,
                               "eval_instances": cfg.eval.instances})
-    logger.log_curves(records)
-    logger.log_tuning_curves(records)
-    for record in records:
-        logger.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
-                        f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
+    logger.log_evaluation(records)
     print(f"\n{table_with_verdict(records)}\n\nreport: {paths['report']}", flush=True)
     finite = [r.final_loss_mean for r in records if math.isfinite(r.final_loss_mean)]
     return min(finite) if finite else math.inf

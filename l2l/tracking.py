@@ -27,7 +27,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -292,6 +292,15 @@ class RunLogger:
 
         self._guard("log_curves", build_and_log)
 
+    def log_evaluation(self, records: Sequence[EvaluationRecord]) -> None:
+        """A finished evaluation in wandb: the optimizers' curves (:meth:`log_curves`), their
+        tuning grids (:meth:`log_tuning_curves`) and each one's final loss in the summary."""
+        self.log_curves(records)
+        self.log_tuning_curves(records)
+        for record in records:
+            self.summary({f"eval/{record.name}/final_loss": record.final_loss_mean,
+                          f"eval/{record.name}/final_loss_ci95": record.final_loss_ci95})
+
     def log_tuning(self, name: str, tuning: TuneResult) -> None:
         """Record a learning-rate search (:meth:`l2l.evaluation.TuneResult.to_json`): one line
         ``{"event": "tune", "optimizer": name, "grid": ..., "scores": ...}`` in metrics.jsonl
@@ -304,7 +313,9 @@ class RunLogger:
         self._metrics.write(dumps({"event": "tune", "optimizer": name, **tuning.to_json()})
                             + "\n")
         self._metrics.flush()
-        self.summary({f"tune/{name}/best_val_final_loss": finite(min(tuning.scores, default=None)),
+        best = finite(min(tuning.scores, default=None))
+        self.summary({f"tune/{name}/lr": tuning.best_lr if best is not None else None,
+                      f"tune/{name}/best_val_final_loss": best,
                       f"tune/{name}/edge": tuning.edge or "none"})
 
     def log_tuning_curves(self, entries: Iterable[EvaluationRecord]) -> None:

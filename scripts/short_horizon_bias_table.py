@@ -1,0 +1,70 @@
+"""The short-horizon-bias experiment's table (issue 23), from what scripts/short_horizon_bias.sh
+leaves in ``runs/``: per meta-training seed and estimator, the untrained start's and the best
+validation final loss (with the iteration it was kept at), the last validation (where
+meta-training had taken the weights), the learned lr and momentum, and the best checkpoint's
+mean final test loss over the 100 test problems with its 95% CI; then tuned momentum's test loss
+at the same 1,000 steps.
+
+    python scripts/short_horizon_bias_table.py [--runs runs] > table.md
+
+A seed whose best checkpoint is its untrained start says so: meta-training never improved on
+it, the short-horizon bias the experiment looks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from l2l.checkpoint import load
+from l2l.loading import load_optimizer
+
+
+def _record(summary: Path) -> dict:
+    """The first (the only) optimizer's record of an evaluation's summary.json."""
+    return json.loads(summary.read_text())["optimizers"][0]
+
+
+def _rule(path: Path) -> str:
+    """The learned lr and momentum of a checkpoint's learnable_momentum."""
+    optimizer, _ = load_optimizer(str(path), "cpu")
+    with torch.no_grad():
+        lr = float(optimizer.learning_rate(torch.zeros(1, 1)))
+    return f"{lr:.3g}, {optimizer._float_values()['momentum']:.3g}"
+
+
+def _test(record: dict) -> str:
+    return f"{record['final_loss_mean']:.4g} ± {record['final_loss_ci95']:.2g}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    args = parser.parse_args(argv)
+    meta = args.runs / "meta_train" / "mnist"
+    print("| seed | estimator | untrained validation | best validation (iteration) | last "
+          "validation | lr, momentum: best / last | best checkpoint's test final loss |")
+    print("|---|---|---|---|---|---|---|")
+    for run in sorted(meta.glob("shb_*_s*")):
+        how, seed = run.name.removeprefix("shb_").rsplit("_s", 1)
+        latest = load(run / "checkpoints" / "latest.pt")
+        history = latest["history"]
+        vals, its = history["val_loss"], history["val_iteration"]
+        best = latest.get("best_iteration", its[vals.index(min(vals))])
+        kept = "untrained" if best == 0 else f"{min(vals):.4g} ({best})"
+        summaries = sorted(args.runs.glob(f"evaluate/**/shb_eval_{how}_s{seed}/summary.json"))
+        test = _test(_record(summaries[-1])) if summaries else "not run"
+        checkpoints = run / "checkpoints"
+        rules = f"{_rule(checkpoints / 'best.pt')} / {_rule(checkpoints / 'latest.pt')}"
+        print(f"| {seed} | {how} | {vals[0]:.4g} | {kept} | {vals[-1]:.4g} | {rules} | {test} |")
+    tuned = sorted(args.runs.glob("**/shb_momentum_tuned/summary.json"))
+    if tuned:
+        record = _record(tuned[-1])
+        print(f"\nTuned momentum (lr {record.get('tuned_lr')}): test final loss {_test(record)}.")
+
+
+if __name__ == "__main__":
+    main()
