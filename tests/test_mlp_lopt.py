@@ -578,3 +578,15 @@ def test_the_drop_in_uses_the_run_length_it_is_given():
     losses = _steps(model, drop_in, 3)
     assert all(math.isfinite(v) for v in losses)
     assert drop_in.state_dict()["state"][0]["horizon"].item() == 20.0
+
+
+def test_checkpoints_from_before_horizon_features_load_as_without_them(tmp_path):
+    opt = _perturb(MLPLOpt(hidden_size=4))
+    payload = opt.payload()
+    del payload["config"]["horizon_features"]  # as written before the field existed
+    loaded = MLPLOpt.from_config(payload["config"], complete=True)
+    assert loaded.config["horizon_features"] is False
+    del payload["config"]["hidden_layers"]  # a field that was always there: still incomplete
+    with pytest.raises(ValueError, match=r"\['hidden_layers'\] of learned optimizer 'mlp_lopt' "
+                                         "are missing"):
+        MLPLOpt.from_config(payload["config"], complete=True)

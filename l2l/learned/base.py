@@ -88,6 +88,11 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
 
     # -- configs and checkpoints --------------------------------------------------------------
 
+    #: fields added to the architecture after checkpoints were written without them, each with
+    #: the value that rebuilds those checkpoints' rule exactly (so they keep loading); any other
+    #: missing field still makes a checkpoint incomplete
+    added_fields: ClassVar[dict[str, Any]] = {}
+
     @classmethod
     def config_fields(cls) -> dict[str, Any]:
         """The architecture's fields and their defaults (``inspect.Parameter.empty`` if none)."""
@@ -103,7 +108,7 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
             raise ValueError(f"{source}: unknown field(s) {unknown} for learned optimizer "
                              f"{cls.name!r}; valid fields are {', '.join(fields)}")
         if complete:
-            missing = sorted(set(fields) - set(config))
+            missing = sorted(set(fields) - set(config) - set(cls.added_fields))
             if missing:
                 raise ValueError(f"{source}: field(s) {missing} of learned optimizer {cls.name!r} "
                                  "are missing; the checkpoint is incomplete or from another "
@@ -114,6 +119,7 @@ class LearnedOptimizer(BatchedOptimizer, nn.Module):
                     complete: bool = False) -> LearnedOptimizer:
         """Build the architecture ``config`` describes (unknown fields are refused)."""
         cls.check_config(config, source=source, complete=complete)
+        config = {**cls.added_fields, **config}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
         return cls(**values)
 

@@ -90,6 +90,7 @@ class MLPLOpt(LearnedOptimizer):
     name = "mlp_lopt"
     reads_params = False  # p is an input only: see the module docstring
     uses_layout = True
+    added_fields = {"horizon_features": False}  # checkpoints from before it read no run length
     summary = ("per-coordinate 2-layer MLP on per-tensor-normalised Adam/Adafactor features "
                "(small_fc_lopt); untrained = Adam; mup=true: muLO")
 
