@@ -10,15 +10,18 @@
 #     meta-iterations (8 particles x 20 steps each).
 # Both validate 8 times on 20 fixed problems over meta.horizon=1000 steps (the selection
 # criterion is the final loss there; iteration 0 is the untrained start). Then momentum's lr is
-# tuned at 1,000 steps and every best.pt is evaluated on the 100 test problems over 1,000 steps.
+# tuned at 1,000 steps, and PES's best.pt, TBPTT's latest.pt and the untrained start are
+# evaluated on the 100 test problems over 1,000 steps (scripts/short_horizon_bias_table.py).
 # The claim to check: TBPTT's best is its untrained start or worse (short-horizon bias), PES's
 # beats both the start and tuned momentum.
 #
-# Cost on the quiet 2-core AMD EPYC (one thread, 2026-12-02): a TBPTT task of 1,000 steps ~20 s,
-# a PES iteration ~2 s, a validation ~15 s; one seed of both ~25 min at TASKS=40.
+# Cost on the 2-core AMD EPYC (one thread, 2026-12-02, beside three or four other jobs): a TBPTT
+# task of 1,000 steps 7-20 s, a PES iteration 2-4 s, a validation 15-40 s; the three seeds of
+# both took 67 min, the tuning 13 min, each evaluation of 100 problems several minutes.
 #
 # Usage (from the repository root): bash scripts/short_horizon_bias.sh
 #   SEEDS="0 1 2" TASKS=40 META_LR=0.01 DATA=/work/shared/data/mnist  (the defaults)
+#   EVALUATE_ONLY=1 skips the meta-training and the tuning (done before)
 set -euo pipefail
 SEEDS=${SEEDS:-0 1 2}
 TASKS=${TASKS:-40}
@@ -32,6 +35,7 @@ RUNS=runs/meta_train/mnist
 # train.py exits 1 when meta-training never beat the untrained start; its best.pt is then that
 # start, which for this experiment is a result, not a failure
 kept_best() { [ -f "$RUNS/$1/checkpoints/best.pt" ] || exit 1; }
+if [ -z "${EVALUATE_ONLY:-}" ]; then  # EVALUATE_ONLY=1: the runs and the tuning are done
 for s in $SEEDS; do
   ${PYTHON:-python} train.py $C $L mode=meta_train meta.unroll=20 meta.second_order=true \
       meta.iterations=$TASKS meta.val_every=$((TASKS / 8)) seed=$s run_name=shb_tbptt_s$s || kept_best shb_tbptt_s$s
@@ -41,11 +45,17 @@ for s in $SEEDS; do
       run_name=shb_pes_s$s || kept_best shb_pes_s$s
 done
 ${PYTHON:-python} train.py $C mode=tune optimizer=momentum run_name=shb_momentum_tuned
+fi
+# on the test problems: PES's kept weights, TBPTT's last ones (its kept ones are the untrained
+# start whenever it never beat it), and the untrained start once
+E="$C $L mode=evaluate"
 for s in $SEEDS; do
-  for how in tbptt pes; do
-    ${PYTHON:-python} train.py $C $L mode=evaluate checkpoint=$RUNS/shb_${how}_s$s/checkpoints/best.pt \
-        run_name=shb_eval_${how}_s$s
-  done
+  ${PYTHON:-python} train.py $E checkpoint=$RUNS/shb_pes_s$s/checkpoints/best.pt run_name=shb_eval_pes_s$s
+  ${PYTHON:-python} train.py $E checkpoint=$RUNS/shb_tbptt_s$s/checkpoints/latest.pt \
+      run_name=shb_eval_tbptt_last_s$s
 done
+# the untrained learnable_momentum is momentum at lr 0.5, 0.9
+${PYTHON:-python} train.py $C mode=evaluate optimizer=momentum optimizer.hyperparameters.lr=0.5 \
+    optimizer.hyperparameters.momentum=0.9 run_name=shb_eval_untrained
 ${PYTHON:-python} scripts/validation_curves.py --out docs/figures/short_horizon_bias.png \
     $RUNS/shb_tbptt_s* $RUNS/shb_pes_s*

@@ -1,8 +1,9 @@
 """The short-horizon-bias experiment's table (issue 23), from what scripts/short_horizon_bias.sh
 leaves in ``runs/``: per meta-training seed and estimator, the untrained start's and the best
 validation final loss (with the iteration it was kept at), the last validation (where
-meta-training had taken the weights), the learned lr and momentum, and the best checkpoint's
-mean final test loss over the 100 test problems with its 95% CI; then tuned momentum's test loss
+meta-training had taken the weights), the learned lr and momentum, and the mean final test loss
+over the 100 test problems with its 95% CI (PES: its best checkpoint; TBPTT: its last weights,
+its best being the untrained start); then tuned momentum's and the untrained start's test loss
 at the same 1,000 steps.
 
     python scripts/short_horizon_bias_table.py [--runs runs] > table.md
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     meta = args.runs / "meta_train" / "mnist"
     print("| seed | estimator | untrained validation | best validation (iteration) | last "
-          "validation | lr, momentum: best / last | best checkpoint's test final loss |")
+          "validation | lr, momentum: best / last | test final loss (PES: best; TBPTT: last) |")
     print("|---|---|---|---|---|---|---|")
     for run in sorted(meta.glob("shb_*_s*")):
         how, seed = run.name.removeprefix("shb_").rsplit("_s", 1)
@@ -55,15 +56,19 @@ def main(argv: list[str] | None = None) -> None:
         vals, its = history["val_loss"], history["val_iteration"]
         best = latest.get("best_iteration", its[vals.index(min(vals))])
         kept = "untrained" if best == 0 else f"{min(vals):.4g} ({best})"
-        summaries = sorted(args.runs.glob(f"evaluate/**/shb_eval_{how}_s{seed}/summary.json"))
+        evaluated = "shb_eval_pes" if how == "pes" else "shb_eval_tbptt_last"
+        summaries = sorted(args.runs.glob(f"evaluate/**/{evaluated}_s{seed}/summary.json"))
         test = _test(_record(summaries[-1])) if summaries else "not run"
         checkpoints = run / "checkpoints"
         rules = f"{_rule(checkpoints / 'best.pt')} / {_rule(checkpoints / 'latest.pt')}"
         print(f"| {seed} | {how} | {vals[0]:.4g} | {kept} | {vals[-1]:.4g} | {rules} | {test} |")
-    tuned = sorted(args.runs.glob("**/shb_momentum_tuned/summary.json"))
-    if tuned:
-        record = _record(tuned[-1])
-        print(f"\nTuned momentum (lr {record.get('tuned_lr')}): test final loss {_test(record)}.")
+    for run, what in (("shb_momentum_tuned", "tuned momentum"),
+                      ("shb_eval_untrained", "the untrained start (momentum at lr 0.5, 0.9)")):
+        found = sorted(args.runs.glob(f"**/{run}/summary.json"))
+        if found:
+            record = _record(found[-1])
+            lr = f" (lr {record['tuned_lr']:.3g})" if record.get("tuned_lr") else ""
+            print(f"\n{what}{lr}: test final loss {_test(record)}.")
 
 
 if __name__ == "__main__":
