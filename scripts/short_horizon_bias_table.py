@@ -34,7 +34,8 @@ def _rule(path: Path) -> str:
     optimizer, _ = load_optimizer(str(path), "cpu")
     with torch.no_grad():
         lr = float(optimizer.learning_rate(torch.zeros(1, 1)))
-    return f"{lr:.3g}, {optimizer._float_values()['momentum']:.3g}"
+        momentum = optimizer._float_values()["momentum"]
+    return f"{lr:.3g}, {momentum:.3g}"
 
 
 def _test(record: dict) -> str:
