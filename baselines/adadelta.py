@@ -28,12 +28,12 @@ from l2l.interface import (
     addcmul_,
     apply_weight_decay,
     check_params,
-    check_range,
     coefficient,
     decayed_grad,
     safe_sqrt,
     step_counter,
 )
+from l2l.range_checks import check_range
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from l2l.interface import (
     addcdiv_,
     apply_weight_decay,
     check_params,
-    check_range,
     coefficient,
     decayed_grad,
     is_zero,
@@ -36,6 +35,7 @@ from l2l.interface import (
     step_counter,
     step_value,
 )
+from l2l.range_checks import check_range
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,14 @@ from l2l.interface import (
     addcdiv_,
     addcmul_,
     apply_weight_decay,
-    check_betas,
     check_params,
-    check_range,
     coefficient,
     decayed_grad,
     safe_sqrt,
     step_counter,
     step_value,
 )
+from l2l.range_checks import check_betas, check_range
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared by the adaptive rules.

@@ -37,12 +37,12 @@ from l2l.interface import (
     add_scaled_,
     apply_weight_decay,
     check_params,
-    check_range,
     coefficient,
     decayed_grad,
     is_zero,
     step_counter,
 )
+from l2l.range_checks import check_range
 
 
 def heavy_ball_update(

@@ -41,9 +41,7 @@ from l2l.interface import (
     addcdiv_,
     addcmul_,
     apply_weight_decay,
-    check_betas,
     check_params,
-    check_range,
     coefficient,
     decayed_grad,
     is_zero,
@@ -51,6 +49,7 @@ from l2l.interface import (
     step_counter,
     step_value,
 )
+from l2l.range_checks import check_betas, check_range
 
 
 @dataclass(frozen=True)

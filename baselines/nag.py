@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from baselines.momentum import Momentum
-from l2l.interface import check_range
+from l2l.range_checks import check_range
 
 
 @dataclass(frozen=True)

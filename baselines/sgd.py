@@ -21,10 +21,10 @@ from l2l.interface import (
     add_scaled_,
     apply_weight_decay,
     check_params,
-    check_range,
     coefficient,
     decayed_grad,
 )
+from l2l.range_checks import check_range
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ steps, ``horizon / unroll`` meta-steps; pes/es: one truncation of every particle
 whole episode) of the paper's setup (``meta=paper``, the 2x20 LSTM) is timed
 
 * through ``train.py`` itself, as a user runs it (``threads=auto``, ``meta.compile=auto``):
-  two runs of ``N`` and ``N + k`` meta-iterations, whose wall times differ by ``k`` iterations
-  (start-up, data loading, the first and last validations and checkpoints cancel);
+  the median of the ``meta/seconds`` its metrics.jsonl records for the ``k`` meta-iterations
+  after the first (which compiles); start-up, validation and checkpoints are not in it. (The
+  difference of two runs' wall times was tried first: compilation's variation between runs,
+  seconds, swamped it);
 * in this process with every setting the benchmark can choose (1 or 2 threads, compiled or not
   for the back-propagating estimators; the population ones never compile), keeping the best;
 
@@ -52,14 +54,20 @@ particles (TBPTT: a batch of ``P`` instances) in one process and under ``torchru
 total inner steps per second. On a 2-core machine under other load the two processes compete
 for the cores: the numbers say what a second process buys here, not on a cluster.
 
-The full run (on a quiet machine; roughly 15-30 minutes, estimated from the smoke run, not
-measured; ``--quick`` is the smoke run, about 40 s at load 5 on 2 cores)::
+The full run (on a quiet machine; measured in parts on the 2-core EPYC: the default path about
+25 minutes for MNIST and 3 for the quadratic; ``--quick`` is the smoke run, about 40 s at load
+5 on 2 cores)::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_estimators.py --data-dir /work/shared/data/mnist \\
         --tasks quadratic mnist --default-path --default-tasks mnist quadratic
 
+One part alone: ``--tables processes`` (or ``speed``, ``memory``) prints only those tables for
+each of ``--tasks``; ``--tasks`` with no task skips them all (with ``--default-path``: only the
+default path).
+
 Options: ``[--particles 8] [--truncation 20] [--horizon 100] [--repeats 3]
-[--optimizers learnable_adam lstm] [--memory-truncations 5 10 20 40] [--processes 1 2]
+[--tables speed memory processes] [--optimizers learnable_adam lstm]
+[--memory-truncations 5 10 20 40] [--processes 1 2]
 [--default-estimators auto sequence pes es full_es] [--default-extra N]``.
 """
 
@@ -68,6 +76,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -107,9 +116,11 @@ PRESETS = {"mnist": ("mnist_mlp", {"hidden_sizes": (20,), "activation": "sigmoid
                                    "batch_size": 128, "init_std": 0.01}),
            "quadratic": ("quadratic", {"dim": 10, "w_dist": "normal", "y_dist": "normal",
                                        "init_std": 0.01})}
-#: train.py's meta-iterations timed beyond the first (``--default-extra``), per task: enough
-#: that they outweigh the start-up's variation
-DEFAULT_EXTRA = {"mnist": 4, "quadratic": 200}
+#: train.py's meta-iterations timed after the first, which compiles (``--default-extra``), per
+#: task: their median is train.py's time per meta-iteration
+DEFAULT_EXTRA = {"mnist": 6, "quadratic": 50}
+#: the tables printed per task (``--tables``)
+TABLES = ("speed", "memory", "processes")
 #: ``--quick``: every table at smoke size (well under a minute on 2 cores)
 QUICK = {"particles": 4, "truncation": 4, "horizon": 12, "repeats": 1,
          "optimizers": ["learnable_adam"], "memory_truncations": [2, 8],
@@ -267,8 +278,12 @@ def processes(preset: str, opt_name: str, estimators: list[str], counts: list[in
         print(f"{estimator:<10}{cells}  {rates[-1] / rates[0]:5.2f}x")
 
 
-def _train_py_seconds(preset: str, estimator: str, iterations: int, data_dir: str | None) -> float:
-    """Wall time of ``train.py`` meta-training ``iterations`` meta-iterations with its defaults."""
+def _train_py_seconds(preset: str, estimator: str, iterations: int,
+                      data_dir: str | None) -> tuple[float, str]:
+    """Seconds per meta-iteration of ``train.py`` with its defaults: the median of the
+    ``meta/seconds`` its metrics.jsonl records for each meta-iteration after the first (which
+    compiles), validation and checkpoints excluded; and the threads its ``threads=auto`` chose
+    (its log line)."""
     with tempfile.TemporaryDirectory() as tmp:
         args = [sys.executable, str(ROOT / "train.py"), "mode=meta_train", f"task={preset}",
                 "meta=paper", "optimizer=lstm", f"meta.estimator={estimator}",
@@ -277,12 +292,29 @@ def _train_py_seconds(preset: str, estimator: str, iterations: int, data_dir: st
                 "progress=false", f"hydra.run.dir={tmp}/run"]
         if data_dir:
             args.append(f"data_dir={data_dir}")
-        start = time.perf_counter()
         proc = subprocess.run(args, cwd=tmp, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-    if "meta-training done" not in proc.stderr:
+        metrics = Path(tmp) / "run" / "metrics.jsonl"
+        rows = ([json.loads(line) for line in metrics.read_text().splitlines()]
+                if metrics.exists() else [])
+    seconds = [r["meta/seconds"] for r in rows if "meta/seconds" in r][1:]
+    if "meta-training done" not in proc.stderr or not seconds:
         raise RuntimeError(f"train.py failed: {proc.stderr[-2000:]}")
-    return seconds
+    chose = re.search(r"threads: auto: (\d+)", proc.stderr)
+    return statistics.median(seconds), f"{chose.group(1)} thread(s)" if chose else "?"
+
+
+def _train_py_lstm(preset: str) -> dict:
+    """The LSTM's hyperparameters ``train.py task=<preset> optimizer=lstm`` uses (composed by
+    Hydra as train.py composes them: per task, e.g. no preprocessing on the quadratic)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from l2l.config_store import register_configs
+
+    register_configs()  # conf/optimizer/*.yaml take their defaults from the classes
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={preset}", "optimizer=lstm"])
+    return OmegaConf.to_container(cfg.optimizer.hyperparameters, resolve=True)
 
 
 def _in_process_seconds(preset: str, estimator: str, threads: int, compile_: bool,
@@ -290,7 +322,8 @@ def _in_process_seconds(preset: str, estimator: str, threads: int, compile_: boo
     """Seconds per meta-iteration of a ``MetaTrainer`` with the given settings (median)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    trainer = MetaTrainer(build_optimizer("lstm"), build_preset(preset, data_dir),
+    trainer = MetaTrainer(build_optimizer("lstm", **_train_py_lstm(preset)),
+                          build_preset(preset, data_dir),
                           MetaConfig(estimator=estimator, compile=compile_, val_instances=1))
     step = (trainer.train_population if trainer.population is not None
             else lambda: trainer.train_task(trainer.sample_task(trainer.iteration)))
@@ -307,25 +340,28 @@ def _in_process_seconds(preset: str, estimator: str, threads: int, compile_: boo
 def default_path(preset: str, estimators: list[str], extra: int, repeats: int,
                  data_dir: str | None) -> None:
     print(f"\ndefault path, task={preset} meta=paper optimizer=lstm (s per meta-iteration; "
-          f"train.py: {extra} iterations' difference)")
-    print(f"{'estimator':<10} {'train.py':>9} {'best':>8} {'best setting':<22} {'ratio':>6}")
+          f"train.py: median of its {extra} meta-iterations after the first; in-process: median of "
+          f"{max(repeats, 5)}), "
+          f"load {os.getloadavg()[0]:.2f}")
+    print(f"{'estimator':<10} {'train.py':>9} {'its threads':<12} {'best':>8} "
+          f"{'best setting':<22} {'ratio':>6}  every in-process setting")
     for estimator in estimators:
-        default = (_train_py_seconds(preset, estimator, 1 + extra, data_dir)
-                   - _train_py_seconds(preset, estimator, 1, data_dir)) / extra
+        default, threads = _train_py_seconds(preset, estimator, 1 + extra, data_dir)
         is_population = estimator in POPULATION
         settings = [(t, c) for t in (1, 2) for c in ((False,) if is_population
                                                      else (False, True))]
-        timed = {s: _in_process_seconds(preset, estimator, *s, repeats, data_dir)
+        timed = {s: _in_process_seconds(preset, estimator, *s, max(repeats, 5), data_dir)
                  for s in settings}
-        (threads, compile_), best = min(timed.items(), key=lambda kv: kv[1])
-        label = f"{threads} thread(s){', compiled' if compile_ else ''}"
-        if default <= 0:  # the runs' start-up varied by more than the extra iterations took
-            print(f"{estimator:<10} {'noise':>9} {best:8.3f} {label:<22}   n/a (raise "
-                  "--default-extra)")
-            continue
-        print(f"{estimator:<10} {default:9.3f} {best:8.3f} {label:<22} {default / best:6.2f}"
-              "  (goal <= 1.1)")
+        (best_threads, compile_), best = min(timed.items(), key=lambda kv: kv[1])
+        label = _label(best_threads, compile_)
+        every = ", ".join(f"{_label(*s)} {t:.3f}" for s, t in timed.items())
+        print(f"{estimator:<10} {default:9.3f} {threads:<12} {best:8.3f} {label:<22} "
+              f"{default / best:6.2f}  {every}  (goal <= 1.1)")
     torch.set_num_threads(1)
+
+
+def _label(threads: int, compile_: bool) -> str:
+    return f"{threads} thread(s){', compiled' if compile_ else ''}"
 
 
 def _arguments() -> argparse.Namespace:
@@ -336,9 +372,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--truncation", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed calls per setting (median); --default-path: at least 5")
     parser.add_argument("--tasks", "--task", nargs="*", default=["quadratic", "mnist"],
                         choices=list(PRESETS), help="the tables' tasks (none: only --default-path)")
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES),
+                        help="which tables to print for each of --tasks")
     parser.add_argument("--optimizers", nargs="+", default=["learnable_adam", "lstm"])
     parser.add_argument("--memory-optimizer", default="learnable_adam")
     parser.add_argument("--memory-truncations", type=int, nargs="+", default=[5, 10, 20, 40])
@@ -356,7 +395,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--default-estimators", nargs="+",
                         default=["auto", "sequence", "pes", "es", "full_es"])
     parser.add_argument("--default-extra", type=int, default=None,
-                        help="train.py: time N + extra against N meta-iterations (default: "
+                        help="train.py: the median of this many meta-iterations after the "
+                        "first (default: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_EXTRA.items()) + ")")
     parser.add_argument("--data-dir", default=os.environ.get("L2L_DATA_DIR"))
     parser.add_argument("--probe-memory", help=argparse.SUPPRESS)
@@ -381,12 +421,13 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.2f}")
     for preset in args.tasks:
         task = build_preset(preset, args.data_dir)
-        for opt in args.optimizers:
+        for opt in args.optimizers if "speed" in args.tables else ():
             bench(preset, task, opt, args.particles, args.truncation, args.horizon,
                   args.repeats)
-        memory(preset, task, args.memory_optimizer, args.particles, args.memory_truncations,
-               args.data_dir, rss=preset in args.rss_tasks)
-        if args.processes:
+        if "memory" in args.tables:
+            memory(preset, task, args.memory_optimizer, args.particles, args.memory_truncations,
+                   args.data_dir, rss=preset in args.rss_tasks)
+        if args.processes and "processes" in args.tables:
             processes(preset, args.process_optimizer, args.process_estimators, args.processes,
                       args.particles, args.truncation, args.horizon, args.process_iterations,
                       args.data_dir)

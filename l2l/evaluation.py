@@ -109,16 +109,6 @@ def final_loss_score(result: RunResult) -> float:
 # Baseline tuning.
 
 
-def lr_grid(low: float = 1e-4, high: float = 10.0, per_decade: int = 3) -> list[float]:
-    """Log-spaced learning rates ``low .. high`` with ``per_decade`` values per factor of 10."""
-    if not 0 < low < high:
-        raise ValueError(f"need 0 < low < high for the lr grid, got low={low}, high={high}")
-    if per_decade < 1:
-        raise ValueError(f"per_decade must be >= 1, got {per_decade}")
-    count = round(math.log10(high / low) * per_decade)
-    return [low * 10 ** (k / per_decade) for k in range(count + 1)]
-
-
 @dataclass(slots=True)
 class TuneResult:
     """A learning-rate search: the grid, its validation scores, the best learning rate."""
@@ -128,14 +118,15 @@ class TuneResult:
     #: (G,) mean final loss per learning rate over the validation instances; inf if any diverged
     scores: list[float]
 
-    @property
-    def edge(self) -> str | None:
-        """``"low"``/``"high"`` when the best learning rate is the grid's lowest/highest value:
-        the true optimum may then lie outside the grid, so the tuning is not to be trusted."""
-        if len(self.grid) < 2 or not any(math.isfinite(s) for s in self.scores):
-            return None
-        best = self.grid.index(self.best_lr)
-        return "low" if best == 0 else "high" if best == len(self.grid) - 1 else None
+    #: ``"low"``/``"high"`` when the best learning rate is the grid's lowest/highest value:
+    #: the true optimum may then lie outside the grid, so the tuning is not to be trusted
+    edge: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.edge = None
+        if len(self.grid) >= 2 and any(math.isfinite(s) for s in self.scores):
+            best = self.grid.index(self.best_lr)
+            self.edge = "low" if best == 0 else "high" if best == len(self.grid) - 1 else None
 
     def to_json(self) -> dict[str, Any]:
         """The whole grid for reports and metrics.jsonl: ``scores`` keep ``inf`` for diverged

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from l2l.estimators.evolution import check_population_settings
-from l2l.interface import check_range
 from l2l.objectives import OBJECTIVES
+from l2l.range_checks import check_range
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,8 @@ class LoggingCallback(Callback):
     bar: Progress
 
     def on_task_end(self, trainer: MetaTrainer, iteration: int, meta_loss: float) -> None:
-        self.logger.log({"meta/loss": meta_loss, "meta/skipped": trainer.skipped}, iteration)
+        self.logger.log({"meta/loss": meta_loss, "meta/skipped": trainer.skipped,
+                         "meta/seconds": trainer.seconds}, iteration)
         self.bar.update(1, loss=meta_loss)
 
     def on_validation(self, trainer: MetaTrainer, iteration: int, val_loss: float,
@@ -79,7 +81,7 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
         bar.update(trainer.iteration)
     log.info("meta-training %s with the %s estimator%s", learned.name, trainer.estimator.name,
              ", compiled" if trainer.compiled else "")
-    with bar, stop:
+    with closing(bar), stop:
         try:
             result = trainer.train()
         except MetaTrainingInterrupted as interrupted:

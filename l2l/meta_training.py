@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -139,6 +140,7 @@ class MetaTrainer:
         self.iteration = 0
         self.history: dict[str, list] = {"meta_loss": [], "val_loss": [], "val_iteration": []}
         self.skipped = 0
+        self.seconds = math.nan  #: the wall time of the last meta-iteration
         self.consecutive_skips = 0
         val_seed = config.seed if config.val_seed is None else config.val_seed
         self.validator = Validator(task, instances=config.val_instances, seed=val_seed,
@@ -327,13 +329,11 @@ class MetaTrainer:
                 "meta.clip_grad_norm, lower the optimizer's output scale, or shorten meta.unroll."
             )
 
-    # -- validation ----------------------------------------------------------------------------
+    # -- the loop and its validation ------------------------------------------------------------
 
     def validate(self) -> float:
         """The frozen optimizer's validation score (mean final loss on fixed problems)."""
         return self.sync.from_writer(lambda: self.validator.score(self.optimizer))
-
-    # -- the loop ------------------------------------------------------------------------------
 
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train up to ``config.iterations`` (or ``stop_after`` more iterations, to simulate an
@@ -344,10 +344,10 @@ class MetaTrainer:
         if self.iteration == 0 and not self.history["val_loss"]:
             self._validate_and_keep_best()  # the untrained optimizer is the first candidate
         while self.iteration < end:
-            if self.population is not None:
-                meta_losses = self.train_population()
-            else:
-                meta_losses = self.train_task(self.sample_task(self.iteration))
+            start = time.perf_counter()
+            meta_losses = (self.train_population() if self.population is not None
+                           else self.train_task(self.sample_task(self.iteration)))
+            self.seconds = time.perf_counter() - start  # validation and checkpoints excluded
             self.iteration += 1
             mean_loss = sum(meta_losses) / len(meta_losses) if meta_losses else math.nan
             self.history["meta_loss"].append(mean_loss)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO, TypeVar
 
 from tqdm import tqdm
@@ -35,7 +36,8 @@ class _Lines:
 
 
 class Progress:
-    """``with Progress(100, "meta-train") as bar: ... bar.update(1, loss=0.3)``.
+    """``bar = Progress(100, "meta-train"); ... bar.update(1, loss=0.3); bar.close()`` (for one
+    phase in a ``with`` block: :func:`progress_bar`).
 
     Args:
         total: the number of updates to completion.
@@ -76,11 +78,17 @@ class Progress:
     def close(self) -> None:
         self._bar.close()
 
-    def __enter__(self) -> Progress:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+@contextmanager
+def progress_bar(total: int, desc: str, *, enabled: bool = True, stream: TextIO | None = None,
+                 leave: bool = True) -> Iterator[Progress]:
+    """``with progress_bar(100, "tune adam") as bar: run(..., progress=bar.step)``: a
+    :class:`Progress` for one phase, closed when the phase ends, also by an exception."""
+    bar = Progress(total, desc, enabled=enabled, stream=stream, leave=leave)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def track(items: Iterable[Item], desc: str, *, enabled: bool = True,
@@ -90,7 +98,7 @@ def track(items: Iterable[Item], desc: str, *, enabled: bool = True,
     For a loop over a known list (tqdm's own idiom), so that the loop reads as one line; the bar
     closes when the loop ends, also by an exception or a ``break``."""
     items = list(items)
-    with Progress(len(items), desc, enabled=enabled, stream=stream) as bar:
+    with progress_bar(len(items), desc, enabled=enabled, stream=stream) as bar:
         for item in items:
             yield item
             bar.update(1)

@@ -21,12 +21,11 @@ from l2l.evaluation import (
     EvaluationRecord,
     TuneResult,
     evaluate_optimizer,
-    lr_grid,
     tune_learning_rate,
 )
 from l2l.interface import BatchedOptimizer
 from l2l.learned.base import LearnedOptimizer
-from l2l.progress import Progress
+from l2l.progress import progress_bar
 from l2l.registry import build_optimizer
 from l2l.report.cells import fmt
 from l2l.tasks.base import TaskFamily
@@ -36,6 +35,17 @@ log = logging.getLogger("l2l")
 
 UNTRAINED_NOTE = ("untrained: meta-training never beat the initial optimizer, so this row is the "
                   "untrained {name}")
+
+
+def lr_grid(low: float = 1e-4, high: float = 10.0, per_decade: int = 3) -> list[float]:
+    """The tuning grid (``tune.low``, ``tune.high``, ``tune.per_decade``): log-spaced learning
+    rates ``low .. high`` with ``per_decade`` values per factor of 10."""
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < low < high for the lr grid, got low={low}, high={high}")
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be >= 1, got {per_decade}")
+    count = round(math.log10(high / low) * per_decade)
+    return [low * 10 ** (k / per_decade) for k in range(count + 1)]
 
 
 class TuningFailed(ValueError):
@@ -52,8 +62,8 @@ def tune(cfg: DictConfig, baseline: BatchedOptimizer, task: TaskFamily, device: 
     The whole grid's scores go to the logger. Raises :class:`TuningFailed` if it diverged at
     every learning rate of the grid."""
     grid = lr_grid(cfg.tune.low, cfg.tune.high, cfg.tune.per_decade)
-    with Progress(cfg.tune.steps, f"tune {baseline.name}", enabled=cfg.progress,
-                  leave=False) as bar:
+    with progress_bar(cfg.tune.steps, f"tune {baseline.name}", enabled=cfg.progress,
+                      leave=False) as bar:
         result = tune_learning_rate(baseline, task, grid=grid, num_instances=cfg.tune.instances,
                                     steps=cfg.tune.steps, seed=cfg.eval.seed, device=device,
                                     progress=bar.step)
@@ -82,7 +92,8 @@ def evaluate(cfg: DictConfig, optimizer: BatchedOptimizer, task: TaskFamily,
              device: torch.device, *, name: str, tuned_lr: float | None) -> EvaluationRecord:
     """Run ``optimizer`` on the run's held-out test problems (the same for every optimizer)."""
     learned = isinstance(optimizer, LearnedOptimizer)
-    with Progress(cfg.eval.steps, f"evaluate {name}", enabled=cfg.progress, leave=False) as bar:
+    with progress_bar(cfg.eval.steps, f"evaluate {name}", enabled=cfg.progress,
+                      leave=False) as bar:
         record = evaluate_optimizer(optimizer, task, instances=cfg.eval.instances,
                                     seed=cfg.eval.seed, steps=cfg.eval.steps, name=name,
                                     learned=learned, tuned_lr=tuned_lr,

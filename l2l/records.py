@@ -21,7 +21,7 @@ def record_fields(cls: type, data: Mapping[str, Any], *, derived: Iterable[str] 
     Raises ValueError naming the record, the key and the closest field."""
     if not isinstance(data, Mapping):
         raise ValueError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # not: computed
     skip = set(derived) | set(extra)
     unknown = [k for k in data if k not in fields and k not in skip]
     if unknown:

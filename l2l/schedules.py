@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from l2l.interface import BatchedOptimizer, Hyper, State, check_range, step_counter
+from l2l.interface import BatchedOptimizer, Hyper, State, step_counter
+from l2l.range_checks import check_range
 
 STEP_KEY = "schedule_step"
 

@@ -49,8 +49,9 @@ from torch import Tensor
 
 from l2l.flat_group import FlatBucket, bucket_key
 from l2l.flat_group import real_view as _real_view
-from l2l.interface import BatchedOptimizer, check_range
+from l2l.interface import BatchedOptimizer
 from l2l.layout import ParamLayout
+from l2l.range_checks import check_range
 
 #: what the drop-in adds to the groups of a rule without an ``lr`` (see the module docstring)
 LEARNED_GROUP_DEFAULTS = {"lr": 1.0, "weight_decay": 0.0}

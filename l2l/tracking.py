@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from l2l.atomic import write_text
 from l2l.report.cells import display_name, dumps, finite, jsonable
-from l2l.tracking_files import keep_wandb_files_in, row_event, row_step, scalar
+from l2l.tracking_files import (
+    keep_wandb_files_in,
+    row_event,
+    row_step,
+    scalar,
+    wait_for_transaction_log,
+)
 
 if TYPE_CHECKING:
     from l2l.evaluation import EvaluationRecord, TuneResult
@@ -42,7 +47,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
 BACKENDS = ("wandb", "none")
-_HEADER_BYTES = 7  # an empty .wandb transaction log is just its header
 ID_FILE = "wandb_id.txt"
 
 
@@ -376,28 +380,7 @@ class RunLogger:
         self._metrics.close()
         if self.run is not None:
             self._guard("finish", self.run.finish, exit_code=exit_code)
-            self._wait_for_transaction_log()
-
-    def _wait_for_transaction_log(self, timeout: float = 3.0) -> None:
-        """Wait (briefly) until wandb's service has written the run's ``.wandb`` file.
-
-        ``run.finish()`` can return a few milliseconds before wandb's service process has
-        flushed the run's transaction log (seen with wandb 0.31 offline: the file still holds
-        only its 7-byte header). Waiting here means that once ``finish()`` returns, the files
-        on disk are complete (for ``wandb sync``, for tests). Never waits more than ``timeout``.
-        """
-        folder = self.wandb_run_dir
-        if folder is None or not folder.is_dir():
-            return
-        deadline = time.monotonic() + timeout
-        last, stable = -1, 0
-        while time.monotonic() < deadline:
-            size = sum(f.stat().st_size for f in folder.glob("*.wandb"))
-            stable = stable + 1 if size == last and size > _HEADER_BYTES else 0
-            if stable >= 3:
-                return
-            last = size
-            time.sleep(0.01)
+            wait_for_transaction_log(self.wandb_run_dir)
 
     @property
     def finished(self) -> bool:

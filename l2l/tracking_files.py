@@ -1,10 +1,12 @@
 """The files a run logger keeps beside wandb: rows of ``metrics.jsonl`` (read back to drop
-replayed steps on resume) and wandb's own folders, kept inside the run directory."""
+replayed steps on resume) and wandb's own folders, kept inside the run directory and waited for
+until wandb has written them."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +52,27 @@ def keep_wandb_files_in(run_dir: Path) -> None:
             continue  # the user's choice
         path = str(Path(run_dir) / "wandb" / sub)
         os.environ[var] = _own_wandb_dirs[var] = path
+
+
+_HEADER_BYTES = 7  # an empty .wandb transaction log is just its header
+
+
+def wait_for_transaction_log(folder: Path | None, timeout: float = 3.0) -> None:
+    """Wait (briefly) until wandb's service has written the run's ``.wandb`` file in ``folder``.
+
+    ``run.finish()`` can return a few milliseconds before wandb's service process has flushed
+    the run's transaction log (seen with wandb 0.31 offline: the file still holds only its
+    7-byte header). Waiting here means that once a logger's ``finish()`` returns, the files on
+    disk are complete (for ``wandb sync``, for tests). Never waits more than ``timeout``.
+    """
+    if folder is None or not folder.is_dir():
+        return
+    deadline = time.monotonic() + timeout
+    last, stable = -1, 0
+    while time.monotonic() < deadline:
+        size = sum(f.stat().st_size for f in folder.glob("*.wandb"))
+        stable = stable + 1 if size == last and size > _HEADER_BYTES else 0
+        if stable >= 3:
+            return
+        last = size
+        time.sleep(0.01)

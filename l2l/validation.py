@@ -16,7 +16,7 @@ from torch import Tensor
 
 from l2l.evaluation import final_loss_score, run_optimizer
 from l2l.interface import BatchedOptimizer
-from l2l.progress import Progress
+from l2l.progress import progress_bar
 from l2l.tasks.base import Instances, TaskFamily
 from l2l.tasks.mixture import MixtureFamily
 
@@ -40,8 +40,8 @@ class Validator:
         self.show_progress = False
 
     def score(self, optimizer: BatchedOptimizer) -> float:
-        with Progress(self.horizon * len(self.sets), "validate", enabled=self.show_progress,
-                      leave=False) as bar:
+        with progress_bar(self.horizon * len(self.sets), "validate",
+                          enabled=self.show_progress, leave=False) as bar:
             scores = [final_loss_score(run_optimizer(optimizer, s, self.horizon,
                                                      with_metrics=False, progress=bar.step))
                       for s in self.sets]

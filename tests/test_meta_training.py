@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from l2l import checkpoint
-from l2l.evaluation import lr_grid, run_optimizer, tune_learning_rate
+from l2l.evaluation import run_optimizer, tune_learning_rate
 from l2l.learned.lstm import LSTMOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer, MetaTrainingDiverged
+from l2l.protocol import lr_grid
 from l2l.registry import build_optimizer
 from l2l.tasks import build_task
 from l2l.tasks.base import Instances, TaskFamily
@@ -212,3 +213,34 @@ def test_unknown_estimator_lists_the_valid_ones():
     with pytest.raises(ValueError, match="first-order only"):
         MetaTrainer(_quadratic_lstm(), build_task("quadratic"),
                     _config(estimator="surrogate", second_order=True))
+
+
+def test_each_meta_iteration_records_its_wall_time_without_validation():
+    """``trainer.seconds`` (logged as ``meta/seconds``) is the last meta-iteration's own time:
+    the validations (here each sleeping 0.3 s) are not in it."""
+    import time
+
+    from l2l.meta_training import Callback
+
+    class Record(Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def on_task_end(self, trainer, iteration, meta_loss):
+            self.seconds.append(trainer.seconds)
+
+    record = Record()
+    config = MetaConfig(iterations=3, horizon=4, unroll=2, batch_size=2, val_every=1,
+                        val_instances=2)
+    trainer = MetaTrainer(_quadratic_lstm(), build_task("quadratic"), config,
+                          callbacks=[record])
+    assert math.isnan(trainer.seconds)  # nothing run yet
+    validations = []
+    score = trainer.validator.score
+    trainer.validator.score = lambda opt: (validations.append(1), time.sleep(0.3), score(opt))[2]
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+    assert len(record.seconds) == 3 and all(s > 0 for s in record.seconds), record.seconds
+    assert len(validations) == 4  # the untrained optimizer's, then one per meta-iteration
+    assert sum(record.seconds) <= elapsed - 0.3 * len(validations), record.seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,37 @@ def test_seed_sweeps_keep_the_test_problems_unless_eval_seed_changes(tmp_path):
     a, b, c = tuned("seed=0"), tuned("seed=1"), tuned("seed=0", "eval.seed=1")
     assert a["mean_curve"] == b["mean_curve"] and a["tuned_lr"] == b["tuned_lr"]
     assert a["mean_curve"] != c["mean_curve"]
+
+
+def _fake_cpu(monkeypatch, load: float, samples: list[tuple[int, int]] | None) -> None:
+    """A 2-CPU machine with this 1-minute load and these successive /proc/stat readings."""
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (load, load, load))
+    readings = itertools.cycle(samples) if samples is not None else None
+    monkeypatch.setattr(runtime, "_cpu_times",
+                        lambda: None if readings is None else next(readings))
+    monkeypatch.setattr(runtime.time, "sleep", lambda seconds: None)
+
+
+def test_auto_threads_ignore_a_load_average_left_by_a_job_that_has_ended(monkeypatch):
+    # the last minute's load says one core is busy, but nothing runs now: both cores are free
+    _fake_cpu(monkeypatch, load=1.2, samples=[(100, 1000), (100, 1040)])
+    assert runtime.busy_cpus() == 0.0
+    assert resolve_threads("auto", problem_size=1_000_000)[0] == 2
+
+
+def test_auto_threads_leave_a_core_to_a_job_that_is_running(monkeypatch):
+    # a CPU-bound neighbour: one of two CPUs busy in the sample, and in the load average
+    _fake_cpu(monkeypatch, load=1.0, samples=[(100, 1000), (120, 1040)])
+    assert runtime.busy_cpus() == 1.0
+    threads, why = resolve_threads("auto", problem_size=1_000_000)
+    assert threads == 1 and "machine is busy (1.0 cores in use)" in why
+
+
+def test_auto_threads_use_the_load_average_where_there_is_no_proc_stat(monkeypatch):
+    _fake_cpu(monkeypatch, load=1.0, samples=None)  # macOS, Windows
+    assert runtime.busy_cpus() == 1.0
+    assert resolve_threads("auto", problem_size=1_000_000)[0] == 1
+    _fake_cpu(monkeypatch, load=0.1, samples=None)
+    assert resolve_threads("auto", problem_size=1_000_000)[0] == 2

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from l2l.evaluation import lr_grid, run_optimizer, tune_learning_rate
+from l2l.evaluation import run_optimizer, tune_learning_rate
 from l2l.meta_training import MetaConfig, MetaTrainer
+from l2l.protocol import lr_grid
 from l2l.registry import build_optimizer, optimizers
 from l2l.tasks import (
     CharRNNFamily,

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,33 +49,68 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs since boot, from Linux's ``/proc/stat`` (None
+    elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cpus(window: float = 0.2) -> float:
+    """How many CPUs other processes keep busy: the smaller of the 1-minute load average and
+    the CPUs busy during the next ``window`` seconds (this process sleeps meanwhile).
+
+    The load average alone remembers the last minute: a job that has just ended (a benchmark's
+    previous measurement, the run before in a script) still counts as a busy core for a minute
+    after, and ``threads=auto`` would then give up a free core. The short sample alone misses a
+    job between bursts; a CPU-bound job shows in both, so the smaller is taken."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        load = 0.0
+    before = _cpu_times()
+    if before is None:
+        return load
+    time.sleep(window)
+    after = _cpu_times()
+    if after is None or after[1] <= before[1]:
+        return load
+    now = (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+    return min(load, now)
+
+
 def resolve_threads(threads: object, *, problem_size: int | None = None,
                     parallel_jobs: int = 1) -> tuple[int | None, str]:
     """How many torch CPU threads to use, and why (a line for the log).
 
     ``threads=auto`` (the default) picks: 1 for small problems (the quadratics: thread start-up
-    costs more than the arithmetic); otherwise the cores left by other processes -- on a 2-core
-    machine another CPU-bound job makes 2 threads ten times slower than 1 -- divided among the
-    sweep's parallel jobs. A positive int is used as given; ``null`` leaves torch's default.
+    costs more than the arithmetic); otherwise the cores left by other processes
+    (:func:`busy_cpus`) -- on a 2-core machine another CPU-bound job makes 2 threads ten times
+    slower than 1 -- divided among the sweep's parallel jobs. A positive int is used as given;
+    ``null`` leaves torch's default.
     """
     if threads is None:
         return None, "torch's default"
     if threads == "auto":
-        cpus = available_cpus()
-        share = max(1, cpus // max(1, parallel_jobs))
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:
-            busy = 0.0
-        free = max(1, min(share, int(cpus - busy + 0.5)))
         if problem_size is not None and problem_size < SMALL_PROBLEM:
             return 1, f"auto: 1 (a small problem: {problem_size} parameters)"
+        cpus = available_cpus()
+        share = max(1, cpus // max(1, parallel_jobs))
+        busy = busy_cpus()
+        free = max(1, min(share, int(cpus - busy + 0.5)))
         reason = f"auto: {free} of {cpus} cores"
         if parallel_jobs > 1:
             reason += f" ({parallel_jobs} parallel jobs)"
         if busy >= 1 and free < share:
-            reason += (f"; the machine is busy (load {busy:.1f}), so fewer threads: pass "
-                       "threads=N to override")
+            reason += (f"; the machine is busy ({busy:.1f} cores in use), so fewer threads: "
+                       "pass threads=N to override")
         return free, reason
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={threads!r} must be a positive integer, auto, or null "

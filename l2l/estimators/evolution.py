@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from l2l.estimators.base import MetaGradientEstimator, Unroll, UnrollOutcome, Update
-from l2l.interface import check_range
 from l2l.learned.base import LearnedOptimizer
 from l2l.objectives import MetaObjective
+from l2l.range_checks import check_range
 from l2l.tasks.seeding import stream_key
 from l2l.truncated_step import FlatWeights, TruncatedStep
 from l2l.unroll_lengths import SCHEDULES

@@ -24,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from baselines import Adam
-from l2l.interface import State, check_betas, check_range
+from l2l.interface import State
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import CoordinatewiseLSTM, zero_linear
+from l2l.range_checks import check_betas, check_range
 
 CORES = ("mlp", "lstm")
 

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, nn
 
 from baselines import Adam, Momentum
-from l2l.interface import BatchedOptimizer, State, check_betas, check_range
+from l2l.interface import BatchedOptimizer, State
 from l2l.learned.base import LearnedOptimizer, check_int
+from l2l.range_checks import check_betas, check_range
 
 
 class _Learnable(LearnedOptimizer):

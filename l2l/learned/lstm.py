@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from l2l.interface import State, check_range
+from l2l.interface import State
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import CoordinatewiseLSTM, per_row, per_row_linear, zero_linear
 from l2l.preprocessing import check_preprocessing, num_features, preprocess
+from l2l.range_checks import check_range
 
 
 class LSTMOptimizer(LearnedOptimizer):

@@ -54,9 +54,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from l2l.interface import State, check_range, safe_sqrt
+from l2l.interface import State, safe_sqrt
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import zero_linear
+from l2l.range_checks import check_range
 
 #: keeps the normaliser and the factored estimate finite for all-zero features, scale-free
 #: for any gradient scale a float32 can hold

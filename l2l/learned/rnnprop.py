@@ -21,9 +21,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from l2l.interface import State, check_betas, check_range, safe_sqrt
+from l2l.interface import State, safe_sqrt
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import CoordinatewiseLSTM, zero_linear
+from l2l.range_checks import check_betas, check_range
 
 
 class RNNprop(LearnedOptimizer):

@@ -33,7 +33,7 @@ from omegaconf import DictConfig
 
 from l2l.evaluation import EvaluationRecord
 from l2l.presets import Variant, parse_variants, variant_config
-from l2l.progress import Progress
+from l2l.progress import progress_bar
 from l2l.protocol import check_task_data, evaluate, tune_and_evaluate
 from l2l.records import StudyRow
 from l2l.report.cells import DASH, finite
@@ -92,7 +92,7 @@ def run_study(cfg: DictConfig, study: Study, device: torch.device, run_dir: Path
     """Tune every baseline and evaluate every checkpoint on every variant; write the table,
     the JSON and the figure into ``run_dir``; return the JSON's content."""
     results: dict[str, dict[str, Any]] = {}
-    with Progress(len(study.variants), "variants", enabled=cfg.progress) as bar:
+    with progress_bar(len(study.variants), "variants", enabled=cfg.progress) as bar:
         for variant, vcfg, task in study.variants:
             log.info("variant %s: task %s, %d steps", variant.name, vcfg.task.name,
                      vcfg.eval.steps)

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from l2l.presets import checkpoint_specs
-from l2l.progress import Progress
+from l2l.progress import progress_bar
 from l2l.protocol import check_task_data, evaluate, tune_and_evaluate
 from l2l.registry import build_optimizer, is_learned
 from l2l.run_config import plain, task_identity
@@ -137,7 +137,7 @@ def run_suite(cfg: DictConfig, device: torch.device, run_dir: Path, logger: RunL
     content."""
     plan = plan or prepare(cfg, device)
     measured = []
-    with Progress(len(plan.tasks), "suite tasks", enabled=cfg.progress) as bar:
+    with progress_bar(len(plan.tasks), "suite tasks", enabled=cfg.progress) as bar:
         for task_spec, vcfg, task in plan.tasks:
             log.info("suite task %s: %s, %d steps", task_spec.name, vcfg.task.name,
                      task_spec.horizon)

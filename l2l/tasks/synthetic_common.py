@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from l2l.interface import check_range
+from l2l.range_checks import check_range
 from l2l.tasks.base import Instances, check_sample
 from l2l.tasks.mnist_common import MAX_COUNTER, hash_indices
 from l2l.tasks.seeding import instance_generator, stream_key
@@ -30,7 +30,7 @@ def check_number(name: str, value: object, low: float, high: float = math.inf, *
                  open_low: bool = False) -> float:
     """``value`` as a float if it is a number in ``[low, high]`` (``(low, high]`` if
     ``open_low``), else a ValueError naming ``name`` and the range
-    (``l2l.interface.check_range``)."""
+    (``l2l.range_checks.check_range``)."""
     check_range(name, value, low, high, low_inclusive=not open_low)  # type: ignore[arg-type]
     return float(value)  # type: ignore[arg-type]
 

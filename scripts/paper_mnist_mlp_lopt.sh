@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Meta-train mlp_lopt on the paper's MNIST task, the way the paper's LSTM is trained
+# (experiment=paper_mnist: 100-step runs of the 784-20-10 sigmoid MLP, TBPTT with unrolls of 20,
+# meta-Adam 1e-3, the sum of losses), for the generalization study beside the LSTM
+# (docs/results/paper_mnist.md). 8 hidden units, untrained = Adam(0.03). One seed per call, one
+# thread, resumable (add resume_from=docs/results/mnist/paper_mlp_lopt_s<k>_latest.pt):
+#   scripts/paper_mnist_mlp_lopt.sh SEED [extra overrides]
+# The kept optimizer: runs/meta_train/mnist/paper_mlp_lopt_s<k>/checkpoints/best.pt
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seed=${1:?usage: scripts/paper_mnist_mlp_lopt.sh SEED [overrides]}
+shift
+exec "${PYTHON:-python}" train.py experiment=paper_mnist mode=meta_train optimizer=mlp_lopt \
+    optimizer.hyperparameters.hidden_size=8 optimizer.hyperparameters.step_mult=0.03 \
+    optimizer.hyperparameters.exp_mult=0.2 meta.iterations=1000 meta.val_every=100 \
+    seed="$seed" run_name="paper_mlp_lopt_s$seed" threads=1 "$@"
