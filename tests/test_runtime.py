@@ -174,3 +174,14 @@ def test_auto_threads_use_the_load_average_where_there_is_no_proc_stat(monkeypat
     assert resolve_threads("auto", problem_size=1_000_000)[0] == 1
     _fake_cpu(monkeypatch, load=0.1, samples=None)
     assert resolve_threads("auto", problem_size=1_000_000)[0] == 2
+
+
+def test_auto_threads_do_not_wait_for_a_sample_on_a_quiet_machine(monkeypatch):
+    _fake_cpu(monkeypatch, load=0.2, samples=None)
+
+    def no_sample():
+        raise AssertionError("sampled /proc/stat although the load leaves every core free")
+
+    monkeypatch.setattr(runtime, "_cpu_times", no_sample)
+    assert runtime.busy_cpus() == 0.2
+    assert resolve_threads("auto", problem_size=1_000_000)[0] == 2

@@ -70,12 +70,14 @@ def busy_cpus(window: float = 0.2) -> float:
     The load average alone remembers the last minute: a job that has just ended (a benchmark's
     previous measurement, the run before in a script) still counts as a busy core for a minute
     after, and ``threads=auto`` would then give up a free core. The short sample alone misses a
-    job between bursts; a CPU-bound job shows in both, so the smaller is taken."""
+    job between bursts; a CPU-bound job shows in both, so the smaller is taken. Under half a
+    core of load no sample is taken (the run does not wait): no smaller value could change
+    the threads :func:`resolve_threads` chooses."""
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform
         load = 0.0
-    before = _cpu_times()
+    before = _cpu_times() if load >= 0.5 else None
     if before is None:
         return load
     time.sleep(window)
