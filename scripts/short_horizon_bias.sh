@@ -21,6 +21,8 @@
 #
 # Usage (from the repository root): bash scripts/short_horizon_bias.sh
 #   SEEDS="0 1 2" TASKS=40 META_LR=0.01 DATA=/work/shared/data/mnist  (the defaults)
+#   START_LR=0.5 START_MOMENTUM=0.9 PREFIX=shb  (the start, and the runs' name prefix)
+#   FIGURE=short_horizon_bias (docs/figures/FIGURE.png)
 #   EVALUATE_ONLY=1 skips the meta-training and the tuning (done before)
 set -euo pipefail
 SEEDS=${SEEDS:-0 1 2}
@@ -28,9 +30,13 @@ TASKS=${TASKS:-40}
 META_LR=${META_LR:-0.01}
 PES_ITERATIONS=$((TASKS * 1000 / 160))
 DATA=${DATA:-/work/shared/data/mnist}
+START_LR=${START_LR:-0.5}
+START_MOMENTUM=${START_MOMENTUM:-0.9}
+P=${PREFIX:-shb}
 C="experiment=paper_mnist data_dir=$DATA threads=1 logger=none progress=false meta.horizon=1000
    eval.steps=1000 meta.meta_lr=$META_LR"
-L="optimizer=learnable_momentum optimizer.hyperparameters.lr=0.5"
+L="optimizer=learnable_momentum optimizer.hyperparameters.lr=$START_LR
+   optimizer.hyperparameters.momentum=$START_MOMENTUM"
 RUNS=runs/meta_train/mnist
 # train.py exits 1 when meta-training never beat the untrained start; its best.pt is then that
 # start, which for this experiment is a result, not a failure
@@ -38,24 +44,24 @@ kept_best() { [ -f "$RUNS/$1/checkpoints/best.pt" ] || exit 1; }
 if [ -z "${EVALUATE_ONLY:-}" ]; then  # EVALUATE_ONLY=1: the runs and the tuning are done
 for s in $SEEDS; do
   ${PYTHON:-python} train.py $C $L mode=meta_train meta.unroll=20 meta.second_order=true \
-      meta.iterations=$TASKS meta.val_every=$((TASKS / 8)) seed=$s run_name=shb_tbptt_s$s || kept_best shb_tbptt_s$s
+      meta.iterations=$TASKS meta.val_every=$((TASKS / 8)) seed=$s run_name=${P}_tbptt_s$s || kept_best ${P}_tbptt_s$s
   ${PYTHON:-python} train.py $C $L mode=meta_train meta.estimator=pes meta.particles=8 meta.unroll=20 \
       meta.lengths=log_uniform meta.min_length=100 meta.max_length=1000 \
       meta.iterations=$PES_ITERATIONS meta.val_every=$((PES_ITERATIONS / 8)) seed=$s \
-      run_name=shb_pes_s$s || kept_best shb_pes_s$s
+      run_name=${P}_pes_s$s || kept_best ${P}_pes_s$s
 done
-${PYTHON:-python} train.py $C mode=tune optimizer=momentum run_name=shb_momentum_tuned
+${PYTHON:-python} train.py $C mode=tune optimizer=momentum run_name=${P}_momentum_tuned
 fi
 # on the test problems: PES's kept weights, TBPTT's last ones (its kept ones are the untrained
 # start whenever it never beat it), and the untrained start once
 E="$C $L mode=evaluate"
 for s in $SEEDS; do
-  ${PYTHON:-python} train.py $E checkpoint=$RUNS/shb_pes_s$s/checkpoints/best.pt run_name=shb_eval_pes_s$s
-  ${PYTHON:-python} train.py $E checkpoint=$RUNS/shb_tbptt_s$s/checkpoints/latest.pt \
-      run_name=shb_eval_tbptt_last_s$s
+  ${PYTHON:-python} train.py $E checkpoint=$RUNS/${P}_pes_s$s/checkpoints/best.pt run_name=${P}_eval_pes_s$s
+  ${PYTHON:-python} train.py $E checkpoint=$RUNS/${P}_tbptt_s$s/checkpoints/latest.pt \
+      run_name=${P}_eval_tbptt_last_s$s
 done
-# the untrained learnable_momentum is momentum at lr 0.5, 0.9
-${PYTHON:-python} train.py $C mode=evaluate optimizer=momentum optimizer.hyperparameters.lr=0.5 \
-    optimizer.hyperparameters.momentum=0.9 run_name=shb_eval_untrained
-${PYTHON:-python} scripts/validation_curves.py --out docs/figures/short_horizon_bias.png \
-    $RUNS/shb_tbptt_s* $RUNS/shb_pes_s*
+# the untrained learnable_momentum is momentum at its start
+${PYTHON:-python} train.py $C mode=evaluate optimizer=momentum optimizer.hyperparameters.lr=$START_LR \
+    optimizer.hyperparameters.momentum=$START_MOMENTUM run_name=${P}_eval_untrained
+${PYTHON:-python} scripts/validation_curves.py --out docs/figures/${FIGURE:-short_horizon_bias}.png \
+    $RUNS/${P}_tbptt_s* $RUNS/${P}_pes_s*

@@ -6,7 +6,7 @@ over the 100 test problems with its 95% CI (PES: its best checkpoint; TBPTT: its
 its best being the untrained start); then tuned momentum's and the untrained start's test loss
 at the same 1,000 steps.
 
-    python scripts/short_horizon_bias_table.py [--runs runs] > table.md
+    python scripts/short_horizon_bias_table.py [--runs runs] [--prefix shb] > table.md
 
 A seed whose best checkpoint is its untrained start says so: meta-training never improved on
 it, the short-horizon bias the experiment looks for.
@@ -45,26 +45,27 @@ def _test(record: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--prefix", default="shb", help="the script's PREFIX")
     args = parser.parse_args(argv)
     meta = args.runs / "meta_train" / "mnist"
     print("| seed | estimator | untrained validation | best validation (iteration) | last "
           "validation | lr, momentum: best / last | test final loss (PES: best; TBPTT: last) |")
     print("|---|---|---|---|---|---|---|")
-    for run in sorted(meta.glob("shb_*_s*")):
-        how, seed = run.name.removeprefix("shb_").rsplit("_s", 1)
+    for run in sorted(meta.glob(f"{args.prefix}_*_s*")):
+        how, seed = run.name.removeprefix(f"{args.prefix}_").rsplit("_s", 1)
         latest = load(run / "checkpoints" / "latest.pt")
         history = latest["history"]
         vals, its = history["val_loss"], history["val_iteration"]
         best = latest.get("best_iteration", its[vals.index(min(vals))])
         kept = "untrained" if best == 0 else f"{min(vals):.4g} ({best})"
-        evaluated = "shb_eval_pes" if how == "pes" else "shb_eval_tbptt_last"
+        evaluated = f"{args.prefix}_eval_" + ("pes" if how == "pes" else "tbptt_last")
         summaries = sorted(args.runs.glob(f"evaluate/**/{evaluated}_s{seed}/summary.json"))
         test = _test(_record(summaries[-1])) if summaries else "not run"
         checkpoints = run / "checkpoints"
         rules = f"{_rule(checkpoints / 'best.pt')} / {_rule(checkpoints / 'latest.pt')}"
         print(f"| {seed} | {how} | {vals[0]:.4g} | {kept} | {vals[-1]:.4g} | {rules} | {test} |")
-    for run, what in (("shb_momentum_tuned", "tuned momentum"),
-                      ("shb_eval_untrained", "the untrained start (momentum at lr 0.5, 0.9)")):
+    for run, what in ((f"{args.prefix}_momentum_tuned", "tuned momentum"),
+                      (f"{args.prefix}_eval_untrained", "the untrained start")):
         found = sorted(args.runs.glob(f"**/{run}/summary.json"))
         if found:
             record = _record(found[-1])
