@@ -262,8 +262,9 @@ def test_teacher_student_equals_nn_sequential():
         ref.backward()
         want = torch.cat([t for lin in lins for t in (lin.weight.grad.T.reshape(-1),
                                                       lin.bias.grad)])
-        assert abs(losses[i].item() - ref.item()) < 1e-6
-        assert (grads[i] - want).abs().max() < 1e-6
+        # float32 tolerances: the batched and nn.Linear paths sum in different orders
+        torch.testing.assert_close(losses[i], ref.detach())
+        torch.testing.assert_close(grads[i], want)
 
 
 def test_teacher_student_targets_init_and_learning():
