@@ -469,6 +469,78 @@ def test_a_frozen_step_in_chunks_equals_the_differentiable_update():
     torch.testing.assert_close(stepped, p + frozen, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kwargs", [
+    {}, {"mup": True}, {"horizon_features": True}, {"momentum_decays": (0.5, 0.99)},
+    {"hidden_layers": 1}, {"hidden_layers": 3, "anchor_scale": 0.0}])
+def test_the_in_place_step_is_the_pure_update(kwargs, batch):
+    """``step_`` (the drop-in's and evaluation's path, l2l.learned.mlp_lopt_step) computes the
+    features, the per-tensor normaliser and the network its own way: step after step it must
+    give the pure update's parameters and state, on every kind of tensor, with a tensor
+    longer than one of its network slices between two others (slices across tensors)."""
+    from l2l.learned.mlp_lopt_step import FROZEN_CHUNK
+
+    opt = _perturb(MLPLOpt(hidden_size=4, zero_head=False, **kwargs), scale=0.5).double()
+    layout = ParamLayout(("s", "v", "big", "conv", "W"),
+                         ((), (5,), (FROZEN_CHUNK // 64 + 3, 64), (2, 3, 2, 2), (7, 5)))
+    rule = opt.with_layout(layout)
+    torch.manual_seed(0)
+    pure = torch.randn(batch, layout.numel, dtype=torch.float64)
+    stepped = pure.clone()
+    pure_state, stepped_state = rule.init(pure), rule.init(stepped)
+    if kwargs.get("horizon_features"):
+        pure_state, stepped_state = with_horizon(pure_state, 5), with_horizon(stepped_state, 5)
+    for _ in range(4):
+        g = torch.randn_like(pure) * torch.logspace(-3, 1, layout.numel, dtype=torch.float64)
+        with torch.no_grad():
+            update, pure_state = rule.update(g, pure_state, pure)
+        pure = pure + update
+        rule.step_(g, stepped_state, stepped)
+        torch.testing.assert_close(stepped, pure, rtol=1e-11, atol=1e-14)
+        assert stepped_state.keys() == pure_state.keys()
+        for key in pure_state:
+            torch.testing.assert_close(stepped_state[key], pure_state[key], rtol=1e-12,
+                                       atol=0.0, msg=key)
+
+
+def test_the_in_place_step_falls_back_to_the_pure_update_for_other_dtypes():
+    """float32 parameters stepped by a float64 rule take the pure update (and its casts)."""
+    rule = _perturb(MLPLOpt(hidden_size=4, zero_head=False)).double().with_layout(MIXED)
+    p = torch.randn(2, MIXED.numel)
+    g = torch.randn(2, MIXED.numel)
+    with torch.no_grad():
+        update, _ = rule.update(g, rule.init(p), p)
+    stepped = p.clone()
+    rule.step_(g, rule.init(p), stepped)
+    torch.testing.assert_close(stepped, p + update)
+
+
+@pytest.mark.parametrize("tiny", [1e-3, 1e-6, 1e-9])
+def test_second_moment_features_are_scale_free_for_tiny_gradients(tiny):
+    """v^, r and c scale as g^2, so in the normaliser their squares go as g^4: for |g| ~ 1e-12
+    is below float32's smallest number. Normalised over the tensor, the scale-free inputs
+    (g, the momenta, v^, r, c) must not depend on the gradient's scale, in float32."""
+    rule = MLPLOpt().with_layout(MIXED)
+    torch.manual_seed(0)
+    g = torch.randn(1, MIXED.numel) * 1e-2
+    p = torch.randn(1, MIXED.numel)
+
+    def features(grads):
+        state = rule.init(p)
+        new_state = {"v": torch.lerp(state["v"], grads * grads, 1 - 0.999),
+                     rule.anchor_key: torch.lerp(state[rule.anchor_key], grads, 0.1)}
+
+        def bias(d):
+            return torch.full((1, 1), 1 - d)
+
+        return rule._features(grads, p, state, new_state, MIXED, bias, bias(0.999))
+
+    K = len(rule.config["momentum_decays"])
+    scale_free = [0, *range(2, 3 + K), 4 + 2 * K, 5 + 2 * K]  # g, the momenta, v^, r, c
+    torch.testing.assert_close(features(g * tiny)[:, scale_free], features(g)[:, scale_free],
+                               rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_mlp_lopt_meta_trains_on_the_mnist_mlp(mnist_dir):
     torch.manual_seed(0)
@@ -525,13 +597,13 @@ def test_every_caller_that_knows_the_length_records_it():
     opt = _horizon_opt()
     problems = QuadraticFamily(dim=4).sample(2, seed=0, split="test")
     seen = []
-    update = opt.update
+    times = opt._times  # read by the pure update and the in-place step alike
 
-    def spy(grads, state, params):
+    def spy(t, state, new_state):
         seen.append(state["horizon"].flatten().tolist())
-        return update(grads, state, params)
+        return times(t, state, new_state)
 
-    opt.update = spy
+    opt._times = spy
     run_optimizer(opt, problems, 5)
     assert seen[-1] == [5.0, 5.0]
     # a truncated step: the rest of each particle's episode, and a new episode's whole length

@@ -57,14 +57,8 @@ from torch import Tensor, nn
 from l2l.interface import State, safe_sqrt
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import zero_linear
+from l2l.learned.mlp_lopt_step import FROZEN_CHUNK, TINY, frozen_step, fusable
 from l2l.range_checks import check_range
-
-#: keeps the normaliser and the factored estimate finite for all-zero features, scale-free
-#: for any gradient scale a float32 can hold
-TINY = 1e-30
-#: coordinates per chunk of a frozen step's network: its hidden units stay in cache, and a
-#: 1M-parameter tensor does not allocate 2 x 32 x 1M hidden activations at once
-FROZEN_CHUNK = 1 << 15
 
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -219,6 +213,14 @@ class MLPLOpt(LearnedOptimizer):
             update = update * self._mup_scale(layout, update)
         return update.to(grads.dtype), new_state
 
+    def _step_(self, grads: Tensor, state: State, params: Tensor) -> None:
+        """The in-place step of ``l2l.learned.mlp_lopt_step`` (the drop-in's and evaluation's),
+        the pure update where it does not apply (per-particle weights, mixed dtypes)."""
+        if fusable(self, grads, state, params):
+            frozen_step(self, grads, state, params)
+        else:
+            super()._step_(grads, state, params)
+
     def _times(self, t: Tensor, state: State, new_state: State) -> Tensor | None:
         """The per-instance inputs ``(B, T)``: ``tanh(t / tau)``, and with horizon_features
         the fraction of the run done ``f = t / horizon`` (at most 1) and ``f^2``."""
@@ -267,13 +269,27 @@ class MLPLOpt(LearnedOptimizer):
         row = torch.lerp(state["v_row"], layout.row_mean(g2), 1 - fd)
         col = torch.lerp(state["v_col"], layout.col_mean(g2), 1 - fd)
         new_state["v_row"], new_state["v_col"] = row, col
-        factored = row * col / (layout.tensor_mean(row) + TINY) / bias(fd)
+        # v^, r and c scale as g^2, so their squares in the normaliser below would underflow
+        # to float32 denormals (10x slower arithmetic) and sink under TINY for |g| < ~1e-7;
+        # over the tensor's mean row they are O(1), which the normaliser cannot tell apart
+        row_mean = layout.tensor_mean(row) + TINY
+        row, col, v_hat = row / row_mean, col / row_mean, v_hat / row_mean
+        factored = row * new_state["v_col"] / bias(fd)
         feats = [g, p, *momenta, v_hat, *(m * inv_rms for m in momenta), inv_rms,
                  row, col, g / (factored.sqrt() + eps)]
         x = torch.stack(feats, dim=1)
         B, n = g.shape
         rows = x.view(B * len(feats), n)  # every (instance, feature) normalised as a row
         return (rows * torch.rsqrt(layout.tensor_mean(rows * rows) + TINY)).view(B, -1, n)
+
+    def _step_scale(self, layout, like: Tensor) -> Tensor:
+        """``-step_mult / fan_in`` (muLO) at every coordinate, cached per layout and dtype."""
+        key = ("mlp_lopt_step_scale", self.config["step_mult"], like.dtype, str(like.device))
+        scale = layout._cache.get(key)
+        if scale is None:
+            scale = layout._cache[key] = -self.config["step_mult"] * self._mup_scale(
+                layout, like.new_empty(layout.numel)).expand(layout.numel)
+        return scale
 
     @staticmethod
     def _mup_scale(layout, like: Tensor) -> Tensor:
