@@ -157,6 +157,8 @@ class FlatBucket:
                 out.append((start, off, first, i))
                 start, first = off, i
         out.append((start, layout.numel, first, len(layout)))
+        #: the parameter a chunk of one tensor is (stepped through its own memory), else None
+        self.chunk_owner = [a if b == a + 1 else None for _, _, a, b in out]
         return [(lo, hi, ParamLayout(layout.names[a:b], layout.shapes[a:b], layout.fan_ins[a:b]))
                 for lo, hi, a, b in out]
 
@@ -256,13 +258,27 @@ class FlatBucket:
             flat = reals[0].view(1, -1) if reals[0].is_contiguous() else reals[0].reshape(1, -1)
             g = grads[0]
             g = g.view(1, -1) if g.is_contiguous() else g.reshape(1, -1)
+            own, copied = {}, []
         else:
-            torch._foreach_copy_(self.grad_views, list(grads))
-            torch._foreach_copy_(self.param_views, list(reals))
+            # a chunk of one contiguous tensor steps on that tensor's own memory; the others'
+            # tensors go through the flat buffers
+            own = {}
+            for c, j in enumerate(self.chunk_owner):
+                if j is not None and reals[j].is_contiguous() and grads[j].is_contiguous():
+                    own[c] = (grads[j].view(1, -1), reals[j].view(1, -1))
+            copied = [j for j in range(len(reals)) if j not in
+                      {self.chunk_owner[c] for c in own}]
+            if copied:
+                torch._foreach_copy_([self.grad_views[j] for j in copied],
+                                     [grads[j] for j in copied])
+                torch._foreach_copy_([self.param_views[j] for j in copied],
+                                     [reals[j] for j in copied])
             flat, g = self.flat_params, self.flat_grads
-        self._step_chunks(rule, g, flat, scale, decay)
+        self._step_chunks(rule, g, flat, scale, decay, own)
         if not self.direct:
-            torch._foreach_copy_(list(reals), self.param_views)
+            if copied:
+                torch._foreach_copy_([reals[j] for j in copied],
+                                     [self.param_views[j] for j in copied])
         elif flat.data_ptr() != reals[0].data_ptr():  # made non-contiguous since: write back
             reals[0].copy_(flat.view(reals[0].shape))
         if self.stale_views or any(id(v) != self.row_ids.get(k) for k, v in self.rows.items()):
@@ -274,23 +290,24 @@ class FlatBucket:
             torch._foreach_copy_(self.mirrors[0], self.mirrors[1])
 
     def _step_chunks(self, rule: BatchedOptimizer, g: Tensor, flat: Tensor, scale: float,
-                     decay: float) -> None:
+                     decay: float, own: dict[int, tuple[Tensor, Tensor]]) -> None:
         """The rule's ``_step_`` on each chunk of the flat vectors (whole tensors, bound to
         their layout: per-tensor features see exactly their tensor): a learned optimizer's
         intermediates (features, hidden units: tens of floats per coordinate) then stay in
         the caches, where a whole 1M-parameter group at once would stream them through
         memory. Every chunk starts from the same scalar state (a step count advances once);
-        state the rule returns as new tensors is copied into the flat rows."""
+        state the rule returns as new tensors is copied into the flat rows. ``own``: the
+        gradient and parameter of a chunk that steps on its tensor's memory, by chunk."""
         chunks = self._bound_chunks(rule)
         scalars = {}
-        for lo, hi, bound in chunks:
+        for c, (lo, hi, bound) in enumerate(chunks):
             whole = len(chunks) == 1
             state = {k: (v.clone() if k in self.scalar_keys and not whole else
                          v if whole else v[:, lo:hi]) for k, v in self.rows.items()}
             given = dict(state)
-            p = flat if whole else flat[:, lo:hi]
+            grad, p = own.get(c) or ((g, flat) if whole else (g[:, lo:hi], flat[:, lo:hi]))
             before = None if scale == 1.0 and decay == 0.0 else p.clone()
-            bound._step_(g if whole else g[:, lo:hi], state, p)  # shapes checked at build
+            bound._step_(grad, state, p)  # shapes checked at build
             if before is not None:  # p <- (1 - lr wd) p + lr u (see LEARNED_GROUP_DEFAULTS)
                 p.sub_(before).mul_(scale).add_(before, alpha=1.0 - scale * decay)
             if whole:
