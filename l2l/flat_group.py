@@ -13,11 +13,12 @@ set of parameters that step together, in one of two forms:
   tensor for the bucket.
 - **flat** (learned optimizers): the rule's state as flat ``(1, n, ...)`` rows, and in
   ``optimizer.state`` (torch.optim's per-parameter layout, what ``state_dict()`` saves)
-  *views* of those rows shaped like each parameter. A flat gradient and parameter buffer are
-  filled by one ``torch._foreach_copy_`` each and the parameters written back by one more
-  (the parameters stay the user's own tensors: making them views of one buffer would change
-  their storage under the model; ``safetensors`` refuses to save tensors that share memory).
-  The rule steps chunks of whole tensors (``_step_chunks``), each bound to its layout.
+  *views* of those rows shaped like each parameter. The rule steps chunks of whole tensors
+  (``_step_chunks``), each bound to its layout. A chunk of one contiguous tensor steps on that
+  tensor's own memory; the tensors of the other chunks are copied into a flat gradient and
+  parameter buffer by one ``torch._foreach_copy_`` each and written back by one more (the
+  parameters stay the user's own tensors: making them views of one buffer would change their
+  storage under the model; ``safetensors`` refuses to save tensors that share memory).
 
 In both, a scalar state value is, per parameter in ``optimizer.state``, a 0-dim tensor of its
 own (torch.optim steps each parameter's ``step`` in place: a shared one would advance once per
