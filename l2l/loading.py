@@ -60,23 +60,28 @@ class Loaded(NamedTuple):
     provenance: Provenance
 
 
-def checkpoint_file(spec: str | Path) -> tuple[str, Path] | None:
-    """``(kind, file)`` for a spec that names a checkpoint (a file, a run directory, a zoo
-    name or a ``l2l/pretrained/<name>.pt`` path, zoo files checked against their sha256),
-    else None. A run directory without ``checkpoints/best.pt`` is an error saying so."""
+def _locate(spec: str | Path) -> tuple[str, zoo.Found | None]:
+    """``(kind, where)``: ``where`` the checkpoint file a spec names with its zoo entry (a file,
+    a run directory, a zoo name or a ``l2l/pretrained/<name>.pt`` path, zoo files checked
+    against their sha256), None for a baseline's name. Raises the one-line error for a spec
+    that is none of these, or a run directory without ``checkpoints/best.pt``."""
     given = Path(spec)
     if given.is_dir():
         best = given / "checkpoints" / "best.pt"
         if not best.is_file():
             raise CheckpointError(f"run directory {given} has no checkpoints/best.pt: "
                                   "point to a meta-training run's directory or a checkpoint")
-        return "run", best
-    if given.is_file() or str(spec) in zoo.index() or (
-            given.parent.parts[-2:] == ("l2l", "pretrained")
-            and (zoo.ZOO_DIR / given.name).is_file()):
-        file = zoo.resolve(spec)
-        return ("zoo" if zoo.entry_of(spec) is not None else "checkpoint"), file
-    return None
+        return "run", zoo.Found(best, None, None)
+    found = zoo.find(spec)
+    if found is not None:
+        return ("zoo" if found.entry is not None else "checkpoint"), found
+    if str(spec).lower() in baseline_names():
+        return "baseline", None
+    if str(spec).lower() in learned_names():
+        raise CheckpointError(f"{spec} is a learned optimizer, which needs its trained weights: "
+                              "give a checkpoint file, a run directory or a pretrained name "
+                              f"({', '.join(zoo.index()) or 'none'})")
+    raise unknown_spec(spec)
 
 
 def unknown_spec(spec: str | Path) -> CheckpointError:
@@ -96,16 +101,8 @@ def resolve(spec: str | Path) -> tuple[str, Path | None]:
     """``(kind, file)`` of a spec without loading it (``file`` is None for a baseline name):
     the check ``train.py`` makes before any work. Raises the error :func:`load_optimizer`
     would."""
-    found = checkpoint_file(spec)
-    if found is not None:
-        return found
-    if str(spec).lower() in baseline_names():
-        return "baseline", None
-    if str(spec).lower() in learned_names():
-        raise CheckpointError(f"{spec} is a learned optimizer, which needs its trained weights: "
-                              "give a checkpoint file, a run directory or a pretrained name "
-                              f"({', '.join(zoo.index()) or 'none'})")
-    raise unknown_spec(spec)
+    kind, where = _locate(spec)
+    return kind, where.file if where is not None else None
 
 
 def file_sha256(file: Path) -> str:
@@ -124,17 +121,17 @@ def load_optimizer(spec: str | Path, device: str | torch.device = "cpu", *,
     a checkpoint's optimizer is what it stores, so they are refused there. ``expected``: the
     optimizer the run's config names; a checkpoint of another one is logged, not refused (the
     checkpoint decides). A zoo entry logs what it suits and fails on."""
-    kind, file = resolve(spec)
-    if file is None:
+    kind, found = _locate(spec)
+    if found is None:
         optimizer = build_optimizer(str(spec), **hyperparameters)
         return Loaded(optimizer, Provenance(kind, str(spec), optimizer.name,
                                             hyperparameters=dict(hyperparameters)))
     if hyperparameters:
         raise ValueError(f"hyperparameters {sorted(hyperparameters)} were given with the "
                          f"checkpoint {spec}, which stores its optimizer: drop them")
+    file, record = found.file, found.entry
     payload = load(file, map_location=device)
     learned = stored_optimizer(payload, file, device)
-    record = zoo.entry_of(spec) if kind == "zoo" else None
     if record is not None:
         learned.pretrained_name = record["name"]
     meta = payload.get("meta_config") or {}
@@ -147,7 +144,7 @@ def load_optimizer(spec: str | Path, device: str | torch.device = "cpu", *,
         log.info("checkpoint %s holds a %s optimizer (optimizer=%s ignored)", spec,
                  learned.name, expected)
     if record is not None:  # a zoo entry: what it is, suits and fails on, in one line
-        log.info(zoo.suits_line(record))
+        log.info(found.summary)
     else:
         log.info("loaded the learned optimizer from %s (%s: %s)", file, learned.name,
                  learned.extra_repr())

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from l2l.checkpoint import CheckpointError
 
@@ -80,21 +80,15 @@ def path(name: str) -> Path:
 
 
 def resolve(checkpoint: str | Path) -> Path:
-    """A checkpoint argument as a file: an existing path, a zoo name, or a path of the form
-    ``l2l/pretrained/<name>.pt`` (found inside the installed package from any working
-    directory); a zoo file is checked against its sha256. Raises :class:`CheckpointError`
+    """A checkpoint argument as a file (:func:`find`). Raises :class:`CheckpointError`
     naming the zoo entries when it is none of them."""
-    given = Path(checkpoint)
-    if given.is_file():
-        return _verified(given)
-    if given.parent.parts[-2:] == ("l2l", "pretrained") and (ZOO_DIR / given.name).is_file():
-        return _verified(ZOO_DIR / given.name)
-    text = str(checkpoint)
-    if text in index():
-        return verify(text)
-    known = ", ".join(index()) or "none"
-    raise CheckpointError(f"checkpoint={text} does not exist: give a checkpoint file (a run's "
-                          f"checkpoints/best.pt) or a pretrained optimizer's name ({known})")
+    found = find(checkpoint)
+    if found is None:
+        known = ", ".join(index()) or "none"
+        raise CheckpointError(f"checkpoint={checkpoint} does not exist: give a checkpoint file "
+                              "(a run's checkpoints/best.pt) or a pretrained optimizer's name "
+                              f"({known})")
+    return found.file
 
 
 def is_zoo_name(checkpoint: str | Path) -> bool:
@@ -120,26 +114,45 @@ def verify(name: str) -> Path:
     return file
 
 
-def _verified(file: Path) -> Path:
-    """``file``, checked against its entry's sha256 if it is one of the zoo's files."""
+def entry_of(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The zoo entry a checkpoint argument is (a zoo name or a zoo file), else None."""
+    try:
+        found = find(checkpoint)
+    except CheckpointError:
+        return None
+    return found.entry if found is not None else None
+
+
+class Found(NamedTuple):
+    """A checkpoint argument located by :func:`find`."""
+
+    file: Path
+    #: the zoo entry the file is, None for a checkpoint outside the zoo
+    entry: dict[str, Any] | None
+    #: that entry's one-line "trained on / suits / fails on" (:func:`suits_line`)
+    summary: str | None
+
+
+def find(checkpoint: str | Path) -> Found | None:
+    """The file a checkpoint argument names (an existing path, a zoo name, or a path of the
+    form ``l2l/pretrained/<name>.pt``), with its zoo entry, or None when it names no file. A
+    zoo file is checked against its sha256 (:func:`verify`). One call gives the loader all it
+    needs from the zoo."""
+    given = Path(checkpoint)
+    if given.is_file():
+        file = given
+    elif given.parent.parts[-2:] == ("l2l", "pretrained") and (ZOO_DIR / given.name).is_file():
+        file = ZOO_DIR / given.name
+    elif str(checkpoint) in index():
+        file = path(str(checkpoint))
+    else:
+        return None
+    record = None
     if file.resolve().parent == ZOO_DIR:
         record = next((r for r in index().values() if r["file"] == file.name), None)
         if record is not None:
             verify(record["name"])
-    return file
-
-
-def entry_of(checkpoint: str | Path) -> dict[str, Any] | None:
-    """The zoo entry a checkpoint argument is (a zoo name or a zoo file), else None."""
-    if is_zoo_name(checkpoint):
-        return entry(str(checkpoint))
-    try:
-        file = resolve(checkpoint).resolve()
-    except CheckpointError:
-        return None
-    if file.parent != ZOO_DIR:
-        return None
-    return next((r for r in index().values() if r["file"] == file.name), None)
+    return Found(file, record, suits_line(record) if record is not None else None)
 
 
 def suits_line(record: dict[str, Any]) -> str:
