@@ -42,6 +42,7 @@ from l2l.loading import resolve as resolve_checkpoint
 from l2l.meta_run import MetaTrainingFailed
 from l2l.meta_training import MetaTrainingDiverged, MetaTrainingInterrupted
 from l2l.modes import MODES
+from l2l.presets import checkpoint_specs
 from l2l.protocol import check_task_data
 from l2l.registry import is_learned
 from l2l.run_config import meta_config, plain, study_optimizer
@@ -166,6 +167,10 @@ def checked_run(cfg: DictConfig, run_dir: Path) -> float | None:
         save_run_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
     if cfg.checkpoint is not None:  # the log names what runs: the checkpoint's optimizer
         study = checkpoint_task.training_record(cfg.checkpoint)[0] or study
+    elif cfg.get("checkpoints"):  # generalization, suite: the checkpoints' optimizers
+        stored = {checkpoint_task.training_record(spec)[0]
+                  for spec, _ in checkpoint_specs(cfg)} - {None}
+        study = ",".join(sorted(stored)) or study
     log.info("run %s: mode=%s task=%s optimizer=%s device=%s", run_dir, cfg.mode,
              cfg.task.name, study, device)
 

@@ -108,6 +108,19 @@ def test_a_labelled_zoo_entry_is_its_own_group(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_run_line_names_the_checkpoints_optimizers(tmp_path):
+    """Not the config's default optimizer (lstm): the log says what is being studied."""
+    proc = _train([*TINY, "mode=generalization", "eval.baselines=[adam]",
+                   "checkpoints=[learnable-adam-mnist,{path:lstm-quadratic,label:zoo}]",
+                   "generalization.base=false", "task=quadratic",
+                   "generalization.variants=[{name:dim5,task:quadratic,kwargs:{dim:5}}]",
+                   f"hydra.run.dir={tmp_path / 'study'}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mode=generalization task=quadratic optimizer=learnable_adam,lstm device" in (
+        proc.stderr)
+
+
+@pytest.mark.slow
 def test_a_bad_study_fails_before_any_work(tmp_path):
     for args, message in [([], "needs checkpoints="),
                           (["checkpoints=[nowhere.pt]"], "nowhere.pt"),
