@@ -44,14 +44,17 @@ def check_range(
             return
         values = value.detach()
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        values = torch.tensor(float(value))
+        # plain Python comparisons (NaN fails both): no tensor, so no host sync that would
+        # break a torch.compile graph building a rule from fixed numbers
+        values = float(value)
     else:
         raise ValueError(
             f"invalid {name}={value!r}: {name} must be a number in {left}{low}, {high}{right}"
         )
     ok_low = values >= low if low_inclusive else values > low
     ok_high = values <= high if high_inclusive else values < high
-    if not bool(torch.all(ok_low & ok_high)):
+    ok = bool(torch.all(ok_low & ok_high)) if isinstance(values, Tensor) else ok_low and ok_high
+    if not ok:
         shown = value if not isinstance(value, Tensor) else value.detach().flatten()[:8].tolist()
         raise ValueError(
             f"invalid {name}={shown}: {name} must lie in {left}{low}, {high}{right}"
