@@ -23,7 +23,8 @@ of issue 21 are checked at the end. ``l2l/pretrained/index.json``'s ``cost`` fie
 script's ``--json`` output (rows named by zoo entry).
 
 Usage: ``nice python benchmarks/bench_dropin.py [--repeats 3] [--fast-repeats 40]
-[--models cnn,transformer] [--entries all] [--json docs/results/dropin.json]``.
+[--models cnn,transformer] [--entries all] [--json docs/results/dropin.json]
+[--zoo-index l2l/pretrained/index.json]`` (the last writes the measured entries' ``cost``).
 """
 
 from __future__ import annotations
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default="cnn,transformer")
     ap.add_argument("--entries", default="all", help="zoo names, comma-separated, all, or none")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--zoo-index", type=Path,
+                    help="write each measured zoo entry's cost into this index.json "
+                         "(l2l/pretrained/index.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     entries = (list(zoo.names()) if args.entries == "all" else
@@ -292,6 +296,29 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {'met    ' if v['met'] else 'NOT MET'} {goal}: worst {v['worst']}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.zoo_index is not None:
+        write_costs(args.zoo_index, results)
+
+
+def write_costs(index_file: Path, results: dict) -> None:
+    """Each measured zoo entry's ``cost`` in the zoo's index: the machine, the date, the sgemm
+    rate and, per model, what a user pays per parameter and step."""
+    index = json.loads(index_file.read_text())
+    for record in index["entries"]:
+        measured = {name: model["rows"][record["name"]]
+                    for name, model in results["models"].items()
+                    if record["name"] in model["rows"]}
+        if not measured:
+            continue
+        record["cost"] = {"machine": results["machine"], "date": results["date"],
+                          "sgemm_gflops": results["sgemm_gflops"],
+                          "source": "benchmarks/bench_dropin.py"}
+        for name, row in measured.items():
+            record["cost"][name] = {
+                "parameters": results["models"][name]["parameters"],
+                **{k: row[k] for k in ("ns_per_param_step", "x_adam", "x_adam_foreach",
+                                       "first_step_s")}}
+    index_file.write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -278,3 +278,36 @@ def test_a_listing_cut_short_by_head_exits_quietly(module):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
     assert len(proc.stdout.splitlines()) == 1
+
+
+def test_the_benchmark_writes_the_costs_it_measured_into_the_index(tmp_path):
+    """``bench_dropin.py --zoo-index`` replaces a measured entry's cost and leaves every other
+    byte of the index as it was (the file is the zoo's, diffs of it are reviewed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_dropin", ROOT / "benchmarks" / "bench_dropin.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    index = tmp_path / "index.json"
+    original = (ROOT / "l2l" / "pretrained" / "index.json").read_text()
+    index.write_text(original)
+    row = {"ns_per_param_step": 12.5, "x_adam": 2.5, "x_adam_foreach": 2.75, "first_step_s": 0.1,
+           "ms_per_step": 13.6}
+    results = {"machine": "a test machine", "date": "2026-12-03", "sgemm_gflops": 99.0,
+               "models": {m: {"parameters": 10, "rows": {"learnable-adam-mnist": row}}
+                          for m in ("cnn", "transformer")}}
+    bench.write_costs(index, results)
+    text = index.read_text()
+    written = json.loads(text)
+    before = json.loads(original)
+    for new, old in zip(written["entries"], before["entries"]):
+        if new["name"] == "learnable-adam-mnist":
+            assert new["cost"]["machine"] == "a test machine"
+            assert new["cost"]["cnn"] == {"parameters": 10, "ns_per_param_step": 12.5,
+                                          "x_adam": 2.5, "x_adam_foreach": 2.75,
+                                          "first_step_s": 0.1}
+            new["cost"] = old["cost"]
+        assert new == old
+    bench.write_costs(index, {**results, "models": {}})  # nothing measured: nothing changes
+    assert index.read_text() == text
