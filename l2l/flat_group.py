@@ -267,8 +267,8 @@ class FlatBucket:
             for c, j in enumerate(self.chunk_owner):
                 if j is not None and reals[j].is_contiguous() and grads[j].is_contiguous():
                     own[c] = (grads[j].view(1, -1), reals[j].view(1, -1))
-            copied = [j for j in range(len(reals)) if j not in
-                      {self.chunk_owner[c] for c in own}]
+            stepped_in_place = {self.chunk_owner[c] for c in own}
+            copied = [j for j in range(len(reals)) if j not in stepped_in_place]
             if copied:
                 torch._foreach_copy_([self.grad_views[j] for j in copied],
                                      [grads[j] for j in copied])
