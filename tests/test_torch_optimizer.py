@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import baselines
+from l2l import flat_group
 from l2l.learned.lstm import LSTMOptimizer
 from l2l.torch_optimizer import TorchOptimizer
 
@@ -482,10 +483,16 @@ def _train_sparse(model, opt, steps: int) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_many_tensors_several_groups_and_missing_grads_match_torch_bit_for_bit(case):
+@pytest.mark.parametrize("list_chunk", [None, 12], ids=["one-call", "cache-groups"])
+def test_many_tensors_several_groups_and_missing_grads_match_torch_bit_for_bit(
+        case, list_chunk, monkeypatch):
     """float32 tensors of many shapes in three groups, some without a gradient at some steps:
     the flat step is torch.optim's step bit for bit, parameters and state (a parameter without
-    a gradient is not moved and its state is not advanced, as in torch)."""
+    a gradient is not moved and its state is not advanced, as in torch). Also when a baseline's
+    group steps in several calls of a few tensors each (``flat_group.LIST_CHUNK``; 12 here),
+    which must advance its step count once."""
+    if list_chunk is not None:
+        monkeypatch.setattr(flat_group, "LIST_CHUNK", list_chunk)
     ours, theirs, hp, extra = case
     torch.manual_seed(0)
     a = _ManyTensors()
