@@ -340,8 +340,9 @@ class FlatBucket:
         small tensor's state in cache across its ops, and for rules of many ops (Adadelta's
         ten) that is 1.2-1.4x faster. Groups of about 2^17 coordinates (the four to six
         arrays of a step, 512 KiB each, about fill a 2 MiB L2 cache) get both, measured on
-        ``benchmarks/bench_dropin.py``'s ResNet and transformer. Every group starts from the same scalar state (a step
-        count advances once); the arithmetic is elementwise, so grouping changes no bit."""
+        ``benchmarks/bench_dropin.py``'s ResNet and transformer. Every group starts from the
+        same scalar state (a step count advances once); the arithmetic is elementwise, so
+        grouping changes no bit."""
         if self.complex:
             grads = [torch.view_as_real(g) for g in grads]
             reals = [torch.view_as_real(p) for p in self.params]
