@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from l2l.learned.base import LearnedOptimizer
 from l2l.meta_training import Callback, MetaTrainer, MetaTrainingInterrupted
 from l2l.progress import Progress
 from l2l.report.figures import plot_meta_training
-from l2l.run_config import meta_config, run_identity, study_optimizer
+from l2l.run_config import meta_trainer
 from l2l.tasks.base import TaskFamily
 from l2l.tracking import RunLogger
 
@@ -37,15 +36,31 @@ class MetaTrainingFailed(RuntimeError):
 
 @dataclass
 class LoggingCallback(Callback):
-    """Meta-training events to the run logger, the progress bar and the log."""
+    """Meta-training events to the run logger, a progress bar and the log: the bar lives from
+    the trainer's start (at its iteration, on a resume) to its end, and a finished run's
+    summary and best weights go to the logger."""
 
     logger: RunLogger
-    bar: Progress
+    task_name: str
+    show_progress: bool = True
+    bar: Progress | None = None
+
+    def on_train_begin(self, trainer: MetaTrainer) -> None:
+        self.bar = Progress(trainer.config.iterations, "meta-train", enabled=self.show_progress)
+        if trainer.resumed_from is not None:
+            dropped = self.logger.drop_steps_after(trainer.iteration)
+            log.info("resuming meta-training from iteration %d (%s%s)", trainer.iteration,
+                     trainer.resumed_from, f"; {dropped} replayed metric rows dropped"
+                     if dropped else "")
+            self.bar.update(trainer.iteration)
+        log.info("meta-training %s with the %s estimator%s", trainer.optimizer.name,
+                 trainer.estimator.name, ", compiled" if trainer.compiled else "")
 
     def on_task_end(self, trainer: MetaTrainer, iteration: int, meta_loss: float) -> None:
         self.logger.log({"meta/loss": meta_loss, "meta/skipped": trainer.skipped,
                          "meta/seconds": trainer.seconds}, iteration)
-        self.bar.update(1, loss=meta_loss)
+        if self.bar is not None:
+            self.bar.update(1, loss=meta_loss)
 
     def on_validation(self, trainer: MetaTrainer, iteration: int, val_loss: float,
                       improved: bool) -> None:
@@ -54,48 +69,43 @@ class LoggingCallback(Callback):
         log.info("iteration %d: validation final loss %.4g (best %.4g)%s", iteration, val_loss,
                  trainer.validator.best_val, " *" if improved else "")
 
+    def on_train_end(self, trainer: MetaTrainer, result: dict | None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if result is None:
+            return
+        log.info("meta-training done: %d iterations, best validation final loss %.4g "
+                 "(iteration %s), %d skipped meta-steps; best weights in %s",
+                 result["iterations"], result["best_val_loss"], result["best_iteration"],
+                 result["skipped"], result["best_path"])
+        self.logger.summary({"meta/best_val_final_loss": result["best_val_loss"],
+                             "meta/best_iteration": result["best_iteration"],
+                             "meta/skipped": result["skipped"]})
+        self.logger.log_artifact(result["best_path"], type="model",
+                                 name=f"{trainer.optimizer.name}-{self.task_name}")
+
 
 def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
                logger: RunLogger) -> LearnedOptimizer:
     """Meta-train the learned optimizer ``optimizer=`` on ``task`` (resuming from ``run_dir``
     if it holds a checkpoint); returns it with its best validated weights."""
     torch.manual_seed(cfg.seed)
-    learned = study_optimizer(cfg)
-    assert isinstance(learned, LearnedOptimizer)
-    meta = meta_config(cfg)
-    bar = Progress(meta.iterations, "meta-train", enabled=cfg.progress)
-    stop = GracefulStop()
-    if cfg.get("resume_from") is not None and distributed.is_writer():
+    sync = distributed.current()
+    if cfg.get("resume_from") is not None and sync.is_writer:
         log.info(checkpoint.carry_in(cfg.resume_from, run_dir / "checkpoints" / "latest.pt",
                                      run_dir / "checkpoints" / "best.pt"))
-    distributed.current().any(False)  # a collective: the other ranks wait for the file
-    trainer = MetaTrainer(learned, task, meta, run_dir=run_dir, device=device,
-                          callbacks=[LoggingCallback(logger, bar), stop],
-                          identity=run_identity(cfg), sync=distributed.current())
+    sync.any(False)  # a collective: the other ranks wait for the file
+    stop = GracefulStop()
+    trainer = meta_trainer(cfg, task, device, run_dir, sync=sync,
+                           callbacks=[LoggingCallback(logger, cfg.task.name, cfg.progress), stop])
+    learned = trainer.optimizer
     trainer.validator.show_progress = cfg.progress
-    if trainer.resumed_from is not None:
-        dropped = logger.drop_steps_after(trainer.iteration)
-        log.info("resuming meta-training from iteration %d (%s%s)", trainer.iteration,
-                 trainer.resumed_from, f"; {dropped} replayed metric rows dropped"
-                 if dropped else "")
-        bar.update(trainer.iteration)
-    log.info("meta-training %s with the %s estimator%s", learned.name, trainer.estimator.name,
-             ", compiled" if trainer.compiled else "")
-    with closing(bar), stop:
-        try:
-            result = trainer.train()
-        except MetaTrainingInterrupted as interrupted:
-            interrupted.signal_number = stop.signal_number
-            raise
-    log.info("meta-training done: %d iterations, best validation final loss %.4g (iteration "
-             "%s), %d skipped meta-steps; best weights in %s", result["iterations"],
-             result["best_val_loss"], result["best_iteration"], result["skipped"],
-             trainer.best_path)
-    logger.summary({"meta/best_val_final_loss": result["best_val_loss"],
-                    "meta/best_iteration": result["best_iteration"],
-                    "meta/skipped": result["skipped"]})
-    logger.log_artifact(trainer.best_path, name=f"{learned.name}-{cfg.task.name}", type="model")
-    if trainer.sync.is_writer:
+    try:
+        result = trainer.train()
+    except MetaTrainingInterrupted as interrupted:
+        interrupted.signal_number = stop.signal_number
+        raise
+    if sync.is_writer:
         draw_meta_training(trainer, run_dir)
     learned.load_state_dict(trainer.validator.best_or(learned.state_dict()))
     learned.meta_trained_iterations = result["best_iteration"] or 0
@@ -106,11 +116,11 @@ def meta_train(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir:
         log.warning("validation %s rose to %.3g, over 100x the untrained optimizer's loss (its "
                     "%s %.3g): meta-training is unstable (lower meta.meta_lr or set "
                     "meta.clip_grad_norm)", scale, max(history), scale, untrained)
-    if not result["best_iteration"] and meta.iterations > 0:
+    if not result["best_iteration"] and trainer.config.iterations > 0:
         message = (f"meta-training never beat the untrained {learned.name} optimizer (its "
                    f"validation {untrained:.4g}; later ones {_range(history[1:])}), so the best "
-                   f"checkpoint {trainer.best_path} is the untrained optimizer. "
-                   + ("" if meta.second_order else "Try exact meta-gradients "
+                   f"checkpoint {result['best_path']} is the untrained optimizer. "
+                   + ("" if trainer.config.second_order else "Try exact meta-gradients "
                       "(meta.second_order=true: the first-order ones misled every Adam-normalised "
                       "optimizer on MNIST), ")
                    + "lower meta.meta_lr, set meta.clip_grad_norm, lower the output scale, or "
@@ -133,8 +143,7 @@ def check_resume(cfg: DictConfig, task: TaskFamily, device: torch.device,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            MetaTrainer(study_optimizer(cfg), task, meta_config(cfg), run_dir=run_dir,
-                        device=device, identity=run_identity(cfg))
+            meta_trainer(cfg, task, device, run_dir)
     finally:
         log.setLevel(level)
 

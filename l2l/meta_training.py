@@ -24,8 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 from l2l import checkpoint
 from l2l.env.distributed import Synchronizer
 from l2l.env.runtime import problem_size, resolve_compile
-from l2l.env.runtime_cache import enable_compile_cache
+from l2l.env.runtime_cache import compiled
 from l2l.estimators import UnrollOutcome, choose_estimator
 from l2l.estimators.base import Unroll
 from l2l.interface import State, with_horizon
@@ -69,6 +68,12 @@ class MetaTrainingInterrupted(RuntimeError):
 class Callback:
     """Hooks called by :class:`MetaTrainer`; override the ones you need."""
 
+    def on_train_begin(self, trainer: MetaTrainer) -> None:
+        """When :meth:`MetaTrainer.train` starts (``trainer.iteration`` > 0 on a resume)."""
+
+    def on_train_end(self, trainer: MetaTrainer, result: dict[str, Any] | None) -> None:
+        """When it ends: with its result, or ``None`` when it was interrupted or failed."""
+
     def on_task_end(self, trainer: MetaTrainer, iteration: int, meta_loss: float) -> None:
         """After each meta-iteration (task); ``meta_loss`` is the mean over its unrolls."""
 
@@ -79,28 +84,6 @@ class Callback:
     def stop_requested(self, trainer: MetaTrainer) -> str | None:
         """Checked after every task: a reason to stop now (``latest.pt`` is written first)."""
         return None
-
-
-def compiled(update: Callable) -> Callable:
-    """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
-    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute);
-    the caches are kept per user (``l2l.env.runtime_cache``), so later runs load the kernels."""
-    enable_compile_cache()
-    fast: Callable | None = torch.compile(update, dynamic=False)
-
-    def call(*args: Any) -> Any:
-        nonlocal fast
-        if fast is not None:
-            try:
-                return fast(*args)
-            except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
-                warnings.warn(f"torch.compile failed ({type(error).__name__}: "
-                              f"{str(error)[:200]}); meta-training continues uncompiled",
-                              RuntimeWarning, stacklevel=2)
-                fast = None
-        return update(*args)
-
-    return call
 
 
 class MetaTrainer:
@@ -341,6 +324,18 @@ class MetaTrainer:
         cfg = self.config
         end = cfg.iterations if stop_after is None else min(cfg.iterations,
                                                             self.iteration + stop_after)
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        result = None
+        try:
+            result = self._train_until(end)
+        finally:
+            for callback in self.callbacks:
+                callback.on_train_end(self, result)
+        return result
+
+    def _train_until(self, end: int) -> dict[str, Any]:
+        cfg = self.config
         if self.iteration == 0 and not self.history["val_loss"]:
             self._validate_and_keep_best()  # the untrained optimizer is the first candidate
         while self.iteration < end:
@@ -367,8 +362,9 @@ class MetaTrainer:
                                            else ""))
         return {"iterations": self.iteration, "best_val_loss": self.validator.best_val,
                 "best_iteration": self.validator.best_iteration,
-                "untrained_val_loss": self.untrained_val,
-                "skipped": self.skipped, "history": self.history}
+                "untrained_val_loss": self.untrained_val, "skipped": self.skipped,
+                "history": self.history,
+                "best_path": self.best_path if self.run_dir is not None else None}
 
     def _validate_and_keep_best(self) -> None:
         val = self.validate()

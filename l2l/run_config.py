@@ -8,14 +8,17 @@ that the modes share it without importing each other.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from l2l.config_checks import check_meta_keys
 from l2l.interface import BatchedOptimizer
-from l2l.meta_training import MetaConfig
+from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.registry import build_optimizer
+from l2l.tasks.base import TaskFamily
 
 
 def plain(node: Any) -> Any:
@@ -34,6 +37,14 @@ def study_optimizer(cfg: DictConfig) -> BatchedOptimizer:
 def meta_config(cfg: DictConfig) -> MetaConfig:
     check_meta_keys(cfg.meta)  # an unknown key: one line with the closest option
     return MetaConfig(**plain(cfg.meta), seed=cfg.seed, val_seed=cfg.eval.seed)
+
+
+def meta_trainer(cfg: DictConfig, task: TaskFamily, device: torch.device, run_dir: Path,
+                 **options: Any) -> MetaTrainer:
+    """The :class:`MetaTrainer` a run's config asks for: the optimizer under study, untrained,
+    with the run's meta settings and identity (``options``: callbacks, sync)."""
+    return MetaTrainer(study_optimizer(cfg), task, meta_config(cfg), run_dir=run_dir,
+                       device=device, identity=run_identity(cfg), **options)
 
 
 def task_identity(task: Mapping[str, Any]) -> dict[str, Any]:

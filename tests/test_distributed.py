@@ -72,14 +72,10 @@ def _assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Ten
 
 
 def test_shards_cover_the_meta_batch_and_uneven_splits_are_refused():
-    class Rank(Synchronizer):
-        def __init__(self, rank: int) -> None:
-            self.rank, self.world_size = rank, 2
-
-    assert [Rank(r).shard(4) for r in (0, 1)] == [(0, 2), (2, 2)]
-    assert not Rank(1).is_writer
+    assert [Synchronizer(r, 2).shard(4) for r in (0, 1)] == [(0, 2), (2, 2)]
+    assert not Synchronizer(1, 2).is_writer
     with pytest.raises(ValueError, match="not divisible"):
-        Rank(0).shard(3)
+        Synchronizer(0, 2).shard(3)
 
 
 @pytest.mark.slow

@@ -338,15 +338,13 @@ def test_population_estimators_take_the_other_meta_options():
     assert result["skipped"] == 0 and all(map(torch.isfinite, map(torch.tensor,
                                                                   result["history"]["meta_loss"])))
 
-    class SecondOfTwo(Synchronizer):
-        rank, world_size = 1, 2
-
     with pytest.raises(ValueError, match=r"meta.particles=6 \(3 antithetic pairs\) cannot be "
                                          "split over 2 processes: choose a multiple of 4"):
         MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"),
-                    _pes_config(particles=6), sync=SecondOfTwo())
+                    _pes_config(particles=6), sync=Synchronizer(rank=1, world_size=2))
+    second_of_two = Synchronizer(rank=1, world_size=2)
     share = MetaTrainer(build_optimizer("learnable_adam"), build_task("quadratic"),
-                        _pes_config(particles=8), sync=SecondOfTwo()).population
+                        _pes_config(particles=8), sync=second_of_two).population
     assert (share.pairs, share.first_pair, share.total_pairs) == (2, 2, 4)
 
 

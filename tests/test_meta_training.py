@@ -215,6 +215,41 @@ def test_unknown_estimator_lists_the_valid_ones():
                     _config(estimator="surrogate", second_order=True))
 
 
+def test_callbacks_see_the_train_begin_and_its_end_also_when_it_is_interrupted():
+    """``on_train_begin`` before the first task, ``on_train_end`` after the last, with the
+    result, or with ``None`` when a callback's stop request interrupts the run (the progress
+    bar closes and the signal handlers are restored either way)."""
+    from l2l.meta_training import Callback, MetaTrainingInterrupted
+
+    class Record(Callback):
+        def __init__(self, stop_at: int | None = None) -> None:
+            self.events: list = []
+            self.stop_at = stop_at
+
+        def on_train_begin(self, trainer):
+            self.events.append(("begin", trainer.iteration))
+
+        def on_task_end(self, trainer, iteration, meta_loss):
+            self.events.append(("task", iteration))
+
+        def on_train_end(self, trainer, result):
+            self.events.append(("end", None if result is None else result["iterations"]))
+
+        def stop_requested(self, trainer):
+            return "asked" if trainer.iteration == self.stop_at else None
+
+    config = MetaConfig(iterations=3, horizon=4, unroll=2, batch_size=2, val_every=3,
+                        val_instances=2)
+    done = Record()
+    MetaTrainer(_quadratic_lstm(), build_task("quadratic"), config, callbacks=[done]).train()
+    assert done.events == [("begin", 0), ("task", 1), ("task", 2), ("task", 3), ("end", 3)]
+    stopped = Record(stop_at=1)
+    with pytest.raises(MetaTrainingInterrupted, match="asked"):
+        MetaTrainer(_quadratic_lstm(), build_task("quadratic"), config,
+                    callbacks=[stopped]).train()
+    assert stopped.events == [("begin", 0), ("task", 1), ("end", None)]
+
+
 def test_each_meta_iteration_records_its_wall_time_without_validation(monkeypatch):
     """``trainer.seconds`` (logged as ``meta/seconds``) is the last meta-iteration's own time:
     the validations (here each moving the clock on by an hour) are not in it."""

@@ -64,13 +64,10 @@ TIMEOUT = 600.0  #: seconds a rank waits for the others in one exchange (``distr
 class Synchronizer:
     """One process: every agreement is trivial. The hook :class:`MetaTrainer` calls."""
 
-    rank = 0
-    world_size = 1
-
-    @property
-    def is_writer(self) -> bool:
-        """Whether this process writes files (checkpoints, metrics, reports): rank 0."""
-        return self.rank == 0
+    def __init__(self, rank: int = 0, world_size: int = 1) -> None:
+        self.rank, self.world_size = rank, world_size
+        #: whether this process writes files (checkpoints, metrics, reports): rank 0
+        self.is_writer = rank == 0
 
     def shard(self, batch_size: int) -> tuple[int, int]:
         """``(start, count)``: this rank's slice of a meta-batch of ``batch_size`` instances."""
@@ -107,8 +104,7 @@ class TorchDistributed(Synchronizer):
     """The agreements over an initialized default ``torch.distributed`` process group."""
 
     def __init__(self, timeout: float = TIMEOUT) -> None:
-        self.rank = dist.get_rank()
-        self.world_size = dist.get_world_size()
+        super().__init__(dist.get_rank(), dist.get_world_size())
         self.timeout = timeout
 
     @contextlib.contextmanager

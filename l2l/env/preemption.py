@@ -27,7 +27,8 @@ SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "S
 
 
 class GracefulStop(Callback):
-    """A context manager that turns the first stop signal into a request the trainer honours."""
+    """Turns the first stop signal into a request the trainer honours: while the trainer
+    trains (its begin and end hooks), or as a context manager."""
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
@@ -56,3 +57,9 @@ class GracefulStop(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def on_train_begin(self, trainer: MetaTrainer) -> None:
+        self.__enter__()
+
+    def on_train_end(self, trainer: MetaTrainer, result: dict | None) -> None:
+        self.__exit__()

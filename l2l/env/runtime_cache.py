@@ -10,7 +10,12 @@ kernels instead of rebuilding them.
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
 
 _done = False
 
@@ -35,3 +40,25 @@ def enable_compile_cache() -> None:
             return
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+
+
+def compiled(update: Callable) -> Callable:
+    """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
+    e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute);
+    the caches are kept per user (``l2l.env.runtime_cache``), so later runs load the kernels."""
+    enable_compile_cache()
+    fast: Callable | None = torch.compile(update, dynamic=False)
+
+    def call(*args: Any) -> Any:
+        nonlocal fast
+        if fast is not None:
+            try:
+                return fast(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure means: run eager
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: "
+                              f"{str(error)[:200]}); meta-training continues uncompiled",
+                              RuntimeWarning, stacklevel=2)
+                fast = None
+        return update(*args)
+
+    return call
