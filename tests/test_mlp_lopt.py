@@ -503,6 +503,27 @@ def test_the_in_place_step_is_the_pure_update(kwargs, batch):
                                        atol=0.0, msg=key)
 
 
+def test_the_in_place_step_sees_weights_changed_between_steps():
+    """The in-place step keeps the network's layer matrices between calls: a weight changed in
+    place, or loaded from a state dict, must be the one the next step uses."""
+    opt = _perturb(MLPLOpt(hidden_size=4, zero_head=False), scale=0.5).double()
+    rule = opt.with_layout(MIXED)
+    other = _perturb(MLPLOpt(hidden_size=4, zero_head=False), scale=0.5).double()
+    p = torch.randn(2, MIXED.numel, dtype=torch.float64)
+    for change in (None, lambda: rule.head.weight.mul_(-2.0),
+                   lambda: rule.hidden[0].bias.add_(1.0),
+                   lambda: rule.load_state_dict(other.state_dict())):
+        if change is not None:
+            with torch.no_grad():
+                change()
+        g = torch.randn_like(p)
+        with torch.no_grad():
+            update, _ = rule.update(g, rule.init(p), p)
+        stepped = p.clone()
+        rule.step_(g, rule.init(p), stepped)
+        torch.testing.assert_close(stepped, p + update, rtol=1e-11, atol=1e-14)
+
+
 def test_the_in_place_step_falls_back_to_the_pure_update_for_other_dtypes():
     """float32 parameters stepped by a float64 rule take the pure update (and its casts)."""
     rule = _perturb(MLPLOpt(hidden_size=4, zero_head=False)).double().with_layout(MIXED)

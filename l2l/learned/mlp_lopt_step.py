@@ -51,6 +51,31 @@ def _matmul(weight: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     return torch.bmm(weight, x, out=out)
 
 
+def _constant_layers(rule, B: int) -> list[Tensor]:
+    """The hidden and head layers as ``[W | b]`` matrices for :func:`_matmul`, expanded over
+    ``B``: made once and kept on the rule while its weights stay the same (the drop-in steps
+    many chunks a step with a frozen rule; a changed weight bumps its ``_version``)."""
+    modules = (*rule.hidden, rule.head)
+    key = (B, tuple((m.weight.data_ptr(), m.bias.data_ptr(), m.weight._version, m.bias._version)
+                    for m in modules))
+    cached = rule.__dict__.get("_frozen_layers")
+    if cached is None or cached[0] != key:
+        layers = [torch.cat([m.weight, m.bias.unsqueeze(1)], dim=1).expand(B, -1, -1)
+                  for m in modules]
+        cached = rule.__dict__["_frozen_layers"] = (key, layers)
+    return cached[1]
+
+
+def _sizes(layout, like: Tensor) -> tuple[Tensor, Tensor]:
+    """The tensors' sizes as an index tensor and as ``like``'s dtype (at least 1), cached."""
+    key = ("mlp_lopt_sizes", like.dtype, str(like.device))
+    cached = layout._cache.get(key)
+    if cached is None:
+        sizes = torch.tensor(layout.sizes, device=like.device)
+        cached = layout._cache[key] = (sizes, sizes.to(like.dtype).clamp_(min=1))
+    return cached
+
+
 def _pieces(layout, n: int) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
     """The network's slices of at most ``FROZEN_CHUNK`` coordinates, ``(lo, hi, pieces)``, each
     piece ``(tensor index, start, end)`` the part of one tensor inside the slice (cached on the
@@ -122,8 +147,9 @@ def frozen_step(rule, grads: Tensor, state: State, params: Tensor) -> None:
         col.lerp_(g2m.mean(dim=1, keepdim=True).expand_as(col), 1 - fd)
         row_means.append(row.mean(dim=(1, 2)) if size else row.new_zeros(B))
     row_mean = torch.stack(row_means, dim=1).add_(TINY)  # (B, T): each tensor's mean row
+    sizes_index, sizes = _sizes(layout, g)
     if len(layout) > 1:
-        row_mean = row_mean.repeat_interleave(torch.tensor(layout.sizes, device=g.device), dim=1)
+        row_mean = row_mean.repeat_interleave(sizes_index, dim=1)
     # v^, r and c are ~g^2: over the tensor's mean row they are O(1) (see MLPLOpt._features)
     row_plane, col_plane, factored = x[:, 4 + 2 * K], x[:, 5 + 2 * K], x[:, 6 + 2 * K]
     v_hat.div_(row_mean)
@@ -136,7 +162,6 @@ def frozen_step(rule, grads: Tensor, state: State, params: Tensor) -> None:
     F = rule.num_features
     squares = torch.stack([torch.linalg.vector_norm(x[:, :F, off:off + size], dim=2)
                            for off, size in zip(layout.offsets, layout.sizes)], dim=1)
-    sizes = torch.tensor(layout.sizes, dtype=dtype, device=g.device).clamp_(min=1)
     scale = torch.rsqrt(squares.square_().div_(sizes.view(1, -1, 1)).add_(TINY))  # (B, T, F)
     b_first = rule.input.bias.expand(B, -1)
     times = rule._times(t.to(dtype), state, {})
@@ -148,8 +173,7 @@ def frozen_step(rule, grads: Tensor, state: State, params: Tensor) -> None:
     T = len(layout)
     w_first = torch.cat([rule.input.weight * scale.unsqueeze(2),
                          b_first.view(B, 1, -1, 1).expand(B, T, -1, 1)], dim=3)  # (B,T,H,F+1)
-    layers = [torch.cat([layer.weight, layer.bias.unsqueeze(1)], dim=1).expand(B, -1, -1)
-              for layer in (*rule.hidden, rule.head)]
+    layers = _constant_layers(rule, B)
     anchor = (x[:, 3 + K + decays.index(b1)] if rule.anchor_key != "anchor_m"
               else state["anchor_m"] * inv_rms)
     anchor_coef = cfg["anchor_scale"] / bias(b1)  # (B, 1): Adam's term is m / bias1 * inv_rms
