@@ -22,6 +22,7 @@
 # Usage (from the repository root): bash scripts/short_horizon_bias.sh
 #   SEEDS="0 1 2" TASKS=40 META_LR=0.01 DATA=/work/shared/data/mnist  (the defaults)
 #   START_LR=0.5 START_MOMENTUM=0.9 PREFIX=shb  (the start, and the runs' name prefix)
+#   SCHEDULE_DEGREE=0  (2: a learned log-lr schedule, quadratic in the fraction of the 1,000 steps)
 #   FIGURE=short_horizon_bias (docs/figures/FIGURE.png)
 #   EVALUATE_ONLY=1 skips the meta-training and the tuning (done before)
 set -euo pipefail
@@ -36,7 +37,9 @@ P=${PREFIX:-shb}
 C="experiment=paper_mnist data_dir=$DATA threads=1 logger=none progress=false meta.horizon=1000
    eval.steps=1000 meta.meta_lr=$META_LR"
 L="optimizer=learnable_momentum optimizer.hyperparameters.lr=$START_LR
-   optimizer.hyperparameters.momentum=$START_MOMENTUM"
+   optimizer.hyperparameters.momentum=$START_MOMENTUM
+   optimizer.hyperparameters.schedule_degree=${SCHEDULE_DEGREE:-0}
+   optimizer.hyperparameters.schedule_horizon=$([ "${SCHEDULE_DEGREE:-0}" = 0 ] && echo 0 || echo 1000)"
 RUNS=runs/meta_train/mnist
 # train.py exits 1 when meta-training never beat the untrained start; its best.pt is then that
 # start, which for this experiment is a result, not a failure

@@ -30,12 +30,16 @@ def _record(summary: Path) -> dict:
 
 
 def _rule(path: Path) -> str:
-    """The learned lr and momentum of a checkpoint's learnable_momentum."""
+    """The learned lr (with a polynomial schedule: at the start -> at its horizon) and
+    momentum of a checkpoint's learnable_momentum."""
     optimizer, _ = load_optimizer(str(path), "cpu")
+    horizon = optimizer.config.get("schedule_horizon") or 0
     with torch.no_grad():
-        lr = float(optimizer.learning_rate(torch.zeros(1, 1)))
+        lr = f"{float(optimizer.learning_rate(torch.zeros(1, 1))):.3g}"
+        if optimizer.config.get("schedule_degree") and horizon:
+            lr += f"→{float(optimizer.learning_rate(torch.full((1, 1), float(horizon)))):.3g}"
         momentum = optimizer._float_values()["momentum"]
-    return f"{lr:.3g}, {momentum:.3g}"
+    return f"{lr}, {momentum:.3g}"
 
 
 def _test(record: dict) -> str:

@@ -154,6 +154,47 @@ def test_learnable_schedule_and_hyperparameters_get_meta_gradients():
     assert opt.beta_deltas.grad.abs().min() > 0 and opt.log_eps_delta.grad != 0
 
 
+@pytest.mark.parametrize("kind", ["adam", "momentum"])
+def test_a_polynomial_schedule_is_its_formula_and_gets_meta_gradients(kind):
+    """``log lr = log lr0 + c_1 f + c_2 f^2`` with ``f = min(t / T, 1)``: at zero coefficients
+    the rule itself, else the formula at every step (held past ``T``), and every coefficient
+    gets a meta-gradient through an unroll."""
+    cls = LearnableAdam if kind == "adam" else LearnableMomentum
+    problems = build_task("quadratic").sample(3, 0, "train", dtype=torch.float64)
+    plain = cls(lr=0.02).double()
+    scheduled = cls(lr=0.02, schedule_degree=2, schedule_horizon=6).double()
+    torch.testing.assert_close(_run(scheduled, problems, 10), _run(plain, problems, 10),
+                               rtol=1e-12, atol=1e-14)
+    with torch.no_grad():
+        scheduled.schedule_coefs.copy_(torch.tensor([0.7, -1.9]))
+    steps = torch.arange(10, dtype=torch.float64).view(-1, 1)
+    f = (steps / 6).clamp(max=1.0)
+    torch.testing.assert_close(scheduled.learning_rate(steps),
+                               0.02 * torch.exp(0.7 * f - 1.9 * f * f))
+    params, state, total = problems.init_params, scheduled.init(problems.init_params), 0.0
+    for t in range(8):
+        _, grads = problems.loss_and_grad(params.detach(), t)
+        update, state = scheduled.update(grads, state, params)
+        params = params + update
+        total = total + problems.loss(params, t).mean()
+    total.backward()
+    assert (scheduled.schedule_coefs.grad.abs() > 0).all()
+    assert scheduled.particle_axis()  # a few scalars: PES batches its particles
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"schedule_degree": 2}, "schedule_degree=2 needs schedule_horizon"),
+    ({"schedule_degree": 2, "schedule_horizon": 9, "schedule_steps": 4},
+     "are two schedules: choose one"),
+    ({"schedule_degree": 1.5, "schedule_horizon": 9}, "schedule_degree must be an integer"),
+    ({"schedule_degree": 1, "schedule_horizon": -1}, "schedule_horizon must be an integer")])
+def test_bad_schedule_settings_are_one_line_errors(settings, message):
+    for name in ("learnable_adam", "learnable_momentum"):
+        with pytest.raises(ValueError, match=message) as error:
+            build_optimizer(name, **settings)
+        assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
 def test_learnable_rules_compile_without_graph_breaks(name):
     """meta.compile traces the rule built from tensors at every step: its range checks must not
@@ -213,12 +254,14 @@ def test_changing_a_trained_architecture_is_refused():
         opt.with_hyperparameters(hidden_size=7)
 
 
-@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum"])
-def test_learnable_frozen_step_is_their_update_and_follows_weight_changes(name):
+@pytest.mark.parametrize(("name", "schedule"), [
+    ("learnable_adam", {"schedule_steps": 3}), ("learnable_momentum", {}),
+    ("learnable_momentum", {"schedule_degree": 2, "schedule_horizon": 4})])
+def test_learnable_frozen_step_is_their_update_and_follows_weight_changes(name, schedule):
     """The drop-in's in-place step runs the baseline's float kernels on cached hyperparameters
-    (so it costs what Adam costs): it must still be the pure ``update``, schedule included, and
-    a change of the learned weights must reach it."""
-    opt = _build(name, schedule_steps=3 if name == "learnable_adam" else 0).double()
+    (so it costs what Adam costs): it must still be the pure ``update``, schedule included (a
+    polynomial one past its horizon too), and a change of the learned weights must reach it."""
+    opt = _build(name, **schedule).double()
     with torch.no_grad():
         for p in opt.parameters():
             p.copy_(torch.linspace(-0.3, 0.2, p.numel(), dtype=p.dtype).view_as(p))

@@ -173,14 +173,16 @@ def test_pairs_start_at_random_offsets_not_in_lockstep():
     assert (first_reset >= 0).all() and len(set(first_reset.tolist())) > 2
 
 
-@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum", "lstm", "lstm0",
-                                  "lstm-rows"])
+@pytest.mark.parametrize("name", ["learnable_adam", "learnable_momentum",
+                                  "learnable_momentum-poly", "lstm", "lstm0", "lstm-rows"])
 def test_batched_particles_equal_one_by_one(name, monkeypatch):
-    """``lstm-rows``: the LSTM's per-row frozen path for large optimizees."""
+    """``lstm-rows``: the LSTM's per-row frozen path for large optimizees; ``-poly``: a
+    polynomial lr schedule over a horizon the unrolls run past."""
     if name == "lstm-rows":
         monkeypatch.setattr("l2l.learned.core.PER_ROW_FROZEN", 1)
     opt = (_optimizer("lstm", num_layers=0) if name == "lstm0"
-           else _optimizer(name.split("-")[0]))
+           else _optimizer("learnable_momentum", schedule_degree=2, schedule_horizon=5)
+           if name.endswith("-poly") else _optimizer(name.split("-")[0]))
     assert opt.particle_axis()
     eps = 0.05 * torch.randn(3, sum(p.numel() for p in opt.parameters()),
                              generator=torch.Generator().manual_seed(0), dtype=torch.float64)

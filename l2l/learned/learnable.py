@@ -2,8 +2,16 @@
 
 A learned optimizer that beats Adam with a tuned learning rate may only have learned a better
 learning rate, momentum or schedule. These optimizers meta-learn exactly that -- the learning
-rate, the betas / momentum, epsilon and, optionally, a per-step learning-rate multiplier over the
-horizon -- with the same meta-trainer, budget and problems, and nothing else. A win over them is a
+rate, the betas / momentum, epsilon and, optionally, a learning-rate schedule over the horizon
+-- with the same meta-trainer, budget and problems, and nothing else. Two schedules:
+
+- ``schedule_steps=T``: a free multiplier per step (``T`` meta-parameters; for meta-gradients
+  by back-propagation, where each step's entry gets its own exact gradient);
+- ``schedule_degree=d`` with ``schedule_horizon=T``: ``log lr`` a polynomial of degree ``d`` in
+  the fraction of the run ``f = min(t / T, 1)``, ``log lr0 + c_0 + c_1 f + ... + c_d f^d`` (every
+  ``c`` starting at 0): warm-ups, decays and both, in ``d`` meta-parameters, few enough for the
+  evolution-strategies estimators (PES's variance grows with the dimension), which a per-step
+  table of 1,000 entries is not. A win over them is a
 win over "just a tuned schedule" (learned_optimization's ``LearnableAdam`` plays this role).
 
 Parametrisation: every hyperparameter is its initial value times ``exp(delta)`` (for betas:
@@ -28,24 +36,53 @@ class _Learnable(LearnedOptimizer):
 
     reads_params = False
 
-    def _init_schedule(self, lr: float, schedule_steps: int) -> None:
+    #: checkpoints from before the polynomial schedule have none
+    added_fields = {"schedule_degree": 0, "schedule_horizon": 0}
+
+    def _init_schedule(self, lr: float, schedule_steps: int, schedule_degree: int,
+                       schedule_horizon: int) -> None:
         check_range("lr", lr, 0.0, low_inclusive=False)
         check_int("schedule_steps", schedule_steps, 0, 100_000)
+        check_int("schedule_degree", schedule_degree, 0, 8)
+        check_int("schedule_horizon", schedule_horizon, 0, 10_000_000)
+        if schedule_degree and schedule_steps:
+            raise ValueError(f"schedule_steps={schedule_steps} and schedule_degree="
+                             f"{schedule_degree} are two schedules: choose one (set the other "
+                             "to 0)")
+        if schedule_degree and not schedule_horizon:
+            raise ValueError(f"schedule_degree={schedule_degree} needs schedule_horizon, the "
+                             "steps over which the run's fraction goes from 0 to 1: set it to "
+                             "the run's length (e.g. schedule_horizon=1000)")
         self.log_lr_delta = nn.Parameter(torch.zeros(()))
         # no parameter at all without a schedule (an empty one would never get a gradient)
         self.log_schedule = nn.Parameter(torch.zeros(schedule_steps)) if schedule_steps else None
+        self.schedule_coefs = (nn.Parameter(torch.zeros(schedule_degree)) if schedule_degree
+                               else None)
 
     def learning_rate(self, step: Tensor) -> Tensor:
-        """Per-instance learning rate ``(B, 1)`` at ``step`` (0-based, one per instance); the
-        schedule's last entry holds beyond its end."""
+        """Per-instance learning rate ``(B, 1)`` at ``step`` (0-based, one per instance); a
+        per-step schedule's last entry, and the polynomial's value at ``f = 1``, hold beyond
+        the schedule's end."""
         log_lr = self.log_lr_delta.expand_as(step)
         if self.log_schedule is not None:
             index = step.long().clamp(max=self.log_schedule.numel() - 1)
             log_lr = log_lr + self.log_schedule[index]
+        if self.schedule_coefs is not None:
+            log_lr = log_lr + self._poly(step.to(self.schedule_coefs.dtype), self.schedule_coefs)
         return self.config["lr"] * torch.exp(log_lr)
 
+    def _poly(self, step: Tensor, coefs: Tensor) -> Tensor:
+        """``c_1 f + ... + c_d f^d`` at ``f = min(step / schedule_horizon, 1)`` (Horner), for
+        ``coefs`` of shape ``(d,)`` or, with a particle axis, ``(d, B, 1)``."""
+        f = (step / self.config["schedule_horizon"]).clamp(max=1.0)
+        total = torch.zeros_like(f)
+        for k in range(coefs.shape[0] - 1, -1, -1):
+            total = (total + coefs[k]) * f
+        return total
+
     def particle_axis(self) -> bool:
-        # every weight enters as a scalar broadcast over (B, 1); a schedule is indexed by step
+        # every weight enters as a scalar (or a polynomial's coefficients) broadcast over
+        # (B, 1); a per-step schedule is indexed by step
         return self.log_schedule is None
 
     @staticmethod
@@ -74,6 +111,10 @@ class _Learnable(LearnedOptimizer):
             log_lr = self.log_lr_delta
             if self.log_schedule is not None:  # one lr per step, the last one held beyond
                 log_lr = log_lr + self.log_schedule
+            if self.schedule_coefs is not None:  # one per step to the horizon, then held
+                steps = torch.arange(self.config["schedule_horizon"] + 1,
+                                     dtype=self.schedule_coefs.dtype)
+                log_lr = log_lr + self._poly(steps, self.schedule_coefs)
             values["lr"] = (self.config["lr"] * torch.exp(log_lr)).reshape(-1).tolist()
         self._frozen_cache = (key, values)
         return values
@@ -105,12 +146,14 @@ class LearnableAdam(_Learnable):
     summary = "Adam whose lr, betas, eps (and optional lr schedule) are meta-trained"
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, schedule_steps: int = 0) -> None:
+                 eps: float = 1e-8, schedule_steps: int = 0, schedule_degree: int = 0,
+                 schedule_horizon: int = 0) -> None:
         check_betas(tuple(betas))
         check_range("eps", eps, 0.0, low_inclusive=False)
         super().__init__(lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
-                         schedule_steps=int(schedule_steps))
-        self._init_schedule(lr, schedule_steps)
+                         schedule_steps=int(schedule_steps), schedule_degree=schedule_degree,
+                         schedule_horizon=schedule_horizon)
+        self._init_schedule(lr, schedule_steps, schedule_degree, schedule_horizon)
         self.beta_deltas = nn.Parameter(torch.zeros(2))
         self.log_eps_delta = nn.Parameter(torch.zeros(()))
 
@@ -140,11 +183,13 @@ class LearnableMomentum(_Learnable):
     name = "learnable_momentum"
     summary = "SGD+momentum whose lr, momentum (and optional lr schedule) are meta-trained"
 
-    def __init__(self, lr: float = 1e-2, momentum: float = 0.9, schedule_steps: int = 0) -> None:
+    def __init__(self, lr: float = 1e-2, momentum: float = 0.9, schedule_steps: int = 0,
+                 schedule_degree: int = 0, schedule_horizon: int = 0) -> None:
         check_range("momentum", momentum, 0.0, 1.0, high_inclusive=False)
         super().__init__(lr=float(lr), momentum=float(momentum),
-                         schedule_steps=int(schedule_steps))
-        self._init_schedule(lr, schedule_steps)
+                         schedule_steps=int(schedule_steps), schedule_degree=schedule_degree,
+                         schedule_horizon=schedule_horizon)
+        self._init_schedule(lr, schedule_steps, schedule_degree, schedule_horizon)
         self.momentum_delta = nn.Parameter(torch.zeros(()))
 
     def init(self, params: Tensor) -> State:
