@@ -64,8 +64,19 @@ def _task_config(trained_on: dict[str, Any], current: DictConfig) -> DictConfig:
     node.family = trained_on.get("family")
     with open_dict(node):
         for key, value in (trained_on.get("kwargs") or {}).items():
-            node.kwargs[key] = value
+            node.kwargs[key] = _run_data_dir(value)
     return node
+
+
+def _run_data_dir(value: Any) -> Any:
+    """A recorded task's kwargs with every nested ``data_dir`` (None, or the path an older
+    checkpoint recorded on the machine that trained it) pointing at this run's ``data_dir``."""
+    if isinstance(value, dict):
+        return {k: "${data_dir}" if k == "data_dir" else _run_data_dir(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_run_data_dir(v) for v in value]
+    return value
 
 
 def describe_task(trained_on: dict[str, Any]) -> str:

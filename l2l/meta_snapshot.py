@@ -28,6 +28,7 @@ from torch import Tensor
 from l2l import checkpoint
 from l2l.checkpoint import CheckpointError
 from l2l.learned.base import LearnedOptimizer
+from l2l.tasks.base import without_data_location
 
 if TYPE_CHECKING:  # the trainer imports this module
     from l2l.meta_training import MetaTrainer
@@ -115,8 +116,10 @@ class MetaSnapshot:
         diff = {k: (saved.get(k), now[k]) for k in now
                 if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]}
         for key in sorted(self.identity):  # checkpoints record what they knew to record
-            if self.identity.get(key) != trainer.identity.get(key):
-                diff[key] = (self.identity.get(key), trainer.identity.get(key))
+            # (older ones recorded a mixture's components' data_dir: where is not what)
+            saved_identity = without_data_location(self.identity.get(key))
+            if saved_identity != without_data_location(trainer.identity.get(key)):
+                diff[key] = (saved_identity, trainer.identity.get(key))
         if diff:
             shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
             raise CheckpointError(

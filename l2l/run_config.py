@@ -18,7 +18,7 @@ from l2l.config_checks import check_meta_keys
 from l2l.interface import BatchedOptimizer
 from l2l.meta_training import MetaConfig, MetaTrainer
 from l2l.registry import build_optimizer
-from l2l.tasks.base import TaskFamily
+from l2l.tasks.base import TaskFamily, without_data_location
 
 
 def plain(node: Any) -> Any:
@@ -49,8 +49,8 @@ def meta_trainer(cfg: DictConfig, task: TaskFamily, device: torch.device, run_di
 
 def task_identity(task: Mapping[str, Any]) -> dict[str, Any]:
     """A task config as a run's identity: its name, family and kwargs, but not where its data
-    lives (moving the data may not stop a resume, nor make two tasks differ)."""
-    kwargs = {k: v for k, v in (task.get("kwargs") or {}).items()
+    lives (moving the data may not stop a resume, nor make two tasks differ), at any depth."""
+    kwargs = {k: without_data_location(v) for k, v in (task.get("kwargs") or {}).items()
               if k not in ("data_dir", "download")}
     return {"name": task.get("name"), "family": task.get("family"), "kwargs": kwargs}
 

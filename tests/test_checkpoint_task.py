@@ -40,6 +40,32 @@ def test_a_mixture_checkpoint_brings_the_mixture():
     assert cfg.task.name == "mnist_mixture" and cfg.task.family == "mixture"
 
 
+def test_a_checkpoint_brings_no_machines_paths_and_reads_this_runs_data_dir():
+    """suite_mlp8_pes's checkpoints recorded each mixture component's data_dir as the path on
+    the machine that trained them: adopted elsewhere, every component must read this run's
+    data_dir, and the identity a run records now holds no path at all."""
+    from l2l.run_config import task_identity
+
+    recorded = {"name": "suite_train", "family": "mixture", "kwargs": {"components": [
+        {"name": "m", "family": "augmented", "kwargs": {
+            "task": {"family": "mnist_mlp", "kwargs": {"resolution": 8,
+                                                       "data_dir": "/elsewhere/mnist"}},
+            "param_scale_range": 1.0}},
+        {"name": "q", "family": "conditioned_quadratic", "kwargs": {"dim": 20}}],
+        "weights": [0.5, 0.5]}}
+    cfg = _cfg("rnnprop-mnist-mixture")
+    cfg.data_dir = "/here/mnist"
+    node = checkpoint_task._task_config(recorded, cfg)
+    cfg.task = node
+    first = cfg.task.kwargs.components[0].kwargs.task.kwargs
+    assert first.data_dir == "/here/mnist" and first.resolution == 8
+    assert "data_dir" not in cfg.task.kwargs.components[1].kwargs
+    identity = task_identity(recorded)
+    nested = identity["kwargs"]["components"][0]["kwargs"]["task"]["kwargs"]
+    assert nested == {"resolution": 8, "data_dir": None}
+    assert "/elsewhere" not in json.dumps(identity)
+
+
 @pytest.mark.parametrize("task, answer", [("mnist", "yes"), ("mnist_relu", "no"),
                                           ("quadratic", "no")])
 def test_a_given_task_is_kept_and_the_log_says_if_training_saw_it(caplog, task, answer):

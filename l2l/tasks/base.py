@@ -9,6 +9,8 @@ problems and, step for step, the same minibatches.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,6 +18,20 @@ from torch import Tensor
 from l2l.layout import ParamLayout
 
 SPLITS = ("train", "valid", "test")
+
+
+def without_data_location(value: Any) -> Any:
+    """A task config (or any part of one) with where its data lives taken out, at every depth
+    (a mixture's components, an augmented task's ``task``): each ``data_dir`` set to None (the
+    key stays: that task reads data) and each ``download`` dropped. Two runs on the same tasks
+    with their data in different places then have the same identity, and a checkpoint records
+    no machine's paths."""
+    if isinstance(value, Mapping):
+        return {k: None if k == "data_dir" else without_data_location(v)
+                for k, v in value.items() if k != "download"}
+    if isinstance(value, (list, tuple)):
+        return [without_data_location(v) for v in value]
+    return value
 
 
 def check_split(split: str) -> None:
