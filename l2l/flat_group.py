@@ -44,7 +44,7 @@ from l2l.tensor_list import TensorList
 #: coordinates of whole tensors a learned optimizer steps per call (see ``_step_chunks``)
 CHUNK = 1 << 16
 #: coordinates of whole tensors a baseline's multi-tensor step covers per call (``_step_lists``)
-LIST_CHUNK = 1 << 17
+LIST_CHUNK = 1 << 18
 
 
 def real_view(t: Tensor) -> Tensor:
@@ -338,9 +338,10 @@ class FlatBucket:
         before the next op starts, so over a whole 1M-parameter group every op streams the
         state through memory; torch.optim's default CPU step (one tensor at a time) keeps a
         small tensor's state in cache across its ops, and for rules of many ops (Adadelta's
-        ten) that is 1.2-1.4x faster. Groups of about 2^17 coordinates (the four to six
-        arrays of a step, 512 KiB each, about fill a 2 MiB L2 cache) get both, measured on
-        ``benchmarks/bench_dropin.py``'s ResNet and transformer. Every group starts from the
+        ten) that is 1.2-1.4x faster. Groups of about 2^18 coordinates get most of both: of
+        2^16 to 2^19 and one group, the fastest for Adadelta, Momentum and SGD together on
+        ``benchmarks/bench_dropin.py``'s ResNet and transformer (fewer groups pay less Python
+        per op, smaller ones stay in cache). Every group starts from the
         same scalar state (a step count advances once); the arithmetic is elementwise, so
         grouping changes no bit."""
         if self.complex:
