@@ -140,16 +140,21 @@ def test_untrained_learnable_baselines_are_their_rules():
         _run(baselines.Momentum(lr=0.002, momentum=0.8), problems, 40), rtol=1e-12, atol=1e-14)
 
 
-def test_learnable_schedule_and_hyperparameters_get_meta_gradients():
-    opt = LearnableAdam(lr=0.01, schedule_steps=5).double()
+def _backward_through_unroll(opt: LearnedOptimizer, steps: int = 8) -> None:
+    """The summed loss of ``steps`` steps on quadratics, back-propagated into ``opt``."""
     problems = build_task("quadratic").sample(3, 0, "train", dtype=torch.float64)
     params, state, total = problems.init_params, opt.init(problems.init_params), 0.0
-    for t in range(8):
+    for t in range(steps):
         _, grads = problems.loss_and_grad(params.detach(), t)
         update, state = opt.update(grads, state, params)
         params = params + update
         total = total + problems.loss(params, t).mean()
     total.backward()
+
+
+def test_learnable_schedule_and_hyperparameters_get_meta_gradients():
+    opt = LearnableAdam(lr=0.01, schedule_steps=5).double()
+    _backward_through_unroll(opt)
     assert opt.log_schedule.grad.abs().min() > 0  # every scheduled step is reached
     assert opt.beta_deltas.grad.abs().min() > 0 and opt.log_eps_delta.grad != 0
 
@@ -171,13 +176,7 @@ def test_a_polynomial_schedule_is_its_formula_and_gets_meta_gradients(kind):
     f = (steps / 6).clamp(max=1.0)
     torch.testing.assert_close(scheduled.learning_rate(steps),
                                0.02 * torch.exp(0.7 * f - 1.9 * f * f))
-    params, state, total = problems.init_params, scheduled.init(problems.init_params), 0.0
-    for t in range(8):
-        _, grads = problems.loss_and_grad(params.detach(), t)
-        update, state = scheduled.update(grads, state, params)
-        params = params + update
-        total = total + problems.loss(params, t).mean()
-    total.backward()
+    _backward_through_unroll(scheduled)
     assert (scheduled.schedule_coefs.grad.abs() > 0).all()
     assert scheduled.particle_axis()  # a few scalars: PES batches its particles
 
