@@ -341,9 +341,8 @@ class FlatBucket:
         ten) that is 1.2-1.4x faster. Groups of about 2^18 coordinates get most of both: of
         2^16 to 2^19 and one group, the fastest for Adadelta, Momentum and SGD together on
         ``benchmarks/bench_dropin.py``'s ResNet and transformer (fewer groups pay less Python
-        per op, smaller ones stay in cache). Every group starts from the
-        same scalar state (a step count advances once); the arithmetic is elementwise, so
-        grouping changes no bit."""
+        per op, smaller ones stay in cache). Every group starts from the same scalar state (a
+        step count advances once); the arithmetic is elementwise, so grouping changes no bit."""
         if self.complex:
             grads = [torch.view_as_real(g) for g in grads]
             reals = [torch.view_as_real(p) for p in self.params]
