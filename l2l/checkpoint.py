@@ -125,12 +125,12 @@ def optimizer_from_payload(
                               f"version of l2l does not know (known: {', '.join(classes)})")
     config = payload["config"]
     if expect is not None:
-        # a field the checkpoint predates had the value that rebuilds it (added_fields)
-        stored = {**classes[name].added_fields, **config}
         if name != expect.name:
             raise CheckpointError(
                 f"{source} holds a {name!r} optimizer but the config asks for {expect.name!r}; "
                 f"use optimizer={name}, or start a new run directory")
+        # a field the checkpoint predates had the value that rebuilds it (added_fields)
+        stored = {**classes[name].added_fields, **config}
         diff = {k: (stored.get(k), v) for k, v in expect.config.items() if stored.get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}"

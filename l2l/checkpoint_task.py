@@ -55,6 +55,7 @@ def _task_config(trained_on: dict[str, Any], current: DictConfig) -> DictConfig:
     """The task config of a recorded identity: its conf/task preset with the recorded kwargs
     (where the data lives stays the run's ``data_dir``), or the identity itself."""
     from l2l.presets import task_preset
+    from l2l.tasks.base import without_data_location
 
     try:
         node = task_preset(str(trained_on.get("name")))
@@ -64,19 +65,10 @@ def _task_config(trained_on: dict[str, Any], current: DictConfig) -> DictConfig:
     node.family = trained_on.get("family")
     with open_dict(node):
         for key, value in (trained_on.get("kwargs") or {}).items():
-            node.kwargs[key] = _run_data_dir(value)
+            # where the data lives is this run's data_dir, at every depth (older checkpoints
+            # recorded the training machine's path in a mixture's components)
+            node.kwargs[key] = without_data_location(value, data_dir="${data_dir}")
     return node
-
-
-def _run_data_dir(value: Any) -> Any:
-    """A recorded task's kwargs with every nested ``data_dir`` (None, or the path an older
-    checkpoint recorded on the machine that trained it) pointing at this run's ``data_dir``."""
-    if isinstance(value, dict):
-        return {k: "${data_dir}" if k == "data_dir" else _run_data_dir(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_run_data_dir(v) for v in value]
-    return value
 
 
 def describe_task(trained_on: dict[str, Any]) -> str:

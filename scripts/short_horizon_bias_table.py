@@ -33,11 +33,11 @@ def _rule(path: Path) -> str:
     """The learned lr (with a polynomial schedule: at the start -> at its horizon) and
     momentum of a checkpoint's learnable_momentum."""
     optimizer, _ = load_optimizer(str(path), "cpu")
-    horizon = optimizer.config.get("schedule_horizon") or 0
     with torch.no_grad():
         lr = f"{float(optimizer.learning_rate(torch.zeros(1, 1))):.3g}"
-        if optimizer.config.get("schedule_degree") and horizon:
-            lr += f"→{float(optimizer.learning_rate(torch.full((1, 1), float(horizon)))):.3g}"
+        if optimizer.config.get("schedule_degree"):  # validated: it comes with its horizon
+            end = torch.full((1, 1), float(optimizer.config["schedule_horizon"]))
+            lr += f"→{float(optimizer.learning_rate(end)):.3g}"
         momentum = optimizer._float_values()["momentum"]
     return f"{lr}, {momentum:.3g}"
 

@@ -45,7 +45,7 @@ def enable_compile_cache() -> None:
 def compiled(update: Callable) -> Callable:
     """``torch.compile(update)``, falling back to eager (with a warning) if compiling fails,
     e.g. on a machine without a C++ compiler. The first call compiles (seconds to a minute);
-    the caches are kept per user (``l2l.env.runtime_cache``), so later runs load the kernels."""
+    the caches are kept per user (:func:`enable_compile_cache`), so later runs load the kernels."""
     enable_compile_cache()
     fast: Callable | None = torch.compile(update, dynamic=False)
 

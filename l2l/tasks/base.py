@@ -20,17 +20,18 @@ from l2l.layout import ParamLayout
 SPLITS = ("train", "valid", "test")
 
 
-def without_data_location(value: Any) -> Any:
+def without_data_location(value: Any, data_dir: Any = None) -> Any:
     """A task config (or any part of one) with where its data lives taken out, at every depth
-    (a mixture's components, an augmented task's ``task``): each ``data_dir`` set to None (the
-    key stays: that task reads data) and each ``download`` dropped. Two runs on the same tasks
-    with their data in different places then have the same identity, and a checkpoint records
-    no machine's paths."""
+    (a mixture's components, an augmented task's ``task``): each ``data_dir`` set to
+    ``data_dir`` (the key stays: that task reads data) and each ``download`` dropped. With the
+    default None, two runs on the same tasks with their data in different places have the same
+    identity, and a checkpoint records no machine's paths; ``"${data_dir}"`` points a recorded
+    task at the reading run's own."""
     if isinstance(value, Mapping):
-        return {k: None if k == "data_dir" else without_data_location(v)
+        return {k: data_dir if k == "data_dir" else without_data_location(v, data_dir)
                 for k, v in value.items() if k != "download"}
     if isinstance(value, (list, tuple)):
-        return [without_data_location(v) for v in value]
+        return [without_data_location(v, data_dir) for v in value]
     return value
 
 
