@@ -43,6 +43,7 @@ import logging
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -221,10 +222,23 @@ def init_group(rendezvous_timeout: float = RENDEZVOUS_TIMEOUT,
     return _current
 
 
+#: seconds the exiting process gives gloo's worker threads to drop the last collective's tensors
+GLOO_DRAIN = 0.1
+
+
 def _shutdown() -> None:
+    """Destroy the process group while the interpreter is whole, then let gloo's workers finish.
+
+    A gloo worker thread releases a finished collective's tensors after ``wait()`` has already
+    returned, and releasing a tensor takes the GIL. If the interpreter is finalizing by then,
+    taking the GIL ends the thread inside a C++ destructor, and the process aborts
+    ("terminate called without an active exception", SIGABRT: a finished run fails). The group
+    outlives ``destroy_process_group`` (its workers stay up), so sleeping, which hands them the
+    GIL, is what closes that window."""
     if dist.is_initialized() and not _broken:
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+        time.sleep(GLOO_DRAIN)
 
 
 def timeouts(cfg: Any = None, argv: list[str] | None = None) -> tuple[float, float]:
