@@ -34,6 +34,14 @@ state's ``horizon``, which whoever knows it records (``l2l.interface.with_horizo
 every meta-training estimator, each particle of a truncated step); where nobody does (the
 torch.optim drop-in) set :attr:`MLPLOpt.run_length` to the run's steps before ``init``.
 
+``scale_feature=True`` adds one input the normaliser does not touch: ``log10(rms(p) + 1e-3)``,
+the scale of each tensor's parameters, the same at every coordinate of the tensor. The
+normalised features are scale-free by design, so without it one rule takes the same step on a
+tensor of weights ~1 (a quadratic, where tuned Adam's lr is ~0.5) as on one of weights ~0.01 (a
+logistic regression from zero, ~0.01). Adafactor's relative step (``scale_parameter``) fixes
+that ratio at 1; here the network learns it. Under the training distribution's reparameterising
+augmentation (``p = w / s``) the right step in ``p`` scales as ``rms(p)``, which is the signal.
+
 **muLO** (``mup=True``): the step of every tensor of two or more dimensions is divided by its
 fan-in (``ParamLayout.fan_ins``), vectors' steps are not, as muP prescribes for Adam-like rules.
 The normalised features make the unscaled step's per-tensor statistics width-independent, so
@@ -60,6 +68,9 @@ from l2l.learned.core import zero_linear
 from l2l.learned.mlp_lopt_step import FROZEN_CHUNK, TINY, frozen_step, fusable
 from l2l.range_checks import check_range
 
+#: what ``scale_feature`` adds to a tensor's parameter RMS: a tensor at zero reads -3, not -inf
+SCALE_FLOOR = 1e-3
+
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x (B, in, N) -> (B, out, N)`` with ``weight (out, in)``, or with one weight per row
@@ -85,7 +96,8 @@ class MLPLOpt(LearnedOptimizer):
     name = "mlp_lopt"
     reads_params = False  # p is an input only: see the module docstring
     uses_layout = True
-    added_fields = {"horizon_features": False}  # checkpoints from before it read no run length
+    #: checkpoints from before these fields read no run length and no parameter scale
+    added_fields = {"horizon_features": False, "scale_feature": False}
     summary = ("per-coordinate 2-layer MLP on per-tensor-normalised Adam/Adafactor features "
                "(small_fc_lopt); untrained = Adam; mup=true: muLO")
 
@@ -105,6 +117,7 @@ class MLPLOpt(LearnedOptimizer):
         mup: bool = False,
         zero_head: bool = True,
         horizon_features: bool = False,
+        scale_feature: bool = False,
     ) -> None:
         check_int("hidden_size", hidden_size, 1, 1024)
         check_int("hidden_layers", hidden_layers, 1, 8)
@@ -125,7 +138,8 @@ class MLPLOpt(LearnedOptimizer):
         check_range("anchor_scale", anchor_scale, 0.0)
         check_range("eps", eps, 0.0, low_inclusive=False)
         for flag, value in (("mup", mup), ("zero_head", zero_head),
-                            ("horizon_features", horizon_features)):
+                            ("horizon_features", horizon_features),
+                            ("scale_feature", scale_feature)):
             if not isinstance(value, bool):
                 raise ValueError(f"invalid {flag}={value!r}: {flag} must be true or false")
         super().__init__(
@@ -134,13 +148,14 @@ class MLPLOpt(LearnedOptimizer):
             factored_decay=float(factored_decay), time_scales=[float(t) for t in taus],
             step_mult=float(step_mult), exp_mult=float(exp_mult),
             anchor_scale=float(anchor_scale), anchor_beta1=float(anchor_beta1),
-            eps=float(eps), mup=mup, zero_head=zero_head, horizon_features=horizon_features)
+            eps=float(eps), mup=mup, zero_head=zero_head, horizon_features=horizon_features,
+            scale_feature=scale_feature)
         cfg = self.config
         #: the momentum Adam's term uses: one of the feature momenta if its decay is among them
         self.anchor_key = (f"m{cfg['momentum_decays'].index(cfg['anchor_beta1'])}"
                            if cfg["anchor_beta1"] in cfg["momentum_decays"] else "anchor_m")
         K = len(decays)
-        self.num_features = 2 + K + 1 + K + 1 + 3
+        self.num_features = 2 + K + 1 + K + 1 + 3 + (1 if scale_feature else 0)
         H = int(hidden_size)
         self.input = nn.Linear(self.num_features, H)
         times = len(taus) + (2 if horizon_features else 0)
@@ -280,7 +295,11 @@ class MLPLOpt(LearnedOptimizer):
         x = torch.stack(feats, dim=1)
         B, n = g.shape
         rows = x.view(B * len(feats), n)  # every (instance, feature) normalised as a row
-        return (rows * torch.rsqrt(layout.tensor_mean(rows * rows) + TINY)).view(B, -1, n)
+        x = (rows * torch.rsqrt(layout.tensor_mean(rows * rows) + TINY)).view(B, -1, n)
+        if cfg["scale_feature"]:  # the one input left unnormalised (module docstring)
+            scale = torch.log10(layout.tensor_mean(p * p).sqrt() + SCALE_FLOOR)
+            x = torch.cat([x, scale.expand(B, n).unsqueeze(1)], dim=1)
+        return x
 
     def _step_scale(self, layout, like: Tensor) -> Tensor:
         """``-step_mult / fan_in`` (muLO) at every coordinate, cached per layout and dtype."""

@@ -34,11 +34,13 @@ FROZEN_CHUNK = 1 << 15
 
 
 def fusable(rule, grads: Tensor, state: State, params: Tensor) -> bool:
-    """Whether :func:`frozen_step` applies: plain (not per-particle) weights, one dtype
-    throughout and contiguous rows it can update in place."""
+    """Whether :func:`frozen_step` applies: plain (not per-particle) weights, no parameter-scale
+    input (it builds the normalised features only), one dtype throughout and contiguous rows it
+    can update in place."""
     dtype = rule.head.weight.dtype
     tensors = [grads, params, *(state[k] for k in rule._moment_keys())]
-    return (rule.input.weight.dim() == 2 and all(t.dtype == dtype for t in tensors)
+    return (rule.input.weight.dim() == 2 and not rule.config["scale_feature"]
+            and all(t.dtype == dtype for t in tensors)
             and all(t.stride(-1) == 1 for t in tensors))
 
 
