@@ -443,6 +443,7 @@ def test_drop_in_state_dict_round_trips():
     ({"eps": 0.0}, "eps must lie in"),
     ({"rms_decay": 1.0}, "rms_decay must lie in"),
     ({"mup": "yes"}, "mup must be true or false"),
+    ({"scale_feature": 1}, "scale_feature must be true or false"),
     ({"wings": 2}, r"unknown hyperparameter\(s\) \['wings'\]"),
 ])
 def test_bad_config_values_are_one_line_errors(overrides, message):
@@ -471,7 +472,8 @@ def test_a_frozen_step_in_chunks_equals_the_differentiable_update():
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("kwargs", [
-    {}, {"mup": True}, {"horizon_features": True}, {"momentum_decays": (0.5, 0.99)},
+    {}, {"mup": True}, {"horizon_features": True}, {"scale_feature": True},
+    {"momentum_decays": (0.5, 0.99)},
     {"hidden_layers": 1}, {"hidden_layers": 3, "anchor_scale": 0.0}])
 def test_the_in_place_step_is_the_pure_update(kwargs, batch):
     """``step_`` (the drop-in's and evaluation's path, l2l.learned.mlp_lopt_step) computes the
@@ -676,10 +678,73 @@ def test_the_drop_in_uses_the_run_length_it_is_given():
 def test_checkpoints_from_before_horizon_features_load_as_without_them(tmp_path):
     opt = _perturb(MLPLOpt(hidden_size=4))
     payload = opt.payload()
-    del payload["config"]["horizon_features"]  # as written before the field existed
+    del payload["config"]["horizon_features"]  # as written before the fields existed
+    del payload["config"]["scale_feature"]
     loaded = MLPLOpt.from_config(payload["config"], complete=True)
     assert loaded.config["horizon_features"] is False
+    assert loaded.config["scale_feature"] is False
     del payload["config"]["hidden_layers"]  # a field that was always there: still incomplete
     with pytest.raises(ValueError, match=r"\['hidden_layers'\] of learned optimizer 'mlp_lopt' "
                                          "are missing"):
         MLPLOpt.from_config(payload["config"], complete=True)
+
+
+# -- the parameter-scale input ------------------------------------------------------------------
+
+
+def test_the_scale_feature_is_each_tensors_log10_parameter_rms_unnormalised():
+    opt = MLPLOpt(scale_feature=True).double()
+    bound = opt.with_layout(MIXED)
+    g = torch.randn(2, MIXED.numel, dtype=torch.float64)
+    p = torch.randn(2, MIXED.numel, dtype=torch.float64) * torch.tensor([[3.0], [0.01]],
+                                                                         dtype=torch.float64)
+    p[1, MIXED.offsets[2]:MIXED.offsets[2] + MIXED.sizes[2]] = 0.0  # a tensor at zero: -3
+    state = bound.init(p)
+    new_state = {"v": torch.lerp(state["v"], g * g, 1 - 0.999),
+                 opt.anchor_key: torch.lerp(state[opt.anchor_key], g, 0.1)}
+
+    def bias(d):
+        return torch.full((2, 1), 1 - d, dtype=torch.float64)
+
+    x = bound._features(g, p, state, new_state, MIXED, bias, bias(0.999))
+    assert x.shape[1] == opt.num_features == MLPLOpt().num_features + 1
+    plain = MLPLOpt().double().with_layout(MIXED)._features(g, p, state, dict(new_state), MIXED,
+                                                            bias, bias(0.999))
+    torch.testing.assert_close(x[:, :-1], plain)  # the normalised inputs are the same
+    for b in range(2):
+        for off, size in zip(MIXED.offsets, MIXED.sizes):
+            rms = p[b, off:off + size].pow(2).mean().sqrt()
+            want = torch.log10(rms + 1e-3).expand(size)
+            torch.testing.assert_close(x[b, -1, off:off + size], want, rtol=1e-12, atol=1e-12)
+    assert x[1, -1, MIXED.offsets[2]] == pytest.approx(-3.0)
+
+
+def test_only_the_scale_feature_lets_the_rule_step_by_the_parameters_scale():
+    """The normalised inputs are the same for p and 10 p, so without the feature every trained
+    rule takes the same step on both; with it the step can depend on the scale."""
+    g = torch.randn(2, MIXED.numel, dtype=torch.float64)
+    p = torch.randn(2, MIXED.numel, dtype=torch.float64)
+    steps = {}
+    for flag in (False, True):
+        rule = _perturb(MLPLOpt(hidden_size=6, zero_head=False, scale_feature=flag),
+                        scale=0.5).double().with_layout(MIXED)
+        with torch.no_grad():
+            steps[flag] = [rule.update(g, rule.init(q), q)[0] for q in (p, 10 * p)]
+    torch.testing.assert_close(steps[False][0], steps[False][1], rtol=1e-10, atol=1e-14)
+    assert not torch.allclose(steps[True][0], steps[True][1], rtol=1e-3)
+
+
+def test_untrained_scale_aware_mlp_lopt_is_still_adam_and_meta_trains():
+    problems = QuadraticFamily(dim=6).sample(4, seed=0, split="train")
+    plain, _ = _run(MLPLOpt(step_mult=0.05), problems, 8)
+    aware, _ = _run(MLPLOpt(step_mult=0.05, scale_feature=True), problems, 8)
+    torch.testing.assert_close(aware, plain)
+    torch.manual_seed(0)
+    opt = MLPLOpt(hidden_size=8, step_mult=0.05, scale_feature=True)
+    config = MetaConfig(iterations=16, horizon=20, unroll=10, batch_size=8, meta_lr=0.03,
+                        val_every=16, val_instances=32, estimator="surrogate")
+    trainer = MetaTrainer(opt, build_task("quadratic"), config)
+    untrained = trainer.validate()
+    result = trainer.train()
+    assert result["skipped"] == 0
+    assert result["best_val_loss"] < 0.9 * untrained, (untrained, result["history"])
