@@ -65,11 +65,8 @@ from torch import Tensor, nn
 from l2l.interface import State, safe_sqrt
 from l2l.learned.base import LearnedOptimizer, check_int
 from l2l.learned.core import zero_linear
-from l2l.learned.mlp_lopt_step import FROZEN_CHUNK, TINY, frozen_step, fusable
+from l2l.learned.mlp_lopt_step import FROZEN_CHUNK, SCALE_FLOOR, TINY, frozen_step, fusable
 from l2l.range_checks import check_range
-
-#: what ``scale_feature`` adds to a tensor's parameter RMS: a tensor at zero reads -3, not -inf
-SCALE_FLOOR = 1e-3
 
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

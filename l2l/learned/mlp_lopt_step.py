@@ -13,6 +13,7 @@ more than the 76 multiply-adds of a width-4 network. This step computes the same
   buffer (``out=``), so Python's cost per tensor is a handful of calls, not one per feature;
 * the per-tensor normaliser ``x / rms(x)`` is folded into the first layer's weights,
   ``(W diag(1 / rms)) x``: an ``(H, F)`` product per tensor instead of a pass over ``F n``;
+  ``scale_feature``'s input, one value per tensor, joins the first layer's bias the same way;
 * every bias rides in its GEMM on a row of ones, and the network runs on slices of
   ``FROZEN_CHUNK`` coordinates, so its hidden units stay in cache; the parameter is updated by
   one ``addcmul_`` per slice.
@@ -28,19 +29,19 @@ from l2l.interface import State
 #: keeps the normaliser and the factored estimate finite for all-zero features; far below
 #: the mean square of every (scale-free) feature while |g| > ~1e-12
 TINY = 1e-30
+#: what ``scale_feature`` adds to a tensor's parameter RMS: a tensor at zero reads -3, not -inf
+SCALE_FLOOR = 1e-3
 #: coordinates per slice of a frozen step's network: its hidden units stay in cache, and a
 #: 1M-parameter tensor does not allocate 2 x 32 x 1M hidden activations at once
 FROZEN_CHUNK = 1 << 15
 
 
 def fusable(rule, grads: Tensor, state: State, params: Tensor) -> bool:
-    """Whether :func:`frozen_step` applies: plain (not per-particle) weights, no parameter-scale
-    input (it builds the normalised features only), one dtype throughout and contiguous rows it
-    can update in place."""
+    """Whether :func:`frozen_step` applies: plain (not per-particle) weights, one dtype
+    throughout and contiguous rows it can update in place."""
     dtype = rule.head.weight.dtype
     tensors = [grads, params, *(state[k] for k in rule._moment_keys())]
-    return (rule.input.weight.dim() == 2 and not rule.config["scale_feature"]
-            and all(t.dtype == dtype for t in tensors)
+    return (rule.input.weight.dim() == 2 and all(t.dtype == dtype for t in tensors)
             and all(t.stride(-1) == 1 for t in tensors))
 
 
@@ -118,7 +119,9 @@ def frozen_step(rule, grads: Tensor, state: State, params: Tensor) -> None:
         return (1 - decay ** t).to(dtype)
 
     g = grads
-    x = torch.empty(B, rule.num_features + 1, n, dtype=dtype, device=g.device)
+    # the normalised planes; the scale feature is one value per tensor: a bias of the first layer
+    F = rule.num_features - (1 if cfg["scale_feature"] else 0)
+    x = torch.empty(B, F + 1, n, dtype=dtype, device=g.device)
     # the moments, in place, and the elementwise feature planes
     x[:, 0] = g
     x[:, 1] = params
@@ -161,20 +164,24 @@ def frozen_step(rule, grads: Tensor, state: State, params: Tensor) -> None:
     factored.div_(bias(fd)).sqrt_().add_(eps)
     torch.div(g, factored, out=factored)
     # the normaliser x / rms(x) over each tensor, folded into the first layer's weights
-    F = rule.num_features
     squares = torch.stack([torch.linalg.vector_norm(x[:, :F, off:off + size], dim=2)
                            for off, size in zip(layout.offsets, layout.sizes)], dim=1)
-    scale = torch.rsqrt(squares.square_().div_(sizes.view(1, -1, 1)).add_(TINY))  # (B, T, F)
+    mean_squares = squares.square_().div_(sizes.view(1, -1, 1))  # (B, T, F)
+    T = len(layout)
     b_first = rule.input.bias.expand(B, -1)
     times = rule._times(t.to(dtype), state, {})
     if times is not None:  # the per-instance time inputs: a bias of the first layer
         b_first = b_first + times @ rule.time.weight.T
+    b_first = b_first.view(B, 1, -1).expand(B, T, -1)  # (B, T, H)
+    if cfg["scale_feature"]:  # log10 rms(p) per tensor (plane 1 is p): a per-tensor bias
+        p_scale = torch.log10(mean_squares[:, :, 1].sqrt() + SCALE_FLOOR)  # (B, T)
+        b_first = b_first + p_scale.unsqueeze(2) * rule.input.weight[:, F]
+    scale = torch.rsqrt(mean_squares.add_(TINY))
     # every bias rides in its GEMM on a row of ones (a bias added to the output would be one
     # more pass over it): x's last plane, and a last row of each hidden buffer
     x[:, F].fill_(1.0)
-    T = len(layout)
-    w_first = torch.cat([rule.input.weight * scale.unsqueeze(2),
-                         b_first.view(B, 1, -1, 1).expand(B, T, -1, 1)], dim=3)  # (B,T,H,F+1)
+    w_first = torch.cat([rule.input.weight[:, :F] * scale.unsqueeze(2),
+                         b_first.unsqueeze(3)], dim=3)  # (B, T, H, F + 1)
     layers = _constant_layers(rule, B)
     anchor = (x[:, 3 + K + decays.index(b1)] if rule.anchor_key != "anchor_m"
               else state["anchor_m"] * inv_rms)
