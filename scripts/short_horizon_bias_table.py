@@ -1,10 +1,11 @@
 """The short-horizon-bias experiment's table (issue 23), from what scripts/short_horizon_bias.sh
 leaves in ``runs/``: per meta-training seed and estimator, the untrained start's and the best
 validation final loss (with the iteration it was kept at), the last validation (where
-meta-training had taken the weights), the learned lr and momentum, and the mean final test loss
+meta-training had taken the weights), the learned rule (learnable_momentum: lr and momentum;
+learnable_adam: lr, betas and eps), and the mean final test loss
 over the 100 test problems with its 95% CI (PES: its best checkpoint; TBPTT: its last weights,
-its best being the untrained start); then tuned momentum's and the untrained start's test loss
-at the same 1,000 steps.
+its best being the untrained start); then the tuned baseline's and the untrained start's test
+loss at the same 1,000 steps.
 
     python scripts/short_horizon_bias_table.py [--runs runs] [--prefix shb] > table.md
 
@@ -30,16 +31,19 @@ def _record(summary: Path) -> dict:
 
 
 def _rule(path: Path) -> str:
-    """The learned lr (with a polynomial schedule: at the start -> at its horizon) and
-    momentum of a checkpoint's learnable_momentum."""
+    """The learned lr (with a polynomial schedule: at the start -> at its horizon) and the
+    rest of a checkpoint's rule: learnable_momentum's momentum, learnable_adam's betas and eps."""
     optimizer, _ = load_optimizer(str(path), "cpu")
     with torch.no_grad():
         lr = f"{float(optimizer.learning_rate(torch.zeros(1, 1))):.3g}"
         if optimizer.config.get("schedule_degree"):  # validated: it comes with its horizon
             end = torch.full((1, 1), float(optimizer.config["schedule_horizon"]))
             lr += f"→{float(optimizer.learning_rate(end)):.3g}"
-        momentum = optimizer._float_values()["momentum"]
-    return f"{lr}, {momentum:.3g}"
+        values = optimizer._float_values()
+    rest = ", ".join(f"{name} " + (", ".join(f"{v:.4g}" for v in value)
+                                   if isinstance(value, tuple) else f"{value:.3g}")
+                     for name, value in values.items())
+    return f"lr {lr}, {rest}"
 
 
 def _test(record: dict) -> str:
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     meta = args.runs / "meta_train" / "mnist"
     print("| seed | estimator | untrained validation | best validation (iteration) | last "
-          "validation | lr, momentum: best / last | test final loss (PES: best; TBPTT: last) |")
+          "validation | learned rule: best / last | test final loss (PES: best; TBPTT: last) |")
     print("|---|---|---|---|---|---|---|")
     for run in sorted(meta.glob(f"{args.prefix}_*_s*")):
         how, seed = run.name.removeprefix(f"{args.prefix}_").rsplit("_s", 1)
@@ -68,13 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         checkpoints = run / "checkpoints"
         rules = f"{_rule(checkpoints / 'best.pt')} / {_rule(checkpoints / 'latest.pt')}"
         print(f"| {seed} | {how} | {vals[0]:.4g} | {kept} | {vals[-1]:.4g} | {rules} | {test} |")
-    for run, what in ((f"{args.prefix}_momentum_tuned", "tuned momentum"),
-                      (f"{args.prefix}_eval_untrained", "the untrained start")):
-        found = sorted(args.runs.glob(f"**/{run}/summary.json"))
+    for pattern, what in ((f"{args.prefix}_*_tuned", "the tuned baseline"),
+                          (f"{args.prefix}_eval_untrained", "the untrained start")):
+        found = sorted(args.runs.glob(f"**/{pattern}/summary.json"))
         if found:
             record = _record(found[-1])
             lr = f" (lr {record['tuned_lr']:.3g})" if record.get("tuned_lr") else ""
-            print(f"\n{what}{lr}: test final loss {_test(record)}.")
+            name = f" ({record['name']})" if record.get("name") else ""
+            print(f"\n{what}{name}{lr}: test final loss {_test(record)}.")
 
 
 if __name__ == "__main__":
