@@ -9,8 +9,8 @@
 #   * PES: 8 particles, truncations of 20, episodes LogUniform(100, 1000), TASKS * 1000 / 160
 #     meta-iterations (8 particles x 20 steps each).
 # Both validate 8 times on 20 fixed problems over meta.horizon=1000 steps (the selection
-# criterion is the final loss there; iteration 0 is the untrained start). Then the baseline's lr is
-# tuned at 1,000 steps, and PES's best.pt, TBPTT's latest.pt and the untrained start are
+# criterion is the final loss there; iteration 0 is the untrained start). Then the baseline's
+# lr is tuned at 1,000 steps, and PES's best.pt, TBPTT's latest.pt and the untrained start are
 # evaluated on the 100 test problems over 1,000 steps (scripts/short_horizon_bias_table.py).
 # The claim to check: TBPTT's best is its untrained start or worse (short-horizon bias), PES's
 # beats both the start and the tuned baseline (momentum, or Adam with OPTIMIZER=learnable_adam).
